@@ -1,0 +1,1 @@
+"""Shared library behind every recipe: config, model loading, LoRA, data helpers, the GRPO trainer, tiny models."""

@@ -1,0 +1,127 @@
+"""Which parts of a VLM train: LoRA on the language model by default, switches for the vision tower and projector.
+
+Every supported family splits the same way (module names as in transformers 5):
+- vision tower: `...visual...` (Qwen2.5-VL, Qwen3-VL) or `...vision_tower...` (Gemma-3), minus the projector;
+- projector: Qwen's `merger` (and Qwen3-VL's `deepstack_merger_list`) or Gemma-3's `multi_modal_projector`;
+- language model: everything else (`language_model`, `lm_head`, embeddings).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+
+from peft import LoraConfig
+from torch import nn
+
+from core.config import VLMModelConfig
+
+logger = logging.getLogger(__name__)
+
+PROJECTOR_PATTERN = re.compile(r"(^|\.)(merger|deepstack_merger_list|multi_modal_projector)(\.|$)")
+VISION_PATTERN = re.compile(r"(^|\.)(visual|vision_tower|vision_model)(\.|$)")
+# Never adapted: the output head and embeddings are tied or huge; LoRA there buys little and breaks weight tying.
+NEVER_ADAPTED = ("lm_head", "embed_tokens", "wte")
+
+
+def module_group(name: str) -> str:
+    """'projector', 'vision' or 'language' for a module or parameter name."""
+    if PROJECTOR_PATTERN.search(name):
+        return "projector"
+    if VISION_PATTERN.search(name):
+        return "vision"
+    return "language"
+
+
+def enabled_groups(model_args: VLMModelConfig) -> set[str]:
+    groups = {g for g, on in (("language", model_args.train_language), ("vision", model_args.train_vision),
+                              ("projector", model_args.train_projector)) if on}
+    if not groups:
+        raise ValueError("Nothing to train: train_language, train_vision and train_projector are all false.")
+    return groups
+
+
+def lora_target_names(model: nn.Module, model_args: VLMModelConfig) -> list[str]:
+    """Full names of the nn.Linear modules LoRA wraps.
+
+    `lora_target_modules` (e.g. [q_proj, v_proj]) narrows by leaf name; the default is every linear layer of the
+    enabled language/vision groups. Projectors are trained fully instead (see `build_lora_config`).
+    """
+    groups = enabled_groups(model_args) - {"projector"}
+    wanted = model_args.lora_target_modules
+    if isinstance(wanted, str):
+        wanted = None if wanted == "all-linear" else [wanted]
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or module_group(name) not in groups:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in NEVER_ADAPTED or (wanted and leaf not in wanted):
+            continue
+        names.append(name)
+    if not names and groups:
+        raise ValueError(f"No linear layer matches lora_target_modules={model_args.lora_target_modules} in the "
+                         f"groups {sorted(groups)} of {type(model).__name__}.")
+    return names
+
+
+def projector_module_names(model: nn.Module) -> list[str]:
+    """Top-most projector modules (for LoRA's modules_to_save); a ModuleList counts by its items, which PEFT can
+    wrap without breaking the parent's iteration over them."""
+    tops: list[str] = []
+    for name, module in model.named_modules():
+        if not PROJECTOR_PATTERN.search(name) or any(name.startswith(t + ".") for t in tops):
+            continue
+        if isinstance(module, nn.ModuleList):
+            tops += [f"{name}.{i}" for i in range(len(module))]
+        else:
+            tops.append(name)
+    return tops
+
+
+def build_lora_config(model: nn.Module, model_args: VLMModelConfig) -> LoraConfig | None:
+    """The LoRA config for `GRPOTrainer(peft_config=...)`, or None for full fine-tuning."""
+    if not model_args.use_peft:
+        return None
+    groups = enabled_groups(model_args)
+    targets = lora_target_names(model, model_args) if groups - {"projector"} else []
+    to_save = list(model_args.lora_modules_to_save or [])
+    if "projector" in groups:
+        to_save += projector_module_names(model)
+    return LoraConfig(
+        task_type=model_args.lora_task_type,
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=targets,
+        modules_to_save=sorted(set(to_save)) or None,
+        use_rslora=model_args.use_rslora,
+        use_dora=model_args.use_dora,
+        bias="none",
+    )
+
+
+def freeze_for_full_finetune(model: nn.Module, model_args: VLMModelConfig) -> None:
+    """Without LoRA, train all weights of the enabled groups and freeze the rest."""
+    if model_args.use_peft:
+        return
+    groups = enabled_groups(model_args)
+    for name, param in model.named_parameters():
+        param.requires_grad_(module_group(name) in groups)
+
+
+def trainable_report(model: nn.Module) -> str:
+    """One line of counts plus which module groups train, printed at start-up so a wrong switch shows at once."""
+    total = trainable = 0
+    per_group: Counter[str] = Counter()
+    for name, param in model.named_parameters():
+        n = param.numel() if param.numel() else getattr(param, "ds_numel", 0)  # ZeRO-3 keeps a 0-size stub
+        total += n
+        if param.requires_grad:
+            trainable += n
+            kind = "lora" if "lora_" in name else "full"
+            per_group[f"{module_group(name)}/{kind}"] += n
+    parts = ", ".join(f"{k}: {v:,}" for k, v in sorted(per_group.items())) or "none"
+    pct = 100.0 * trainable / max(total, 1)
+    return f"trainable params: {trainable:,} / {total:,} ({pct:.3f}%) | training: {parts}"

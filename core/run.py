@@ -1,0 +1,85 @@
+"""Start-up and wrap-up shared by every recipe's train.py, so each train.py stays parse → data → rewards →
+trainer → train → save."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import transformers
+from transformers.trainer_utils import get_last_checkpoint
+from trl import GRPOConfig, GRPOTrainer
+
+from core.config import save_resolved_config
+
+logger = logging.getLogger("core")
+
+
+def setup_logging(training_args: GRPOConfig) -> None:
+    level = logging.INFO if training_args.process_index == 0 else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level,
+                        stream=sys.stdout)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def resolve_resume(training_args: GRPOConfig) -> str | None:
+    """`--resume_from_checkpoint true|last` means the newest checkpoint in output_dir; a path is taken as given."""
+    value = training_args.resume_from_checkpoint
+    if value in (None, "", False, "false", "False"):
+        return None
+    if str(value).lower() in ("true", "last"):
+        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-* in {training_args.output_dir}")
+        return last
+    if not os.path.isdir(value):
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
+    return value
+
+
+def setup_run(training_args: GRPOConfig, *configs: Any) -> str | None:
+    """Logging, a guard against training over an earlier run's checkpoints, and the resolved-config record.
+
+    Returns the checkpoint to resume from (or None).
+    """
+    setup_logging(training_args)
+    resume = resolve_resume(training_args)
+    out = Path(training_args.output_dir)
+    if resume is None and out.is_dir() and any(out.glob("checkpoint-*")):
+        raise FileExistsError(
+            f"{out} already holds checkpoints from an earlier run. Continue it with --resume_from_checkpoint true, "
+            "or pass another --output_dir; nothing was overwritten.")
+    if training_args.process_index == 0:
+        path = save_resolved_config(out, *configs, training_args)
+        logger.info("resolved config written to %s", path)
+    return resume
+
+
+def train_and_save(trainer: GRPOTrainer, resume: str | None) -> dict[str, float]:
+    """Train (or resume), then save weights/adapter + processor, metrics and the trainer state."""
+    if resume:
+        logger.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(trainer.args.output_dir)
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    if trainer.accelerator.is_main_process:
+        logger.info("run saved to %s", trainer.args.output_dir)
+    return metrics
+
+
+def resolve_input_path(path: str | None, recipe_dir: str | Path) -> str | None:
+    """A data path as the user meant it: absolute or relative to the working directory if it exists there,
+    else relative to the recipe folder, so a recipe's config can name its own `data/` and a copied recipe folder
+    reads its own copy."""
+    if not path:
+        return path
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return str(candidate.resolve())
+    return str((Path(recipe_dir) / candidate).resolve())

@@ -1,0 +1,75 @@
+"""Config: YAML + CLI through TrlParser, unknown keys fail, the resolved config is recorded."""
+
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+
+from core.config import RESOLVED_CONFIG_NAME, VLMModelConfig, load_resolved_config, parse_config, save_resolved_config
+
+
+@dataclass
+class ToyScriptArgs:
+    train_file: str = field(default="train.jsonl", metadata={"help": "data"})
+    reward_funcs: list[str] = field(default_factory=lambda: ["a"], metadata={"help": "rewards"})
+
+
+CPU = {"use_cpu": True, "bf16": False}
+
+
+def write_yaml(tmp_path, data):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**CPU, **data}))
+    return str(path)
+
+
+def test_yaml_fills_all_three_dataclasses(tmp_path):
+    cfg = write_yaml(tmp_path, {"train_file": "x.jsonl", "learning_rate": 0.5, "num_generations": 4,
+                                "model_name_or_path": "tiny:qwen2_5_vl", "max_pixels": 12544, "train_vision": True,
+                                "output_dir": str(tmp_path / "out")})
+    script, train, model = parse_config(ToyScriptArgs, ["--config", cfg])
+    assert script.train_file == "x.jsonl"
+    assert train.learning_rate == 0.5 and train.num_generations == 4
+    assert isinstance(model, VLMModelConfig)
+    assert model.max_pixels == 12544 and model.train_vision is True and model.train_projector is False
+
+
+def test_cli_overrides_yaml(tmp_path):
+    cfg = write_yaml(tmp_path, {"train_file": "x.jsonl", "learning_rate": 0.5, "output_dir": str(tmp_path / "o")})
+    script, train, _ = parse_config(ToyScriptArgs, ["--config", cfg, "--learning_rate", "0.25", "--train_file", "y"])
+    assert train.learning_rate == 0.25
+    assert script.train_file == "y"
+
+
+def test_unknown_yaml_key_fails(tmp_path):
+    cfg = write_yaml(tmp_path, {"train_file": "x.jsonl", "learnin_rate": 0.5, "output_dir": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="learnin_rate"):
+        parse_config(ToyScriptArgs, ["--config", cfg])
+
+
+def test_unknown_cli_flag_fails(tmp_path):
+    cfg = write_yaml(tmp_path, {"output_dir": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="no_such_flag"):
+        parse_config(ToyScriptArgs, ["--config", cfg, "--no_such_flag", "1"])
+
+
+def test_resolved_config_round_trip_and_kept_on_change(tmp_path):
+    cfg = write_yaml(tmp_path, {"learning_rate": 0.5, "output_dir": str(tmp_path / "o")})
+    script, train, model = parse_config(ToyScriptArgs, ["--config", cfg])
+    out = tmp_path / "run"
+    save_resolved_config(out, script, train, model)
+    loaded = load_resolved_config(out)
+    assert loaded["GRPOConfig"]["learning_rate"] == 0.5
+    assert loaded["ToyScriptArgs"]["reward_funcs"] == ["a"]
+    assert loaded["VLMModelConfig"]["train_language"] is True
+
+    train.learning_rate = 0.1  # a resumed run with other settings keeps the earlier record
+    save_resolved_config(out, script, train, model)
+    assert load_resolved_config(out)["GRPOConfig"]["learning_rate"] == 0.1
+    older = [p for p in out.glob("run_config.*.yaml") if p.name != RESOLVED_CONFIG_NAME]
+    assert len(older) == 1 and yaml.safe_load(older[0].read_text())["GRPOConfig"]["learning_rate"] == 0.5
+
+
+def test_load_resolved_config_names_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run_config.yaml"):
+        load_resolved_config(tmp_path)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from enum import Enum
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,18 +29,24 @@ class VLMModelConfig(ModelConfig):
 
     min_pixels: int | None = field(
         default=None,
-        metadata={"help": "Lower bound on pixels per image after the processor's resize (Qwen families). "
-                  "None keeps the checkpoint's own processor setting."},
+        metadata={
+            "help": "Lower bound on pixels per image after the processor's resize (Qwen families). "
+            "None keeps the checkpoint's own processor setting."
+        },
     )
     max_pixels: int | None = field(
         default=None,
-        metadata={"help": "Upper bound on pixels per image after the processor's resize (Qwen families); the main "
-                  "memory knob for vision tokens. None keeps the checkpoint's own processor setting."},
+        metadata={
+            "help": "Upper bound on pixels per image after the processor's resize (Qwen families); the main "
+            "memory knob for vision tokens. None keeps the checkpoint's own processor setting."
+        },
     )
     train_language: bool = field(
         default=True,
-        metadata={"help": "Train the language model (LoRA adapters on its linear layers, or all its weights when "
-                  "use_peft is false)."},
+        metadata={
+            "help": "Train the language model (LoRA adapters on its linear layers, or all its weights when "
+            "use_peft is false)."
+        },
     )
     train_vision: bool = field(
         default=False,
@@ -48,8 +54,10 @@ class VLMModelConfig(ModelConfig):
     )
     train_projector: bool = field(
         default=False,
-        metadata={"help": "Also train the vision-language merger/projector (fully: it is small, and Gemma-3's "
-                  "projector is a bare weight that LoRA cannot wrap)."},
+        metadata={
+            "help": "Also train the vision-language merger/projector (fully: it is small, and Gemma-3's "
+            "projector is a bare weight that LoRA cannot wrap)."
+        },
     )
 
 

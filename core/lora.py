@@ -35,8 +35,15 @@ def module_group(name: str) -> str:
 
 
 def enabled_groups(model_args: VLMModelConfig) -> set[str]:
-    groups = {g for g, on in (("language", model_args.train_language), ("vision", model_args.train_vision),
-                              ("projector", model_args.train_projector)) if on}
+    groups = {
+        g
+        for g, on in (
+            ("language", model_args.train_language),
+            ("vision", model_args.train_vision),
+            ("projector", model_args.train_projector),
+        )
+        if on
+    }
     if not groups:
         raise ValueError("Nothing to train: train_language, train_vision and train_projector are all false.")
     return groups
@@ -61,8 +68,10 @@ def lora_target_names(model: nn.Module, model_args: VLMModelConfig) -> list[str]
             continue
         names.append(name)
     if not names and groups:
-        raise ValueError(f"No linear layer matches lora_target_modules={model_args.lora_target_modules} in the "
-                         f"groups {sorted(groups)} of {type(model).__name__}.")
+        raise ValueError(
+            f"No linear layer matches lora_target_modules={model_args.lora_target_modules} in the "
+            f"groups {sorted(groups)} of {type(model).__name__}."
+        )
     return names
 
 

@@ -52,8 +52,10 @@ def set_pixel_bounds(processor: ProcessorMixin, min_pixels: int | None, max_pixe
         size = dict(getattr(proc, "size", None) or {})
         if proc is None or "longest_edge" not in size:
             if attr == "image_processor":
-                raise ValueError(f"{type(proc).__name__} has a fixed input size; min_pixels/max_pixels only apply to "
-                                 f"the Qwen families ({', '.join(DYNAMIC_RESOLUTION_FAMILIES)}).")
+                raise ValueError(
+                    f"{type(proc).__name__} has a fixed input size; min_pixels/max_pixels only apply to "
+                    f"the Qwen families ({', '.join(DYNAMIC_RESOLUTION_FAMILIES)})."
+                )
             continue
         if min_pixels is not None:
             size["shortest_edge"] = min_pixels

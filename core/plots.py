@@ -21,7 +21,9 @@ PLOT_NAME = "reward_curve.png"
 def find_trainer_state(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     candidates = [run_dir / "trainer_state.json"]
-    checkpoints = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
+    checkpoints = sorted(
+        run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1])
+    )
     candidates += checkpoints[::-1]
     for path in candidates:
         if path.is_file():

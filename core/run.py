@@ -20,8 +20,9 @@ logger = logging.getLogger("core")
 
 def setup_logging(training_args: GRPOConfig) -> None:
     level = logging.INFO if training_args.process_index == 0 else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level,
-                        stream=sys.stdout)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level, stream=sys.stdout
+    )
     transformers.utils.logging.set_verbosity(level)
 
 
@@ -51,7 +52,8 @@ def setup_run(training_args: GRPOConfig, *configs: Any) -> str | None:
     if resume is None and out.is_dir() and any(out.glob("checkpoint-*")):
         raise FileExistsError(
             f"{out} already holds checkpoints from an earlier run. Continue it with --resume_from_checkpoint true, "
-            "or pass another --output_dir; nothing was overwritten.")
+            "or pass another --output_dir; nothing was overwritten."
+        )
     if training_args.process_index == 0:
         path = save_resolved_config(out, *configs, training_args)
         logger.info("resolved config written to %s", path)

@@ -24,9 +24,18 @@ def write_yaml(tmp_path, data):
 
 
 def test_yaml_fills_all_three_dataclasses(tmp_path):
-    cfg = write_yaml(tmp_path, {"train_file": "x.jsonl", "learning_rate": 0.5, "num_generations": 4,
-                                "model_name_or_path": "tiny:qwen2_5_vl", "max_pixels": 12544, "train_vision": True,
-                                "output_dir": str(tmp_path / "out")})
+    cfg = write_yaml(
+        tmp_path,
+        {
+            "train_file": "x.jsonl",
+            "learning_rate": 0.5,
+            "num_generations": 4,
+            "model_name_or_path": "tiny:qwen2_5_vl",
+            "max_pixels": 12544,
+            "train_vision": True,
+            "output_dir": str(tmp_path / "out"),
+        },
+    )
     script, train, model = parse_config(ToyScriptArgs, ["--config", cfg])
     assert script.train_file == "x.jsonl"
     assert train.learning_rate == 0.5 and train.num_generations == 4

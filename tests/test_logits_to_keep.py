@@ -18,8 +18,13 @@ class OldQwen2_5_VL(Qwen2_5_VLForConditionalGeneration):
     """Stands in for a transformers release whose forward had no `logits_to_keep` (TRL #3296, #2770)."""
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, image_grid_thw=None, labels=None):
-        return super().forward(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                               image_grid_thw=image_grid_thw, labels=labels)
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            labels=labels,
+        )
 
 
 def tiny_inputs(vocab_size: int) -> dict:

@@ -36,8 +36,9 @@ def test_plot_run_uses_latest_checkpoint_when_run_has_no_final_state(tmp_path):
 
 def test_cli_writes_png(tmp_path):
     (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": LOGS}))
-    out = subprocess.run([sys.executable, "-m", "core.plots", str(tmp_path)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "core.plots", str(tmp_path)], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip().endswith(PLOT_NAME)
     assert (tmp_path / PLOT_NAME).stat().st_size > 1000
 

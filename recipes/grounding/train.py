@@ -19,7 +19,6 @@ from core.models import load_model_and_processor
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
-
 RECIPE_DIR = Path(__file__).resolve().parent
 
 
@@ -28,15 +27,21 @@ class ScriptArguments:
     train_file: str = field(metadata={"help": "JSON or JSONL records: id, image, problem, solution (see data.py)."})
     eval_file: str | None = field(default=None, metadata={"help": "Optional held-out records in the same format."})
     images_root: str | None = field(
-        default=None, metadata={"help": "Folder that relative image paths are resolved against (default: the folder "
-                                "of train_file). Relative data paths are tried from the working directory, then from "
-                                "this recipe's folder."})
+        default=None,
+        metadata={
+            "help": "Folder that relative image paths are resolved against (default: the folder "
+            "of train_file). Relative data paths are tried from the working directory, then from "
+            "this recipe's folder."
+        },
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy_reward_coord", "iou_reward", "format_reward"],
-        metadata={"help": f"Rewards to optimise, any of {', '.join(REWARD_NAMES)}; weights via reward_weights."})
+        metadata={"help": f"Rewards to optimise, any of {', '.join(REWARD_NAMES)}; weights via reward_weights."},
+    )
     coord_frame: str = field(
-        default="auto", metadata={"help": f"Frame the model answers in: auto (by model family) or one of "
-                                  f"{', '.join(FRAMES)}."})
+        default="auto",
+        metadata={"help": f"Frame the model answers in: auto (by model family) or one of {', '.join(FRAMES)}."},
+    )
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system message for every prompt."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
 

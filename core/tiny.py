@@ -1,0 +1,725 @@
+"""Tiny, randomly initialised but architecturally real VLM checkpoints for offline CPU runs and tests.
+
+Every recipe and test must run without network access and without a GPU, yet exercise the *real* model classes,
+processors, chat templates and token-id plumbing of the families we fine-tune.  This module therefore generates small
+checkpoints for ``Qwen2.5-VL``, ``Qwen3-VL`` and ``Gemma 3`` from scratch:
+
+* a byte-level (Qwen) or byte-fallback (Gemma) BPE tokenizer trained offline on a built-in synthetic corpus,
+  saved with the family's real tokenizer class and special tokens;
+* hand-written chat templates reproducing each family's prompt format;
+* real image/video processors with tiny pixel budgets, so an image costs only a handful of vision tokens;
+* the real ``*ForConditionalGeneration`` class with a 2-layer text model and a 2-layer vision tower.
+
+Checkpoints are addressed as ``tiny:<family>`` and cached under :func:`tiny_cache_dir`; see :func:`resolve_model_path`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TINY_PREFIX = "tiny:"
+TINY_FAMILIES = ("qwen2_5_vl", "qwen3_vl", "gemma3")
+
+# Bump whenever anything below changes the generated files: the version is part of the cache directory name, so
+# stale checkpoints are never reused after the generator changes.
+TINY_VERSION = 1
+
+_SEED = 1234
+_BPE_VOCAB_SIZE = 1280  # trained pieces incl. the initial alphabet; special tokens come on top
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Public helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def is_tiny(name: str) -> bool:
+    """True for ``tiny:<anything>`` names, which never refer to the Hugging Face hub."""
+    return isinstance(name, str) and name.startswith(TINY_PREFIX)
+
+
+def tiny_cache_dir() -> Path:
+    """Cache root: ``$VLM_GRPO_CACHE`` if set (tests point it at a temp dir), else ``~/.cache/vlm-grpo``."""
+    env = os.environ.get("VLM_GRPO_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "vlm-grpo"
+
+
+def _check_family(family: str) -> str:
+    if family not in TINY_FAMILIES:
+        valid = ", ".join(f"{TINY_PREFIX}{f}" for f in TINY_FAMILIES)
+        raise ValueError(f"Unknown tiny model family {family!r}; valid tiny models are: {valid}")
+    return family
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map ``tiny:<family>`` to a cached generated checkpoint dir (built on first use); return anything else as is.
+
+    Building goes to a temp dir next to the target and is renamed into place, so concurrent ranks either reuse a
+    complete checkpoint or race to rename identical ones; nobody ever sees a half-written directory.
+    """
+    if not is_tiny(name_or_path):
+        return name_or_path
+    family = _check_family(name_or_path[len(TINY_PREFIX) :])
+    target = tiny_cache_dir() / "tiny" / f"{family}-v{TINY_VERSION}"
+    if _is_complete(target):
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        build_tiny_checkpoint(family, tmp)
+        # mkdtemp (and the safetensors writer) make things private; the cache may be shared between users of a node.
+        tmp.chmod(0o755)
+        for file in tmp.iterdir():
+            file.chmod(0o644)
+        try:
+            os.replace(tmp, target)  # atomic; fails if another process already put a (non-empty) target in place
+        except OSError:
+            if not _is_complete(target):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _is_complete(path: Path) -> bool:
+    """Whether ``path`` holds a checkpoint (dirs appear complete thanks to the rename; this skips odd leftovers)."""
+    return (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+
+
+def build_tiny_checkpoint(family: str, out_dir: str | Path) -> Path:
+    """Generate the ``family`` checkpoint into ``out_dir`` (model, processor, tokenizer, generation config).
+
+    Deterministic: the same generator version always writes byte-identical weights.
+    """
+    _check_family(family)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    builder = {"qwen2_5_vl": _build_qwen2_5_vl, "qwen3_vl": _build_qwen3_vl, "gemma3": _build_gemma3}[family]
+    builder(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Synthetic corpus: covers what the recipes emit (numbers, boxes, tags, JSON, code-ish text) so it tokenizes sanely.
+# ---------------------------------------------------------------------------------------------------------------------
+
+_COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white", "gray", "pink", "brown", "cyan"]
+_SHAPES = ["circle", "square", "triangle", "rectangle", "star", "hexagon", "line", "dot", "arrow", "cube", "box"]
+_POSITIONS = ["left of", "right of", "above", "below", "next to", "inside", "on top of", "behind", "in front of"]
+_REGIONS = ["top left", "top right", "bottom left", "bottom right", "center", "middle", "top", "bottom", "edge"]
+_NOUNS = ["image", "picture", "chart", "table", "diagram", "photo", "screen", "button", "window", "icon", "graph"]
+_VERBS = ["shows", "contains", "has", "displays", "includes", "depicts"]
+_WORDS = (
+    "the a an of to in is are was were be it that this these those and or not with for as on at by from which what "
+    "how many much where when who why answer question image count total first second third final result step "
+    "reason think look find compute check because therefore so then first next finally correct wrong option choice "
+    "number value point box coordinate label object size width height area length angle degree percent sum "
+    "difference product ratio average largest smallest more less than equal yes no true false none all each "
+    "user assistant system model helpful you your i we they he she there here have has had do does did can could "
+    "will would should may might must shall about above after again against before between both during into "
+    "through under until up down out over only own same some such very just also most other new old good great "
+    "small large big long short high low left right near far full empty open close start end top bottom center "
+    "side front back time year day way thing man woman child people world life hand part place case week company "
+    "system group problem fact person point home water room mother area money story month lot right study book "
+    "eye job word business issue side kind head house service friend father power hour game line end member law "
+    "car city community name president team minute idea kid body information back parent face others level office "
+    "door health art war history party result change morning reason research girl guy moment air teacher force "
+    "education foot boy age policy music market sense nation plan college interest death experience effect use "
+    "class control care field development role effort rate heart drug show leader light voice wife police mind "
+    "price report decision son view relationship town road arm difference thanks value building action model "
+    "season society tax director position player record paper space ground form event official matter center "
+    "couple site project activity star table need court oil situation cost industry figure street video image"
+).split()
+_CHAT_LINES = [
+    "You are a helpful assistant.",
+    "You are a helpful assistant. Think step by step.",
+    "user",
+    "assistant",
+    "system",
+    "model",
+    "Picture 1: Picture 2: Video 1:",
+    "Output the final answer in <answer> </answer> tags.",
+    "First think about the reasoning process in <think> </think> tags, then give the answer.",
+]
+
+
+def _corpus_lines() -> list[str]:
+    """Deterministic varied English-ish lines (fixed seed, sorted) used to train the tiny tokenizers."""
+    rng = random.Random(_SEED)
+    lines: list[str] = []
+
+    def num(hi: int = 1000) -> int:
+        return rng.randrange(0, hi)
+
+    for _ in range(4000):
+        c1, c2 = rng.choice(_COLORS), rng.choice(_COLORS)
+        s1, s2 = rng.choice(_SHAPES), rng.choice(_SHAPES)
+        kind = rng.randrange(16)
+        if kind == 0:
+            line = f"The {c1} {s1} is {rng.choice(_POSITIONS)} the {c2} {s2}."
+        elif kind == 1:
+            line = f"There are {num(20)} {s1}s in the {rng.choice(_NOUNS)}. How many are {c1}?"
+        elif kind == 2:
+            line = f"The answer is ({num()}, {num()})."
+        elif kind == 3:
+            box = [num(), num(), num(), num()]
+            line = json.dumps({"bbox_2d": box, "label": f"{c1} {s1}"})
+        elif kind == 4:
+            line = f"[{num()}, {num()}, {num()}, {num()}]"
+        elif kind == 5:
+            line = (
+                f"<think>I see a {c1} {s1} in the {rng.choice(_REGIONS)}. It is {rng.choice(_POSITIONS)} "
+                f"the {c2} {s2}, so the count is {num(10)}.</think><answer>{num(10)}</answer>"
+            )
+        elif kind == 6:
+            line = f"<answer>({num()}, {num()})</answer>"
+        elif kind == 7:
+            a, b = num(100), num(100)
+            op = rng.choice(["+", "-", "*", "/"])
+            result = {"+": a + b, "-": a - b, "*": a * b, "/": a / max(b, 1)}[op]
+            line = f"{a} {op} {b} = {result:.2f}" if op == "/" else f"{a} {op} {b} = {result}"
+        elif kind == 8:
+            line = f"def area_{s1}(w, h):\n    return w * h  # {c1}\nx = [{num(10)}, {num(10)}, {num(10)}]"
+        elif kind == 9:
+            opts = rng.sample(_COLORS, 4)
+            choices = "\n".join(f"{k}. {o}" for k, o in zip("ABCD", opts, strict=True))
+            line = f"Which color is the {s1}?\n{choices}"
+            line += f"\nAnswer: {rng.choice('ABCD')}"
+        elif kind == 10:
+            line = f"Question: What is the {rng.choice(_WORDS)} of the {s1}? Answer: {num(100)}"
+        elif kind == 11:
+            line = f'{{"point_2d": [{num()}, {num()}], "label": "{rng.choice(_NOUNS)}"}}'
+        elif kind == 12:
+            line = f"The {rng.choice(_NOUNS)} {rng.choice(_VERBS)} {num(50)} {c1} {s1}s and {num(50)} {c2} {s2}s."
+        elif kind == 13:
+            line = " ".join(rng.choice(_WORDS) for _ in range(rng.randrange(5, 15))).capitalize() + "."
+        elif kind == 14:
+            line = f"Step {num(10)}: {rng.choice(_WORDS)} = {num(100)}.{num(100):02d}; total: {num(1000)}"
+        else:
+            line = f"Click the {c1} {rng.choice(_NOUNS)} at ({num(1920)}, {num(1080)}). Width: {num(640)}px."
+        lines.append(line)
+    lines.extend(_CHAT_LINES * 20)
+    lines.sort()
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tokenizers
+# ---------------------------------------------------------------------------------------------------------------------
+
+_QWEN_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+# Added but not "special" (kept when decoding with skip_special_tokens), like the real checkpoints.
+_QWEN_PLAIN_ADDED = ["<tool_call>", "</tool_call>"]
+_QWEN3_PLAIN_ADDED = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
+
+_GEMMA_HEAD = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"]
+_GEMMA_IMAGE = ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+
+
+def _train_bpe(pre_tokenizer: Any, normalizer: Any, alphabet: list[str], lines: list[str]) -> tuple[dict, list]:
+    """Train a BPE model on ``lines`` and return (vocab, merges) ordered by id.
+
+    The trainer breaks count ties by the pair itself, so with a fixed, sorted corpus the result is identical across
+    runs and thread counts (checked by the determinism test via the saved ``tokenizer.json``).
+    """
+    from tokenizers import Tokenizer, models, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=_BPE_VOCAB_SIZE, min_frequency=2, initial_alphabet=alphabet, show_progress=False, special_tokens=[]
+    )
+    tok.train_from_iterator(lines, trainer=trainer)
+    model = json.loads(tok.to_str())["model"]
+    vocab = dict(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return vocab, merges
+
+
+def _qwen_tokenizer(chat_template: str, qwen3: bool) -> Any:
+    """Byte-level BPE with the Qwen2 pre-tokenizer regex, saved as ``Qwen2Tokenizer`` like the real checkpoints."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+    from transformers import AddedToken, Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    pre = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    vocab, merges = _train_bpe(pre, normalizers.NFC(), pre_tokenizers.ByteLevel.alphabet(), _corpus_lines())
+    plain = _QWEN3_PLAIN_ADDED if qwen3 else _QWEN_PLAIN_ADDED
+    for tok in _QWEN_SPECIAL + plain:  # fixed ids right after the trained pieces, in the real checkpoints' order
+        vocab[tok] = len(vocab)
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        add_prefix_space=False,
+        errors="replace",
+        split_special_tokens=False,
+        model_max_length=32768,
+        extra_special_tokens=[t for t in _QWEN_SPECIAL if t not in ("<|endoftext|>", "<|im_end|>")],
+    )
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in _QWEN_SPECIAL], special_tokens=True)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain])
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def _gemma_tokenizer(chat_template: str) -> Any:
+    """SentencePiece-style BPE (``▁`` for spaces, byte fallback) saved as ``GemmaTokenizer`` like Gemma 3.
+
+    ``GemmaTokenizer`` rebuilds its normalizer/pre-tokenizer on load and keeps only vocab + merges, so the pieces are
+    trained under the same normalisation (spaces -> ``▁``); the training-only split keeps merges inside words and
+    digits single, as in the real Gemma vocabulary.
+    """
+    from tokenizers import normalizers, pre_tokenizers
+    from transformers import AddedToken, GemmaTokenizer
+
+    pre = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split("▁", behavior="merged_with_next"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Split("\n", behavior="isolated"),
+        ]
+    )
+    alphabet = [chr(c) for c in range(33, 127)] + ["▁", "\n"]
+    trained, merges = _train_bpe(pre, normalizers.Replace(" ", "▁"), alphabet, _corpus_lines())
+    vocab: dict[str, int] = {}
+    for tok in _GEMMA_HEAD + [f"<0x{b:02X}>" for b in range(256)] + list(trained) + _GEMMA_IMAGE:
+        vocab.setdefault(tok, len(vocab))
+    tokenizer = GemmaTokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        add_bos_token=True,
+        add_eos_token=False,
+        boi_token="<start_of_image>",
+        eoi_token="<end_of_image>",
+        image_token="<image_soft_token>",
+        model_max_length=131072,
+        spaces_between_special_tokens=False,
+    )
+    specials = _GEMMA_HEAD + _GEMMA_IMAGE
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials], special_tokens=True)
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Chat templates (written from the documented prompt formats, not copied)
+# ---------------------------------------------------------------------------------------------------------------------
+
+_QWEN_CONTENT_MACRO = """\
+{%- macro render(content) -%}
+{%- if content is string -%}{{ content }}
+{%- else -%}{%- for part in content -%}
+{%- if part.type == 'image' or 'image' in part or 'image_url' in part -%}<|vision_start|><|image_pad|><|vision_end|>
+{%- elif part.type == 'video' or 'video' in part -%}<|vision_start|><|video_pad|><|vision_end|>
+{%- elif 'text' in part -%}{{ part.text }}
+{%- endif -%}
+{%- endfor -%}{%- endif -%}
+{%- endmacro -%}
+"""
+
+QWEN2_5_VL_CHAT_TEMPLATE = (
+    _QWEN_CONTENT_MACRO
+    + """\
+{%- if messages | length == 0 or messages[0].role != 'system' -%}
+<|im_start|>system
+You are a helpful assistant.<|im_end|>
+{% endif -%}
+{%- for message in messages -%}
+<|im_start|>{{ message.role }}
+{{ render(message.content) }}<|im_end|>
+{% endfor -%}
+{%- if add_generation_prompt -%}
+<|im_start|>assistant
+{% endif -%}
+"""
+)
+
+QWEN3_VL_CHAT_TEMPLATE = (
+    _QWEN_CONTENT_MACRO
+    + """\
+{%- for message in messages -%}
+<|im_start|>{{ message.role }}
+{{ render(message.content) }}<|im_end|>
+{% endfor -%}
+{%- if add_generation_prompt -%}
+<|im_start|>assistant
+{% endif -%}
+"""
+)
+
+GEMMA3_CHAT_TEMPLATE = """\
+{%- macro render(content) -%}
+{%- if content is string -%}{{ content | trim }}
+{%- else -%}{%- for part in content -%}
+{%- if part.type == 'image' or 'image' in part or 'image_url' in part -%}<start_of_image>
+{%- elif 'text' in part -%}{{ part.text | trim }}
+{%- endif -%}
+{%- endfor -%}{%- endif -%}
+{%- endmacro -%}
+{{ bos_token }}
+{%- if messages | length > 0 and messages[0].role == 'system' -%}
+{%- set system_prefix = render(messages[0].content) + '\n\n' -%}
+{%- set turns = messages[1:] -%}
+{%- else -%}
+{%- set system_prefix = '' -%}
+{%- set turns = messages -%}
+{%- endif -%}
+{%- for message in turns -%}
+<start_of_turn>{{ 'model' if message.role == 'assistant' else message.role }}
+{% if loop.first %}{{ system_prefix }}{% endif %}{{ render(message.content) }}<end_of_turn>
+{% endfor -%}
+{%- if add_generation_prompt -%}
+<start_of_turn>model
+{% endif -%}
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model / processor builders
+# ---------------------------------------------------------------------------------------------------------------------
+
+_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+_TEXT_KV_HEADS = 2
+_HEAD_DIM = 16  # 64 / 4
+_MROPE_SECTION = [2, 3, 3]  # temporal/height/width rotary dims; must sum to head_dim / 2
+
+
+def _save_model(model: Any, generation_kwargs: dict, out: Path) -> None:
+    """Save weights + generation config; weights are random but seeded, hence reproducible."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(**generation_kwargs)
+    model.save_pretrained(out, safe_serialization=True)
+
+
+def _init_model(model_cls: Any, config: Any) -> Any:
+    import torch
+
+    torch.manual_seed(_SEED)
+    model = model_cls(config)
+    return model.eval()
+
+
+def _build_qwen2_5_vl(out: Path) -> None:
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer = _qwen_tokenizer(QWEN2_5_VL_CHAT_TEMPLATE, qwen3=False)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL}
+    vision_cfg = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 56,  # 56 px = 2x2 merged tokens per attention window
+        "fullatt_block_indexes": [1],
+        "out_hidden_size": _TEXT["hidden_size"],
+        "tokens_per_second": 2,
+    }
+    text_cfg = {
+        **_TEXT,
+        "num_key_value_heads": _TEXT_KV_HEADS,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": _MROPE_SECTION},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    config = Qwen2_5_VLConfig(
+        text_config=text_cfg,
+        vision_config=vision_cfg,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+        dtype="float32",
+    )
+    model = _init_model(Qwen2_5_VLForConditionalGeneration, config)
+    _save_model(model, _qwen_generation(ids), out)
+
+    pixels = {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16}
+    image_processor = Qwen2VLImageProcessor(size=dict(pixels), patch_size=14, temporal_patch_size=2, merge_size=2)
+    video_processor = Qwen2VLVideoProcessor(
+        size=dict(pixels),
+        patch_size=14,
+        temporal_patch_size=2,
+        merge_size=2,
+        min_frames=2,
+        max_frames=8,
+        fps=2.0,
+        cap_pixels_per_frame=True,  # bounds the whole clip to `max_video_tokens` (and silences a v5 warning)
+        max_video_tokens=64,
+    )
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+
+
+def _build_qwen3_vl(out: Path) -> None:
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    tokenizer = _qwen_tokenizer(QWEN3_VL_CHAT_TEMPLATE, qwen3=True)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL}
+    vision_cfg = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "out_hidden_size": _TEXT["hidden_size"],
+        "num_position_embeddings": 64,  # 8x8 learned grid, bilinearly interpolated to the image grid
+        "deepstack_visual_indexes": [0, 1],
+    }
+    text_cfg = {
+        **_TEXT,
+        "num_key_value_heads": _TEXT_KV_HEADS,
+        "head_dim": _HEAD_DIM,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 4096,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 5000000.0,
+            "mrope_section": _MROPE_SECTION,
+            "mrope_interleaved": True,
+        },
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    config = Qwen3VLConfig(
+        text_config=text_cfg,
+        vision_config=vision_cfg,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+        dtype="float32",
+    )
+    model = _init_model(Qwen3VLForConditionalGeneration, config)
+    _save_model(model, _qwen_generation(ids), out)
+
+    image_processor = Qwen2VLImageProcessor(
+        size={"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 16},
+        patch_size=16,
+        temporal_patch_size=2,
+        merge_size=2,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    video_processor = Qwen3VLVideoProcessor(
+        size={"shortest_edge": 32 * 32 * 2, "longest_edge": 32 * 32 * 16},
+        patch_size=16,
+        temporal_patch_size=2,
+        merge_size=2,
+        min_frames=2,
+        max_frames=8,
+        fps=2,
+        cap_pixels_per_frame=True,
+        max_video_tokens=4,
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+
+
+def _qwen_generation(ids: dict[str, int]) -> dict:
+    return {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
+        "pad_token_id": ids["<|endoftext|>"],
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "top_k": 20,
+    }
+
+
+_GEMMA_IMAGE_SIZE = 64
+_GEMMA_PATCH = 16
+_GEMMA_MM_TOKENS = 4  # 4x4 patches average-pooled to 2x2
+
+
+def _build_gemma3(out: Path) -> None:
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessor,
+        Gemma3Processor,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    tokenizer = _gemma_tokenizer(GEMMA3_CHAT_TEMPLATE)
+    tid = tokenizer.convert_tokens_to_ids
+    text_config = Gemma3TextConfig(
+        **_TEXT,
+        num_key_value_heads=_TEXT_KV_HEADS,
+        head_dim=_HEAD_DIM,
+        query_pre_attn_scalar=_HEAD_DIM,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+        sliding_window=64,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+        },
+        pad_token_id=tid("<pad>"),
+        bos_token_id=tid("<bos>"),
+        eos_token_id=[tid("<eos>"), tid("<end_of_turn>")],
+    )
+    vision_config = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=_GEMMA_IMAGE_SIZE,
+        patch_size=_GEMMA_PATCH,
+        vision_use_head=False,
+    )
+    config = Gemma3Config(
+        text_config=text_config,
+        vision_config=vision_config,
+        mm_tokens_per_image=_GEMMA_MM_TOKENS,
+        boi_token_index=tid("<start_of_image>"),
+        eoi_token_index=tid("<end_of_image>"),
+        image_token_index=tid("<image_soft_token>"),
+        tie_word_embeddings=True,
+        dtype="float32",
+    )
+    model = _init_model(Gemma3ForConditionalGeneration, config)
+    generation = {
+        "bos_token_id": tid("<bos>"),
+        "eos_token_id": [tid("<end_of_turn>"), tid("<eos>")],
+        "pad_token_id": tid("<pad>"),
+        "do_sample": True,
+        "top_k": 64,
+        "top_p": 0.95,
+    }
+    _save_model(model, generation, out)
+
+    image_processor = Gemma3ImageProcessor(
+        size={"height": _GEMMA_IMAGE_SIZE, "width": _GEMMA_IMAGE_SIZE},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        do_pan_and_scan=False,
+    )
+    processor = Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+        image_seq_length=_GEMMA_MM_TOKENS,
+    )
+    processor.save_pretrained(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def weights_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint's ``model.safetensors`` (used to check that builds are reproducible)."""
+    digest = hashlib.sha256()
+    with open(Path(path) / "model.safetensors", "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _iter_names(args: list[str]) -> Iterator[str]:
+    for arg in args or TINY_FAMILIES:
+        yield arg if is_tiny(arg) else TINY_PREFIX + arg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.tiny [family ...]``: build (or find) the tiny checkpoints and print one path per line.
+
+    Only the paths go to stdout, so shell scripts can do ``MODEL=$(python -m core.tiny qwen2_5_vl)``.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(f"usage: python -m core.tiny [family ...]   (families: {', '.join(TINY_FAMILIES)}; default: all)")
+        return 0
+    paths = []
+    try:
+        # Libraries imported while building (e.g. DeepSpeed via accelerate) log to stdout; keep stdout for the paths.
+        with contextlib.redirect_stdout(sys.stderr):
+            for name in _iter_names(args):
+                paths.append(resolve_model_path(name))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(paths), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

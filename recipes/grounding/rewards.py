@@ -1,0 +1,316 @@
+"""Rewards for visual grounding: is the predicted point / box on the region the sentence describes?
+
+Coordinate frames (the classic bug)
+-----------------------------------
+The ground truth `solution` is in ORIGINAL-image pixels, but models answer in their own frame:
+
+* `pixels_resized`  - Qwen2.5-VL: absolute pixels of the image AFTER the processor's smart_resize
+  (`model_image_size`, e.g. 640x480 is seen as 644x476);
+* `norm1000`        - Qwen2-VL and Qwen3-VL: coordinates normalised to 0..1000 of the image;
+  Gemma-3 has no native grounding format, we choose norm1000 for it (resolution independent, and its fixed
+  896x896 resize would make resized pixels meaningless to the model);
+* `pixels_original` - the data's own frame (for models prompted/trained to answer in original pixels).
+
+Comparing a Qwen2.5-VL answer with the truth without converting gives IoU ~ 0 as soon as the processor resizes much
+(a 2560x1920 photo is seen as 1148x840), and training then learns nothing. Every reward converts the prediction with
+`to_original` first:
+
+    pixels_resized : x_orig = x * W / W_model,  y_orig = y * H / H_model
+    norm1000       : x_orig = x * W / 1000,     y_orig = y * H / 1000
+    pixels_original: x_orig = x,                y_orig = y
+
+where (W, H) = `image_size` and (W_model, H_model) = `model_image_size`, both dataset columns.
+
+Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset columns arrive as kwargs)
+--------------------------------------------------------------------------------------------------------
+* `accuracy_reward_coord` (as in the original project): 1.0 if the predicted point - or the centre
+  ((x1 + x2) / 2, (y1 + y2) / 2) of a predicted box - lies inside the ground-truth box (x1 <= x <= x2 and
+  y1 <= y <= y2), else 0.0. For a point solution (x*, y*): 1.0 if
+  sqrt((x - x*)^2 + (y - y*)^2) <= 0.05 * sqrt(W^2 + H^2), i.e. within 5% of the image diagonal.
+* `iou_reward`: IoU = |A ∩ B| / |A ∪ B| = I / (area(A) + area(B) - I) with
+  I = max(0, min(ax2, bx2) - max(ax1, bx1)) * max(0, min(ay2, by2) - max(ay1, by1)) and area = (x2 - x1) * (y2 - y1);
+  0.0 when no box can be parsed; None for point solutions (IoU cannot score a point, TRL then ignores this reward).
+* `format_reward`: 1.0 for exactly one `<answer>...</answer>` whose content parses as a box, 0.5 when a box parses
+  but the tags are missing, else 0.0.
+
+Unparseable answers (garbage, empty, NaN, inverted boxes) score 0.0; parsing never raises.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from core.rewards import resolve_reward_funcs
+
+FRAMES = ("pixels_resized", "norm1000", "pixels_original")
+REWARD_NAMES = ("accuracy_reward_coord", "iou_reward", "format_reward")
+
+_FAMILY_FRAMES = {
+    "qwen2_5_vl": "pixels_resized",
+    "qwen2_vl": "norm1000",
+    "qwen3_vl": "norm1000",
+    "gemma3": "norm1000",  # our choice: Gemma-3 has no native grounding format
+}
+
+# Point-tolerance for point solutions, as a fraction of the image diagonal.
+POINT_TOLERANCE = 0.05
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"  # no nested quantifiers: no backtracking blow-up
+_NUMBER_RE = re.compile(rf"\s*{_NUMBER}\s*")
+# Tempered: a match cannot contain another <answer>, which keeps repeated unclosed tags linear instead of quadratic.
+_ANSWER_RE = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL | re.IGNORECASE)
+# A bracketed group with no nested brackets: "[1, 2, 3, 4]", "(10.5, 20)".
+_GROUP_RE = re.compile(r"[\[(]([^\[\]()]*)[\])]")
+# Qwen2-VL's native "(x1,y1),(x2,y2)" box.
+_TWO_POINTS_RE = re.compile(rf"\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)\s*,?\s*\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)")
+_JSON_KEY_RE = {key: re.compile(rf'"{key}"\s*:\s*\[([^\[\]]*)\]') for key in ("bbox_2d", "point_2d")}
+
+
+def frame_for_family(family: str) -> str:
+    """The frame a model family answers in; `family` is a transformers `model_type` such as "qwen2_5_vl"."""
+    key = family.lower().replace("-", "_").replace(".", "_")
+    if key not in _FAMILY_FRAMES:
+        raise ValueError(f"no coordinate frame known for family {family!r}; known: {', '.join(sorted(_FAMILY_FRAMES))}")
+    return _FAMILY_FRAMES[key]
+
+
+def _check_frame(frame: str) -> str:
+    if frame not in FRAMES:
+        raise ValueError(f"unknown coordinate frame {frame!r}; valid frames: {', '.join(FRAMES)}")
+    return frame
+
+
+def to_original(
+    coords: Sequence[float],
+    frame: str,
+    image_size: Sequence[float] | None,
+    model_image_size: Sequence[float] | None = None,
+) -> list[float]:
+    """Convert a point [x, y] or box [x1, y1, x2, y2] from `frame` to original-image pixels (formulas above)."""
+    _check_frame(frame)
+    if len(coords) not in (2, 4):
+        raise ValueError(f"expected a point (2 numbers) or a box (4 numbers), got {len(coords)}: {coords!r}")
+    if frame == "pixels_original":
+        return [float(value) for value in coords]
+    if image_size is None:
+        raise ValueError(f"frame {frame!r} needs the original image_size")
+    width, height = float(image_size[0]), float(image_size[1])
+    if frame == "norm1000":
+        scale_x, scale_y = width / 1000.0, height / 1000.0
+    else:
+        if model_image_size is None:
+            raise ValueError("frame 'pixels_resized' needs model_image_size (the processor-resized size)")
+        scale_x, scale_y = width / float(model_image_size[0]), height / float(model_image_size[1])
+    return [float(value) * (scale_x if i % 2 == 0 else scale_y) for i, value in enumerate(coords)]
+
+
+# ----------------------------------------------------------------------------------------------------------- parsing
+
+
+def completion_text(completion: Any) -> str:
+    """The assistant text of a TRL completion: a plain string or a list of messages (content str or parts)."""
+    if completion is None:
+        return ""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    texts: list[str] = []
+    try:
+        for message in completion:
+            if not isinstance(message, dict) or message.get("role", "assistant") != "assistant":
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(part.get("text") or "" for part in content if isinstance(part, dict))
+    except TypeError:
+        return ""
+    return "\n".join(texts)
+
+
+def _answer_span(text: str) -> tuple[str, bool]:
+    """(text to parse, whether it came from an <answer> tag): the last <answer>...</answer> if any, else all text."""
+    answers = _ANSWER_RE.findall(text)
+    return (answers[-1], True) if answers else (text, False)
+
+
+def _numbers(raw: str) -> list[float] | None:
+    """Comma-separated numbers of a group, or None if any item is not a finite number."""
+    items = raw.split(",")
+    if not all(_NUMBER_RE.fullmatch(item) for item in items):
+        return None
+    values = [float(item) for item in items]
+    return values if all(math.isfinite(value) for value in values) else None
+
+
+def _valid_box(values: list[float] | None) -> list[float] | None:
+    if values is None or len(values) != 4:
+        return None
+    x1, y1, x2, y2 = values
+    return values if x2 >= x1 and y2 >= y1 else None
+
+
+def _find(span: str, count: int, in_answer: bool) -> list[float] | None:
+    """A group of `count` numbers: the first one inside an <answer> (a list answers with its first item), the last
+    one in free text (the conclusion usually comes after the reasoning)."""
+    key = "bbox_2d" if count == 4 else "point_2d"
+    for match in _JSON_KEY_RE[key].finditer(span):
+        values = _numbers(match.group(1))
+        if values is not None and len(values) == count:
+            return values
+    candidates: list[tuple[int, list[float]]] = []
+    if count == 4:
+        candidates += [(m.start(), [float(v) for v in m.groups()]) for m in _TWO_POINTS_RE.finditer(span)]
+    for match in _GROUP_RE.finditer(span):
+        values = _numbers(match.group(1))
+        if values is not None and len(values) == count:
+            candidates.append((match.start(), values))
+    candidates = [(pos, values) for pos, values in candidates if all(math.isfinite(v) for v in values)]
+    if count == 4:
+        candidates = [(pos, values) for pos, values in candidates if _valid_box(values)]
+    if not candidates:
+        return None
+    candidates.sort(key=lambda item: item[0])
+    return candidates[0][1] if in_answer else candidates[-1][1]
+
+
+def parse_box(text: Any) -> list[float] | None:
+    """[x1, y1, x2, y2] from a completion, or None. Accepts `[..]`, `(..)`, `{"bbox_2d": [..]}` (or a list of such
+    objects: the first), Qwen2-VL's `(x1,y1),(x2,y2)`; prefers the last <answer>. Inverted boxes are rejected."""
+    try:
+        span, in_answer = _answer_span(completion_text(text))
+        return _find(span, 4, in_answer)
+    except Exception:  # a reward must never take training down on a weird completion
+        return None
+
+
+def parse_point(text: Any) -> list[float] | None:
+    """[x, y] from a completion, or None: a box counts as its centre, else `{"point_2d": [..]}`, `(x, y)`, `[x, y]`."""
+    try:
+        span, in_answer = _answer_span(completion_text(text))
+        box = _find(span, 4, in_answer)
+        if box is not None:
+            return [(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0]
+        return _find(span, 2, in_answer)
+    except Exception:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------- geometry
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two [x1, y1, x2, y2] boxes; 0.0 for degenerate or non-finite input."""
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    intersection = inter_w * inter_h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
+    if not union > 0 or not math.isfinite(union):
+        return 0.0
+    iou = intersection / union
+    return iou if math.isfinite(iou) else 0.0
+
+
+def _column(kwargs: dict[str, Any], name: str, n: int, needed: bool) -> list[Any]:
+    values = kwargs.get(name)
+    if values is None:
+        if needed:
+            raise ValueError(f"reward needs the dataset column {name!r} (build the dataset with the recipe's data.py)")
+        return [None] * n
+    if len(values) != n:
+        raise ValueError(f"column {name!r} has {len(values)} values for {n} completions")
+    return list(values)
+
+
+class _FrameReward:
+    """Shared plumbing: the frame, the columns, per-completion conversion to original pixels."""
+
+    reward_name = "frame_reward"
+
+    def __init__(self, frame: str) -> None:
+        self.frame = _check_frame(frame)
+        # TRL logs each reward under its callable's __name__; keep the original project's names.
+        self.__name__ = self.reward_name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(frame={self.frame!r})"
+
+    def _rows(self, completions: Sequence[Any], kwargs: dict[str, Any]):
+        n = len(completions)
+        solutions = _column(kwargs, "solution", n, needed=True)
+        sizes = _column(kwargs, "image_size", n, needed=self.frame != "pixels_original")
+        model_sizes = _column(kwargs, "model_image_size", n, needed=self.frame == "pixels_resized")
+        for completion, solution, size, model_size in zip(completions, solutions, sizes, model_sizes, strict=True):
+            yield completion, [float(value) for value in solution], size, model_size
+
+
+class AccuracyCoordReward(_FrameReward):
+    """1.0 if the predicted point (or box centre) lands in the true box / near the true point, else 0.0."""
+
+    reward_name = "accuracy_reward_coord"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        rewards: list[float | None] = []
+        for completion, solution, size, model_size in self._rows(completions, kwargs):
+            point = parse_point(completion)
+            if point is None:
+                rewards.append(0.0)
+                continue
+            x, y = to_original(point, self.frame, size, model_size)
+            if len(solution) == 4:
+                hit = solution[0] <= x <= solution[2] and solution[1] <= y <= solution[3]
+            else:
+                if size is None:
+                    raise ValueError("point solutions need the 'image_size' column for the distance tolerance")
+                tolerance = POINT_TOLERANCE * math.hypot(float(size[0]), float(size[1]))
+                hit = math.hypot(x - solution[0], y - solution[1]) <= tolerance
+            rewards.append(1.0 if hit else 0.0)
+        return rewards
+
+
+class IoUReward(_FrameReward):
+    """IoU of the predicted box with the true box; None for point solutions, which IoU cannot score."""
+
+    reward_name = "iou_reward"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        rewards: list[float | None] = []
+        for completion, solution, size, model_size in self._rows(completions, kwargs):
+            if len(solution) != 4:
+                rewards.append(None)
+                continue
+            box = parse_box(completion)
+            rewards.append(0.0 if box is None else box_iou(to_original(box, self.frame, size, model_size), solution))
+        return rewards
+
+
+def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """1.0: exactly one <answer>...</answer> holding a parseable box; 0.5: a box but no tags; else 0.0."""
+    rewards: list[float | None] = []
+    for completion in completions:
+        text = completion_text(completion)
+        answers = _ANSWER_RE.findall(text)
+        if len(answers) == 1 and parse_box(f"<answer>{answers[0]}</answer>") is not None:
+            rewards.append(1.0)
+        elif not answers and parse_box(text) is not None:
+            rewards.append(0.5)
+        else:
+            rewards.append(0.0)
+    return rewards
+
+
+def build_reward_funcs(names: Sequence[str], frame: str) -> list[Callable[..., list[float | None]]]:
+    """Reward callables for `names`: built-ins (see REWARD_NAMES), the coordinate ones bound to `frame`, or user
+    rewards given as an import path `package.module:function`."""
+    _check_frame(frame)
+    factories: dict[str, Callable[[], Callable[..., list[float | None]]]] = {
+        "accuracy_reward_coord": lambda: AccuracyCoordReward(frame),
+        "iou_reward": lambda: IoUReward(frame),
+        "format_reward": lambda: format_reward,
+    }
+    return resolve_reward_funcs(names, factories)

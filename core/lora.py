@@ -80,7 +80,7 @@ def projector_module_names(model: nn.Module) -> list[str]:
     wrap without breaking the parent's iteration over them."""
     tops: list[str] = []
     for name, module in model.named_modules():
-        if not PROJECTOR_PATTERN.search(name) or any(name.startswith(t + ".") for t in tops):
+        if not PROJECTOR_PATTERN.search(name) or name in tops or any(name.startswith(t + ".") for t in tops):
             continue
         if isinstance(module, nn.ModuleList):
             tops += [f"{name}.{i}" for i in range(len(module))]
@@ -94,7 +94,13 @@ def build_lora_config(model: nn.Module, model_args: VLMModelConfig) -> LoraConfi
     if not model_args.use_peft:
         return None
     groups = enabled_groups(model_args)
-    targets = lora_target_names(model, model_args) if groups - {"projector"} else []
+    if groups == {"projector"}:
+        # PEFT refuses a LoRA config whose only trainable modules are modules_to_save (NoMatchingPeftModuleError).
+        raise ValueError(
+            "use_peft with only train_projector leaves LoRA nothing to adapt; set use_peft=false to train the "
+            "projector fully, or also enable train_language or train_vision."
+        )
+    targets = lora_target_names(model, model_args)
     to_save = list(model_args.lora_modules_to_save or [])
     if "projector" in groups:
         to_save += projector_module_names(model)

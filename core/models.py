@@ -35,10 +35,10 @@ def model_family(name_or_path: str) -> str:
 def torch_dtype(name: str | None) -> torch.dtype | str:
     if name in (None, "auto"):
         return "auto"
-    try:
-        return getattr(torch, name)
-    except AttributeError as err:
-        raise ValueError(f"dtype {name!r} is not a torch dtype (use auto, bfloat16, float16 or float32)") from err
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):  # torch.<name> may also be a module or function, e.g. "nn", "ones"
+        raise ValueError(f"dtype {name!r} is not a torch dtype (use auto, bfloat16, float16 or float32)")
+    return dtype
 
 
 def set_pixel_bounds(processor: ProcessorMixin, min_pixels: int | None, max_pixels: int | None) -> None:

@@ -82,6 +82,7 @@ def resolve_input_path(path: str | None, recipe_dir: str | Path) -> str | None:
     if not path:
         return path
     candidate = Path(path)
-    if candidate.is_absolute() or candidate.exists():
-        return str(candidate.resolve())
-    return str((Path(recipe_dir) / candidate).resolve())
+    resolved = candidate if candidate.is_absolute() or candidate.exists() else Path(recipe_dir) / candidate
+    resolved = resolved.resolve()
+    logger.info("input %s -> %s", path, resolved)
+    return str(resolved)

@@ -189,7 +189,7 @@ def test_make_sample_targets_are_uniquely_described_and_boxed(sample: Path) -> N
 def test_cli_make_sample_and_check(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert D.main(["--make-sample", str(tmp_path / "s"), "--n-train", "3", "--n-eval", "2", "--seed", "1"]) == 0
     out = capsys.readouterr().out
-    assert "wrote 5 images" in out and "train.jsonl (3 records)" in out and "eval.jsonl (2 records)" in out
+    assert "sample images in" in out and "train.jsonl (3 records)" in out and "eval.jsonl (2 records)" in out
     assert D.main(["--check", str(tmp_path / "s" / "train.jsonl"), "--images-root", str(tmp_path / "s")]) == 0
     assert capsys.readouterr().out.startswith("OK:")
 
@@ -212,3 +212,17 @@ def test_cli_runs_as_a_script(sample: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK:") and "6 rows" in result.stdout
+
+
+def test_make_sample_is_idempotent_and_never_overwrites_user_data(tmp_path) -> None:
+    first = D.make_sample(tmp_path / "s", n_train=2, n_eval=1, seed=3)
+    stamp = first["train"].stat().st_mtime_ns
+    again = D.make_sample(tmp_path / "s", n_train=2, n_eval=1, seed=3)
+    assert again == first and first["train"].stat().st_mtime_ns == stamp  # same request: nothing rewritten
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train.jsonl").write_text('{"id": "keep"}\n')
+    with pytest.raises(FileExistsError, match="not written by --make-sample"):
+        D.make_sample(mine, n_train=2, n_eval=1)
+    assert (mine / "train.jsonl").read_text() == '{"id": "keep"}\n'

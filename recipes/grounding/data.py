@@ -256,8 +256,23 @@ def make_sample_record(sample_id: str, rng: random.Random) -> tuple[Image.Image,
 
 
 def make_sample(out_dir: str | os.PathLike[str], n_train: int = 64, n_eval: int = 16, seed: int = 0) -> dict[str, Path]:
-    """Write `images/*.png`, `train.jsonl` and `eval.jsonl` under `out_dir`; the same seed gives the same bytes."""
+    """Write `images/*.png`, `train.jsonl` and `eval.jsonl` under `out_dir`; the same seed gives the same bytes.
+
+    A `sample.json` marker records what was generated: the same request again is a no-op, and a folder holding
+    data files that make-sample did not write is never overwritten.
+    """
     out = Path(out_dir)
+    marker = out / "sample.json"
+    request = {"generator": "make-sample", "n_train": n_train, "n_eval": n_eval, "seed": seed}
+    splits = {"train": out / "train.jsonl", "eval": out / "eval.jsonl"}
+    if marker.is_file():
+        if json.loads(marker.read_text()) == request and all(p.is_file() for p in splits.values()):
+            return splits
+    elif any(p.exists() for p in splits.values()):
+        raise FileExistsError(
+            f"{out} already holds train.jsonl/eval.jsonl not written by --make-sample; "
+            "choose another folder (nothing was overwritten)"
+        )
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     written: dict[str, Path] = {}
@@ -272,6 +287,7 @@ def make_sample(out_dir: str | os.PathLike[str], n_train: int = 64, n_eval: int 
             lines.append(json.dumps(record))
         written[split] = out / f"{split}.jsonl"
         written[split].write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    marker.write_text(json.dumps(request) + "\n")
     return written
 
 
@@ -288,10 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.make_sample:
-        written = make_sample(args.make_sample, args.n_train, args.n_eval, args.seed)
-        print(f"wrote {args.n_train + args.n_eval} images to {Path(args.make_sample) / 'images'}")
+        try:
+            written = make_sample(args.make_sample, args.n_train, args.n_eval, args.seed)
+        except FileExistsError as err:
+            print(err, file=sys.stderr)
+            return 1
+        print(f"sample images in {Path(args.make_sample) / 'images'}")
         for split, file in written.items():
-            print(f"wrote {file} ({args.n_train if split == 'train' else args.n_eval} records)")
+            print(f"sample {split} set: {file} ({args.n_train if split == 'train' else args.n_eval} records)")
         return 0
 
     try:

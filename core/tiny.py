@@ -16,11 +16,13 @@ Checkpoints are addressed as ``tiny:<family>`` and cached under :func:`tiny_cach
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ TINY_FAMILIES = ("qwen2_5_vl", "qwen3_vl", "gemma3")
 
 # Bump whenever anything below changes the generated files: the version is part of the cache directory name, so
 # stale checkpoints are never reused after the generator changes.
-TINY_VERSION = 1
+TINY_VERSION = 2
 
 _SEED = 1234
 _BPE_VOCAB_SIZE = 1280  # trained pieces incl. the initial alphabet; special tokens come on top
@@ -63,8 +65,8 @@ def _check_family(family: str) -> str:
 def resolve_model_path(name_or_path: str) -> str:
     """Map ``tiny:<family>`` to a cached generated checkpoint dir (built on first use); return anything else as is.
 
-    Building goes to a temp dir next to the target and is renamed into place, so concurrent ranks either reuse a
-    complete checkpoint or race to rename identical ones; nobody ever sees a half-written directory.
+    Building holds a file lock and goes to a temp dir next to the target that is renamed into place, so concurrent
+    ranks build once and nobody ever sees a half-written directory.
     """
     if not is_tiny(name_or_path):
         return name_or_path
@@ -73,22 +75,44 @@ def resolve_model_path(name_or_path: str) -> str:
     if _is_complete(target):
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        build_tiny_checkpoint(family, tmp)
-        # mkdtemp (and the safetensors writer) make things private; the cache may be shared between users of a node.
-        tmp.chmod(0o755)
-        for file in tmp.iterdir():
-            file.chmod(0o644)
+    # One builder at a time across processes (every rank of a launch resolves the same id at start-up): the others
+    # wait on the lock and then find the finished checkpoint.
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _is_complete(target):
+            return str(target)
+        if target.exists():  # left by a build that died half-way before this locking existed; ours to replace
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            os.replace(tmp, target)  # atomic; fails if another process already put a (non-empty) target in place
-        except OSError:
-            if not _is_complete(target):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            _build_outside_distributed(family, tmp)
+            # mkdtemp (and the safetensors writer) make things private; the cache may be shared by a node's users.
+            tmp.chmod(0o755)
+            for file in tmp.iterdir():
+                file.chmod(0o644)
+            os.replace(tmp, target)  # atomic: readers that skip the lock never see a half-written directory
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def _build_outside_distributed(family: str, out: Path) -> None:
+    """Build here, or in a fresh process once torch.distributed is up: `save_pretrained` then writes weights on rank
+    0 only, and a non-zero rank that won the lock would otherwise publish a checkpoint with no weights."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        build_tiny_checkpoint(family, out)
+        return
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    subprocess.run(
+        [sys.executable, "-m", "core.tiny", "--build-into", str(out), family],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _is_complete(path: Path) -> bool:
@@ -437,6 +461,13 @@ def _init_model(model_cls: Any, config: Any) -> Any:
 
     torch.manual_seed(_SEED)
     model = model_cls(config)
+    # Some weights start at zero by design in real checkpoints' init (e.g. Gemma-3's mm_input_projection_weight);
+    # left at zero in a random model they cut the image out of the computation and its gradients. Matrices only:
+    # norms and biases keep their init.
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2 and param.is_floating_point() and not param.any():
+                param.normal_(0.0, 0.02)
     return model.eval()
 
 
@@ -705,6 +736,10 @@ def main(argv: list[str] | None = None) -> int:
     Only the paths go to stdout, so shell scripts can do ``MODEL=$(python -m core.tiny qwen2_5_vl)``.
     """
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--build-into"] and len(args) == 3:  # internal: see _build_outside_distributed
+        with contextlib.redirect_stdout(sys.stderr):
+            build_tiny_checkpoint(_check_family(args[2]), args[1])
+        return 0
     if any(a in ("-h", "--help") for a in args):
         print(f"usage: python -m core.tiny [family ...]   (families: {', '.join(TINY_FAMILIES)}; default: all)")
         return 0

@@ -69,7 +69,7 @@ def test_load_model_and_processor(family: str) -> None:
     # Left padding in practice: the shorter prompt of a batch gets the pad tokens in front.
     short, long = chat_prompt(processor, "Hi?"), chat_prompt(processor, "Which of the shapes is the largest one?")
     image = Image.new("RGB", (64, 64), "blue")
-    batch = processor(text=[short, long], images=[image, image], padding=True, return_tensors="pt")
+    batch = processor(text=[short, long], images=[[image], [image]], padding=True, return_tensors="pt")
     pad = processor.tokenizer.pad_token_id
     assert batch["input_ids"][0, 0] == pad and batch["attention_mask"][0, 0] == 0
     assert batch["input_ids"][0, -1] != pad and batch["attention_mask"][0, -1] == 1

@@ -270,3 +270,13 @@ def test_concurrent_first_use_via_cli(tmp_path: Path) -> None:
         assert out.splitlines() == [str(target)]  # stdout carries only the path
     assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [target.name]
     assert AutoConfig.from_pretrained(target).model_type == "gemma3"
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_no_weight_matrix_is_all_zero_so_images_reach_the_output(family: str, paths: dict[str, str]) -> None:
+    # Gemma-3's projector weight is zero-initialised by transformers; left so, the image would not matter.
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(paths[family]) / "model.safetensors"))
+    zero = [name for name, w in weights.items() if w.dim() >= 2 and not w.any()]
+    assert not zero, zero

@@ -15,7 +15,7 @@ from rewards import FRAMES, REWARD_NAMES, build_reward_funcs, frame_for_family
 
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
-from core.models import load_model_and_processor
+from core.models import load_model, load_processor, model_family
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
@@ -50,7 +50,8 @@ def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
     resume = setup_run(training_args, script_args, model_args)
 
-    model, processor, family = load_model_and_processor(model_args)
+    # Data and rewards are checked before the model loads: a bad row fails in seconds, not after the weights.
+    processor, family = load_processor(model_args), model_family(model_args.model_name_or_path)
     train_file = resolve_input_path(script_args.train_file, RECIPE_DIR)
     eval_file = resolve_input_path(script_args.eval_file, RECIPE_DIR)
     images_root = resolve_input_path(script_args.images_root, RECIPE_DIR) or str(Path(train_file).parent)
@@ -64,6 +65,7 @@ def main() -> None:
     frame = frame_for_family(family) if script_args.coord_frame == "auto" else script_args.coord_frame
     reward_funcs = build_reward_funcs(script_args.reward_funcs, frame)
 
+    model = load_model(model_args)
     freeze_for_full_finetune(model, model_args)
     trainer = VLMGRPOTrainer(
         model=model,

@@ -501,22 +501,8 @@ def _build_qwen2_5_vl(out: Path) -> None:
         "vocab_size": len(tokenizer),
         "max_position_embeddings": 4096,
         "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": _MROPE_SECTION},
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
     }
-    config = Qwen2_5_VLConfig(
-        text_config=text_cfg,
-        vision_config=vision_cfg,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-        dtype="float32",
-    )
-    model = _init_model(Qwen2_5_VLForConditionalGeneration, config)
-    _save_model(model, _qwen_generation(ids), out)
+    _save_qwen_model(Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, text_cfg, vision_cfg, ids, out)
 
     pixels = {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16}
     image_processor = Qwen2VLImageProcessor(size=dict(pixels), patch_size=14, temporal_patch_size=2, merge_size=2)
@@ -538,6 +524,27 @@ def _build_qwen2_5_vl(out: Path) -> None:
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
+
+
+def _save_qwen_model(config_cls: Any, model_cls: Any, text_cfg: dict, vision_cfg: dict, ids: dict, out: Path) -> None:
+    """Config with every special-token id taken from the trained tokenizer, then seeded weights."""
+    text_cfg = {
+        **text_cfg,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    config = config_cls(
+        text_config=text_cfg,
+        vision_config=vision_cfg,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+        dtype="float32",
+    )
+    _save_model(_init_model(model_cls, config), _qwen_generation(ids), out)
 
 
 def _build_qwen3_vl(out: Path) -> None:
@@ -575,22 +582,8 @@ def _build_qwen3_vl(out: Path) -> None:
             "mrope_section": _MROPE_SECTION,
             "mrope_interleaved": True,
         },
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
     }
-    config = Qwen3VLConfig(
-        text_config=text_cfg,
-        vision_config=vision_cfg,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-        dtype="float32",
-    )
-    model = _init_model(Qwen3VLForConditionalGeneration, config)
-    _save_model(model, _qwen_generation(ids), out)
+    _save_qwen_model(Qwen3VLConfig, Qwen3VLForConditionalGeneration, text_cfg, vision_cfg, ids, out)
 
     image_processor = Qwen2VLImageProcessor(
         size={"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 16},

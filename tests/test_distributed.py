@@ -18,7 +18,15 @@ def test_smoke_launcher_runs_zero2_on_two_cpu_processes(tmp_path):
     sample = tmp_path / "sample"
     load_recipe_module("grounding", "data").make_sample(sample, n_train=16, n_eval=4, seed=1)
     out = tmp_path / "dist"
-    env = {**os.environ, "SMOKE": "1", "PYTHONPATH": str(REPO_ROOT), "MAIN_PROCESS_PORT": "29519"}
+    # A cold tiny-model cache: both ranks resolve tiny:qwen2_5_vl at once with torch.distributed already up, where
+    # save_pretrained writes weights on rank 0 only (a rank-1 build once published a checkpoint without weights).
+    env = {
+        **os.environ,
+        "SMOKE": "1",
+        "PYTHONPATH": str(REPO_ROOT),
+        "MAIN_PROCESS_PORT": "29519",
+        "VLM_GRPO_CACHE": str(tmp_path / "cold_cache"),
+    }
     env.pop("NUM_GPUS", None)
     proc = subprocess.run(
         [
@@ -56,3 +64,5 @@ def test_smoke_launcher_runs_zero2_on_two_cpu_processes(tmp_path):
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert (out / "adapter_model.safetensors").is_file() and (out / "reward_curve.png").is_file()
+    built = list((tmp_path / "cold_cache" / "tiny").glob("qwen2_5_vl-v*"))
+    assert len(built) == 1 and (built[0] / "model.safetensors").is_file() and (built[0] / "config.json").is_file()

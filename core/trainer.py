@@ -1,22 +1,39 @@
-"""The one GRPO trainer every recipe uses: TRL's `GRPOTrainer` plus what a VLM run needs and TRL lacks.
+"""The one GRPO trainer every recipe uses: TRL's `GRPOTrainer` plus what a VLM run needs and TRL 1.16 lacks.
 
-Added here: a start-up report of what trains (counts per vision/projector/language group, so a wrong LoRA switch is
-caught before hours of GPU time) and the reward-curve PNG written at the end of training. Everything else —
-generation, the processor call on the `image` column, advantages, the loss — is TRL's.
+Added here:
+- **Video.** TRL 1.16 handles `image`/`images` columns only. With a video in the prompt its generation step can see
+  the video, but the log-probability forwards (old policy, reference, current policy) get no `pixel_values_videos`,
+  `video_grid_thw`, `second_per_grid_ts` or `mm_token_type_ids`, so the log-probs are silently those of a model that
+  never saw the clip. Here a `video` column (a list of frames per row, sampled by the recipe) is encoded once per
+  generation batch; the same tensors drive generation and travel per sample, as lists, through TRL's shuffling,
+  micro-batch splitting and gradient accumulation into every log-prob forward. The video placeholder token is kept
+  out of sampling, as TRL does for the image token.
+- A start-up report of what trains (counts per vision/projector/language group), so a wrong LoRA switch is caught
+  before hours of GPU time, and the reward-curve PNG written at the end of training.
+Everything else — generation, the image path, advantages, the loss — is TRL's.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from trl import GRPOTrainer
+from trl.data_utils import apply_chat_template
 
 from core.lora import trainable_report
 from core.plots import PLOT_NAME, plot_reward_curves
 
 logger = logging.getLogger(__name__)
+
+VIDEO_COLUMN = "video"
+VIDEO_FPS_COLUMN = "video_fps"  # optional per-row sampling rate of the frames (Qwen2.5-VL's temporal positions)
+VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")  # per-sample lists in TRL's batches
 
 
 class RewardPlotCallback(TrainerCallback):
@@ -33,9 +50,158 @@ class RewardPlotCallback(TrainerCallback):
 
 
 class VLMGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.add_callback(RewardPlotCallback())
+        self._video_prompt: tuple[list[list[int]], dict[str, Any]] | None = None  # encoded prompts of this batch
+        self._video_rows: dict[str, list[torch.Tensor]] | None = None  # per-row video tensors for log-prob forwards
+        video_token_id = getattr(self.model.config, "video_token_id", None)
+        if self._is_vlm and video_token_id is not None and hasattr(self, "generation_kwargs"):
+            # A sampled video token would claim video features that do not exist (TRL does this for images only).
+            suppress = list(self.generation_kwargs.get("suppress_tokens") or [])
+            if video_token_id not in suppress:
+                suppress.append(video_token_id)
+            self.generation_kwargs["suppress_tokens"] = suppress
+            self.generation_config.suppress_tokens = suppress
         self.trainable_summary = trainable_report(self.model)
         if self.accelerator.is_main_process:
             print(self.trainable_summary, flush=True)
+
+    # ----------------------------------------------------------------------------------------------- video path
+    def encode_video_prompts(self, prompts: list, videos: list, fps: list | None = None) -> dict[str, Any]:
+        """Processor call for a batch of conversational prompts with one video each (lists of PIL frames).
+
+        Frames arrive already sampled by the recipe, so the processor must not sample again.
+        """
+        texts = [
+            apply_chat_template({"prompt": p}, self.processing_class, **self.chat_template_kwargs)["prompt"]
+            for p in prompts
+        ]
+        videos_kwargs: dict[str, Any] = {"do_sample_frames": False}
+        if fps is not None:
+            videos_kwargs["fps"] = fps
+        return self.processing_class(
+            text=texts,
+            videos=videos,
+            padding=True,
+            return_tensors="pt",
+            add_special_tokens=False,
+            videos_kwargs=videos_kwargs,
+        )
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if not inputs or VIDEO_COLUMN not in inputs[0]:
+            return super()._generate_and_score_completions(inputs)
+        if any(k in inputs[0] for k in ("image", "images")):
+            raise ValueError("rows with both a video and images are not supported; use one or the other")
+        prompts = [x["prompt"] for x in inputs]
+        videos = [x[VIDEO_COLUMN] for x in inputs]
+        fps = [x[VIDEO_FPS_COLUMN] for x in inputs] if VIDEO_FPS_COLUMN in inputs[0] else None
+        enc = self.encode_video_prompts(prompts, videos, fps)
+        mask = enc["attention_mask"].bool()
+        prompt_ids = [ids[m].tolist() for ids, m in zip(enc["input_ids"], mask, strict=True)]
+        # mm_token_type_ids is rebuilt from the ids in every forward (see _video_forward_kwargs); generation takes the
+        # processor's own, left-padded by TRL like the ids.
+        fields = {k: enc[k] for k in VIDEO_KEYS if k in enc}
+        if "mm_token_type_ids" in enc:
+            fields["mm_token_type_ids"] = [t[m].tolist() for t, m in zip(enc["mm_token_type_ids"], mask, strict=True)]
+        rows = split_video_tensors(enc)
+        self._video_prompt = (prompt_ids, fields)
+        try:
+            with self.video_rows(rows):
+                output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._video_prompt = None
+        output.update(rows)  # lists: TRL's shuffle/split permute and slice them with the other per-row values
+        return output
+
+    def _tokenize_prompts(self, prompts: list):
+        if self._video_prompt is None:
+            return super()._tokenize_prompts(prompts)
+        prompt_ids, fields = self._video_prompt
+        return prompt_ids, None, fields
+
+    def _compute_loss(self, model, inputs):
+        if VIDEO_KEYS[0] not in inputs:
+            return super()._compute_loss(model, inputs)
+        with self.video_rows({k: inputs[k] for k in VIDEO_KEYS if k in inputs}):
+            return super()._compute_loss(model, inputs)
+
+    @contextmanager
+    def video_rows(self, rows: dict[str, list[torch.Tensor]]) -> Iterator[None]:
+        """Attach per-row video tensors to the log-prob forwards run inside this block (rows in batch order)."""
+        previous, self._video_rows = self._video_rows, rows
+        try:
+            yield
+        finally:
+            self._video_rows = previous
+
+    def _video_forward_kwargs(self, input_ids: torch.Tensor, start: int, end: int) -> dict[str, torch.Tensor]:
+        rows = self._video_rows
+        device = input_ids.device
+        kwargs = {k: torch.cat(list(rows[k][start:end])).to(device) for k in VIDEO_KEYS if k in rows}
+        if "pixel_values_videos" in kwargs:
+            kwargs["pixel_values_videos"] = kwargs["pixel_values_videos"].to(self.model.dtype)
+        # 2 marks video placeholders for the multimodal rotary positions; recomputed on the prompt+completion ids
+        # so it always matches the padding and length of the batch at hand.
+        video_token_id = self.model.config.video_token_id
+        kwargs["mm_token_type_ids"] = (input_ids == video_token_id).long() * 2
+        return kwargs
+
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **kwargs,
+    ):
+        if self._video_rows is None:
+            return super()._get_per_token_logps_and_entropies(
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size=batch_size,
+                compute_entropy=compute_entropy,
+                compute_aux_loss=compute_aux_loss,
+                **kwargs,
+            )
+        # Same computation as TRL's loop, with each chunk's own video tensors added to the forward.
+        batch_size = batch_size or input_ids.size(0)
+        all_logps, all_entropies, all_aux = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            ids, mask = input_ids[start:end], attention_mask[start:end]
+            labels = ids.masked_fill(mask == 0, -100)
+            labels[:, :-logits_to_keep] = -100
+            model_inputs = {"input_ids": ids, "attention_mask": mask, **self._video_forward_kwargs(ids, start, end)}
+            if compute_aux_loss:
+                model_inputs["output_router_logits"] = True
+            with self.accelerator.autocast():
+                outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+            all_logps.append(outputs.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                all_entropies.append(outputs.entropy[:, -logits_to_keep:])
+            if compute_aux_loss:
+                all_aux.append(outputs.aux_loss)
+        logps = torch.cat(all_logps, dim=0)
+        entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
+        aux_loss = torch.stack(all_aux).mean() if compute_aux_loss else None
+        return logps, entropies, aux_loss
+
+
+def split_video_tensors(encoding: Any) -> dict[str, list[torch.Tensor]]:
+    """Processor output for one video per row -> per-row tensors: patches by each video's grid, grid and timing
+    rows one each."""
+    grid = encoding["video_grid_thw"]
+    rows: dict[str, list[torch.Tensor]] = {
+        "pixel_values_videos": list(torch.split(encoding["pixel_values_videos"], grid.prod(-1).tolist())),
+        "video_grid_thw": list(grid.split(1)),
+    }
+    if "second_per_grid_ts" in encoding:
+        rows["second_per_grid_ts"] = list(torch.as_tensor(encoding["second_per_grid_ts"]).split(1))
+    return rows

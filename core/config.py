@@ -116,3 +116,21 @@ def load_resolved_config(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run_dir} the output_dir of a training run?")
     return yaml.safe_load(path.read_text())
+
+
+def apply_config_aliases(source: Any, aliases: dict[str, tuple[Any, str]]) -> list[str]:
+    """Let a recipe keep an original project's config names: `aliases` maps a field of `source` (None = not given)
+    to the (dataclass instance, field) that does the job. A target the user also set to something else is an error,
+    since one of the two would be silently ignored. Returns what was applied, for the log."""
+    applied = []
+    for alias, (target, name) in aliases.items():
+        value = getattr(source, alias)
+        if value is None:
+            continue
+        current = getattr(target, name)
+        default = next(f.default for f in dataclasses.fields(target) if f.name == name)
+        if current != default and current != value:
+            raise ValueError(f"{alias}={value!r} and {name}={current!r} set the same thing; keep one of them")
+        setattr(target, name, value)
+        applied.append(f"{alias} -> {type(target).__name__}.{name} = {value!r}")
+    return applied

@@ -194,6 +194,26 @@ class VLMGRPOTrainer(GRPOTrainer):
         return logps, entropies, aux_loss
 
 
+def encode_video_prompts(
+    processor: Any, prompts: list, videos: list, fps: list | None = None, **chat_template_kwargs: Any
+) -> Any:
+    """Processor call for conversational prompts with one video each (a list of PIL frames per prompt), as used for
+    generation, every log-prob forward and evaluation. Frames arrive already sampled by the recipe, so the
+    processor must not sample again; the chat template already holds the special tokens."""
+    texts = [apply_chat_template({"prompt": p}, processor, **chat_template_kwargs)["prompt"] for p in prompts]
+    videos_kwargs: dict[str, Any] = {"do_sample_frames": False}
+    if fps is not None:
+        videos_kwargs["fps"] = fps
+    return processor(
+        text=texts,
+        videos=videos,
+        padding=True,
+        return_tensors="pt",
+        add_special_tokens=False,
+        videos_kwargs=videos_kwargs,
+    )
+
+
 def split_video_tensors(encoding: Any) -> dict[str, list[torch.Tensor]]:
     """Processor output for one video per row -> per-row tensors: patches by each video's grid, grid and timing
     rows one each."""

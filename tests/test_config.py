@@ -5,7 +5,14 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from core.config import RESOLVED_CONFIG_NAME, VLMModelConfig, load_resolved_config, parse_config, save_resolved_config
+from core.config import (
+    RESOLVED_CONFIG_NAME,
+    VLMModelConfig,
+    apply_config_aliases,
+    load_resolved_config,
+    parse_config,
+    save_resolved_config,
+)
 
 
 @dataclass
@@ -82,3 +89,24 @@ def test_resolved_config_round_trip_and_kept_on_change(tmp_path):
 def test_load_resolved_config_names_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="run_config.yaml"):
         load_resolved_config(tmp_path)
+
+
+@dataclass
+class LegacyArgs:
+    grpo_beta: float | None = field(default=None, metadata={"help": "old name of beta"})
+    tune_mm_vision: bool | None = field(default=None, metadata={"help": "old name of train_vision"})
+
+
+def test_original_names_map_onto_the_fields_that_do_the_job(tmp_path):
+    cfg = write_yaml(tmp_path, {"grpo_beta": 0.1, "tune_mm_vision": True, "output_dir": str(tmp_path / "o")})
+    legacy, train, model = parse_config(LegacyArgs, ["--config", cfg])
+    applied = apply_config_aliases(legacy, {"grpo_beta": (train, "beta"), "tune_mm_vision": (model, "train_vision")})
+    assert train.beta == 0.1 and model.train_vision is True
+    assert applied == ["grpo_beta -> GRPOConfig.beta = 0.1", "tune_mm_vision -> VLMModelConfig.train_vision = True"]
+
+
+def test_original_name_conflicting_with_new_name_fails(tmp_path):
+    cfg = write_yaml(tmp_path, {"grpo_beta": 0.1, "beta": 0.3, "output_dir": str(tmp_path / "o")})
+    legacy, train, _ = parse_config(LegacyArgs, ["--config", cfg])
+    with pytest.raises(ValueError, match="grpo_beta=0.1 and beta=0.3"):
+        apply_config_aliases(legacy, {"grpo_beta": (train, "beta")})

@@ -18,31 +18,12 @@ import torch
 from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import AccuracyCoordReward, IoUReward, frame_for_family, parse_box, parse_point, to_original
-from transformers import AutoProcessor
 
-from core.config import VLMModelConfig, load_resolved_config
-from core.models import load_model, model_family, set_pixel_bounds
+from core.evaluation import load_trained_policy
 from core.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
-
-
-def load_run(run_dir: Path, device: str) -> tuple[Any, Any, str, dict]:
-    """The trained policy (base + adapter merged, or full weights), its processor, family and resolved config."""
-    cfg = load_resolved_config(run_dir)
-    model_args = VLMModelConfig(**cfg["VLMModelConfig"])
-    family = model_family(model_args.model_name_or_path)
-    if (run_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(load_model(model_args), str(run_dir)).merge_and_unload()
-    else:
-        model_args.model_name_or_path = str(run_dir)
-        model = load_model(model_args)
-    processor = AutoProcessor.from_pretrained(str(run_dir), padding_side="left")
-    set_pixel_bounds(processor, model_args.min_pixels, model_args.max_pixels)
-    return model.to(device).eval(), processor, family, cfg
 
 
 @torch.no_grad()
@@ -94,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, processor, family, cfg = load_run(args.run_dir, device)
+    model, processor, family, cfg = load_trained_policy(args.run_dir, device)
     script = cfg["ScriptArguments"]
     data_file = resolve_input_path(args.data_file or script.get("eval_file") or script["train_file"], RECIPE_DIR)
     images_root = resolve_input_path(args.images_root or script.get("images_root"), RECIPE_DIR) or str(

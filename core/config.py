@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -61,9 +62,56 @@ class VLMModelConfig(ModelConfig):
     )
 
 
-def parse_config(script_args_cls: type[T], args: list[str] | None = None) -> tuple[T, GRPOConfig, VLMModelConfig]:
-    """Parse `--config file.yaml` plus CLI flags (sys.argv when args is None) into the three dataclasses."""
-    parser = TrlParser((script_args_cls, GRPOConfig, VLMModelConfig))
+class _AliasingTrlParser(TrlParser):
+    """TrlParser that also accepts an original project's key names, renamed before any dataclass is built (so that
+    values GRPOConfig derives in __post_init__, such as the generation batch size, see the final numbers)."""
+
+    def __init__(self, dataclass_types: tuple, aliases: dict[str, str]) -> None:
+        super().__init__(dataclass_types)
+        self.aliases = aliases
+
+    def set_defaults_with_config(self, **kwargs: Any) -> list[str]:
+        return super().set_defaults_with_config(**rename_aliases(kwargs, self.aliases))
+
+
+def rename_aliases(config: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """Config keys with original names renamed; one file setting both names to different values is an error."""
+    out = dict(config)
+    for old, new in aliases.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out and out[new] != value:
+            raise ValueError(f"{old}={value!r} and {new}={out[new]!r} set the same thing; keep one of them")
+        out[new] = value
+    return out
+
+
+def rename_alias_flags(args: list[str], aliases: dict[str, str]) -> list[str]:
+    """`--old v` / `--old=v` -> `--new ...`; giving both flags is an error (argparse would keep one silently)."""
+    renamed = []
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name.startswith("--") and name[2:] in aliases:
+            new = aliases[name[2:]]
+            if any(a == f"--{new}" or a.startswith(f"--{new}=") for a in args):
+                raise ValueError(f"{name} and --{new} set the same thing; keep one of them")
+            arg = f"--{new}{eq}{value}"
+        renamed.append(arg)
+    return renamed
+
+
+def parse_config(
+    script_args_cls: type[T], args: list[str] | None = None, aliases: dict[str, str] | None = None
+) -> tuple[T, GRPOConfig, VLMModelConfig]:
+    """Parse `--config file.yaml` plus CLI flags (sys.argv when args is None) into the three dataclasses.
+
+    `aliases` maps an original project's key names onto the fields that do the job (e.g. grpo_beta -> beta), in the
+    YAML and on the command line alike; the command line still wins over the file.
+    """
+    aliases = aliases or {}
+    args = rename_alias_flags(list(sys.argv[1:] if args is None else args), aliases)
+    parser = _AliasingTrlParser((script_args_cls, GRPOConfig, VLMModelConfig), aliases)
     script_args, training_args, model_args = parser.parse_args_and_config(args=args)
     return script_args, training_args, model_args
 
@@ -116,21 +164,3 @@ def load_resolved_config(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run_dir} the output_dir of a training run?")
     return yaml.safe_load(path.read_text())
-
-
-def apply_config_aliases(source: Any, aliases: dict[str, tuple[Any, str]]) -> list[str]:
-    """Let a recipe keep an original project's config names: `aliases` maps a field of `source` (None = not given)
-    to the (dataclass instance, field) that does the job. A target the user also set to something else is an error,
-    since one of the two would be silently ignored. Returns what was applied, for the log."""
-    applied = []
-    for alias, (target, name) in aliases.items():
-        value = getattr(source, alias)
-        if value is None:
-            continue
-        current = getattr(target, name)
-        default = next(f.default for f in dataclasses.fields(target) if f.name == name)
-        if current != default and current != value:
-            raise ValueError(f"{alias}={value!r} and {name}={current!r} set the same thing; keep one of them")
-        setattr(target, name, value)
-        applied.append(f"{alias} -> {type(target).__name__}.{name} = {value!r}")
-    return applied

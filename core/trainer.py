@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.video_utils import VideoMetadata
 from trl import GRPOTrainer
 from trl.data_utils import apply_chat_template
 
@@ -68,26 +69,8 @@ class VLMGRPOTrainer(GRPOTrainer):
             print(self.trainable_summary, flush=True)
 
     # ----------------------------------------------------------------------------------------------- video path
-    def encode_video_prompts(self, prompts: list, videos: list, fps: list | None = None) -> dict[str, Any]:
-        """Processor call for a batch of conversational prompts with one video each (lists of PIL frames).
-
-        Frames arrive already sampled by the recipe, so the processor must not sample again.
-        """
-        texts = [
-            apply_chat_template({"prompt": p}, self.processing_class, **self.chat_template_kwargs)["prompt"]
-            for p in prompts
-        ]
-        videos_kwargs: dict[str, Any] = {"do_sample_frames": False}
-        if fps is not None:
-            videos_kwargs["fps"] = fps
-        return self.processing_class(
-            text=texts,
-            videos=videos,
-            padding=True,
-            return_tensors="pt",
-            add_special_tokens=False,
-            videos_kwargs=videos_kwargs,
-        )
+    def encode_video_prompts(self, prompts: list, videos: list, fps: list | None = None) -> Any:
+        return encode_video_prompts(self.processing_class, prompts, videos, fps, **self.chat_template_kwargs)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         if not inputs or VIDEO_COLUMN not in inputs[0]:
@@ -96,7 +79,8 @@ class VLMGRPOTrainer(GRPOTrainer):
             raise ValueError("rows with both a video and images are not supported; use one or the other")
         prompts = [x["prompt"] for x in inputs]
         videos = [x[VIDEO_COLUMN] for x in inputs]
-        fps = [x[VIDEO_FPS_COLUMN] for x in inputs] if VIDEO_FPS_COLUMN in inputs[0] else None
+        fps = [x.get(VIDEO_FPS_COLUMN) for x in inputs]
+        fps = fps if all(f is not None for f in fps) else None  # unknown rate: the processor's default
         enc = self.encode_video_prompts(prompts, videos, fps)
         mask = enc["attention_mask"].bool()
         prompt_ids = [ids[m].tolist() for ids, m in zip(enc["input_ids"], mask, strict=True)]
@@ -202,8 +186,11 @@ def encode_video_prompts(
     processor must not sample again; the chat template already holds the special tokens."""
     texts = [apply_chat_template({"prompt": p}, processor, **chat_template_kwargs)["prompt"] for p in prompts]
     videos_kwargs: dict[str, Any] = {"do_sample_frames": False}
-    if fps is not None:
-        videos_kwargs["fps"] = fps
+    if fps is not None:  # per-clip rate of the sampled frames: Qwen2.5-VL's temporal positions follow it
+        videos_kwargs["video_metadata"] = [
+            VideoMetadata(total_num_frames=len(v), fps=f, frames_indices=list(range(len(v))))
+            for v, f in zip(videos, fps, strict=True)
+        ]
     return processor(
         text=texts,
         videos=videos,

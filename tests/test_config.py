@@ -8,7 +8,6 @@ import yaml
 from core.config import (
     RESOLVED_CONFIG_NAME,
     VLMModelConfig,
-    apply_config_aliases,
     load_resolved_config,
     parse_config,
     save_resolved_config,
@@ -91,22 +90,33 @@ def test_load_resolved_config_names_missing_file(tmp_path):
         load_resolved_config(tmp_path)
 
 
-@dataclass
-class LegacyArgs:
-    grpo_beta: float | None = field(default=None, metadata={"help": "old name of beta"})
-    tune_mm_vision: bool | None = field(default=None, metadata={"help": "old name of train_vision"})
+ALIASES = {"grpo_beta": "beta", "grpo_sample_size": "num_generations", "tune_mm_vision": "train_vision"}
 
 
-def test_original_names_map_onto_the_fields_that_do_the_job(tmp_path):
-    cfg = write_yaml(tmp_path, {"grpo_beta": 0.1, "tune_mm_vision": True, "output_dir": str(tmp_path / "o")})
-    legacy, train, model = parse_config(LegacyArgs, ["--config", cfg])
-    applied = apply_config_aliases(legacy, {"grpo_beta": (train, "beta"), "tune_mm_vision": (model, "train_vision")})
-    assert train.beta == 0.1 and model.train_vision is True
-    assert applied == ["grpo_beta -> GRPOConfig.beta = 0.1", "tune_mm_vision -> VLMModelConfig.train_vision = True"]
+def test_original_names_land_before_grpo_config_derives_its_values(tmp_path):
+    # num_generations=4 must be known when GRPOConfig checks the batch (4 prompts, default 8 generations fails).
+    cfg = write_yaml(
+        tmp_path,
+        {
+            "grpo_beta": 0.1,
+            "grpo_sample_size": 4,
+            "tune_mm_vision": True,
+            "per_device_train_batch_size": 4,
+            "output_dir": str(tmp_path / "o"),
+        },
+    )
+    _, train, model = parse_config(ToyScriptArgs, ["--config", cfg], aliases=ALIASES)
+    assert train.beta == 0.1 and train.num_generations == 4 and model.train_vision is True
+    _, train, _ = parse_config(ToyScriptArgs, ["--config", cfg, "--grpo_beta=0.2"], aliases=ALIASES)
+    assert train.beta == 0.2  # the command line wins over the file, under either name
+    _, train, _ = parse_config(ToyScriptArgs, ["--config", cfg, "--beta", "0.3"], aliases=ALIASES)
+    assert train.beta == 0.3
 
 
-def test_original_name_conflicting_with_new_name_fails(tmp_path):
+def test_both_names_for_one_setting_fail(tmp_path):
     cfg = write_yaml(tmp_path, {"grpo_beta": 0.1, "beta": 0.3, "output_dir": str(tmp_path / "o")})
-    legacy, train, _ = parse_config(LegacyArgs, ["--config", cfg])
     with pytest.raises(ValueError, match="grpo_beta=0.1 and beta=0.3"):
-        apply_config_aliases(legacy, {"grpo_beta": (train, "beta")})
+        parse_config(ToyScriptArgs, ["--config", cfg], aliases=ALIASES)
+    cfg = write_yaml(tmp_path, {"output_dir": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="--grpo_beta and --beta"):
+        parse_config(ToyScriptArgs, ["--config", cfg, "--grpo_beta", "0.1", "--beta", "0.2"], aliases=ALIASES)

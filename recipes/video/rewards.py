@@ -1,0 +1,178 @@
+"""Rewards for ordering the actions seen in a video clip.
+
+The answer format is `<answer>(1) first action (2) second action ...</answer>`, preceded by the reasoning in
+`<think>...</think>`.
+
+Parsing (`parse_actions`)
+-------------------------
+Only the LAST `<answer>...</answer>` counts: an answer outside the tags is not an answer (the format reward and the
+accuracy reward then agree on what was answered). Inside it the text is split at the `(n)` markers, in the order
+they appear in the text (the numbers themselves are separators, not re-sorted); text before the first marker is
+ignored, and an answer with no marker has no actions. Each action is normalised: lower-cased, whitespace collapsed,
+leading/trailing punctuation and a trailing connective ("and", "then", "and then") stripped, so
+`(1) The red circle moves LEFT, then (2) ...` gives `the red circle moves left`. Empty actions are dropped.
+
+Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset columns arrive as kwargs)
+--------------------------------------------------------------------------------------------------------
+* `format_reward` = 0.3 * [a `<think>...</think>` block] + 0.3 * [an `<answer>...</answer>` block]
+  + 0.4 * [the first think block ends before the last answer block starts]; in {0, 0.3, 0.6, 1.0}.
+* `accuracy_reward` (the original project's), with P the predicted action list and T the true one (the `actions`
+  column, or the parsed `solution` column when `actions` is absent):
+
+      1.0                         if P == T (same actions, same order)
+      |set(P) ∩ set(T)| / |set(P) ∪ set(T)|     otherwise (the IoU of the action sets)
+      0.0                         when P is empty (no tags, no markers, garbage)
+      None                        when T is empty (the row cannot be scored; TRL then ignores this reward)
+
+  Note what this pays: the right actions in the wrong order have IoU 1.0, exactly as much as the right answer.
+* `ordered_accuracy_reward` (ours, opt-in): 1.0 if P == T, otherwise IoU * (0.5 + 0.4 * tau), where tau is the
+  fraction of the pairs of shared actions that P orders as T does (1.0 when fewer than 2 are shared); 0.0 / None as
+  above. Any non-exact answer scores at most 0.9: the right set reversed 0.5, one swap among three
+  0.5 + 0.4 * 2/3 = 0.77, two of three actions in order 2/3 * 0.9 = 0.6. Use it when order is what must be learnt:
+  `reward_funcs: [format_reward, ordered_accuracy_reward]` (it takes `accuracy_reward_weight`).
+
+Matching is exact on the normalised text (no synonyms).
+
+The original project's weights are `DEFAULT_WEIGHTS` (format 0.3, accuracy 0.7); the trainer applies them through
+`reward_weights`. Parsing never raises: a weird completion scores 0.0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from itertools import combinations
+from typing import Any
+
+from core.rewards import resolve_reward_funcs
+
+REWARD_NAMES = ("format_reward", "accuracy_reward", "ordered_accuracy_reward")
+DEFAULT_WEIGHTS = {"format_reward": 0.3, "accuracy_reward": 0.7, "ordered_accuracy_reward": 0.7}
+
+# Tempered: a match cannot contain another <answer>, which keeps repeated unclosed tags linear instead of quadratic.
+_ANSWER_RE = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL | re.IGNORECASE)
+_THINK_RE = re.compile(r"<think>((?:(?!<think>).)*?)</think>", re.DOTALL | re.IGNORECASE)
+_MARKER_RE = re.compile(r"\(\s*\d+\s*\)")
+_EDGE_PUNCT = " \t\n\r.,;:!?-–—\"'`*"
+_TRAILING_CONNECTIVE_RE = re.compile(r"(?:[\s,;.:!?]+|\b(?:and|then)\b)+$")
+
+
+def completion_text(completion: Any) -> str:
+    """The assistant text of a TRL completion: a plain string or a list of messages (content str or parts)."""
+    if completion is None:
+        return ""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    texts: list[str] = []
+    try:
+        for message in completion:
+            if not isinstance(message, dict) or message.get("role", "assistant") != "assistant":
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(part.get("text") or "" for part in content if isinstance(part, dict))
+    except TypeError:
+        return ""
+    return "\n".join(texts)
+
+
+def normalise_action(text: str) -> str:
+    """Lower-case, collapse whitespace, strip edge punctuation and a trailing 'and' / 'then'."""
+    action = " ".join(text.lower().split())
+    action = _TRAILING_CONNECTIVE_RE.sub("", action)
+    return action.strip(_EDGE_PUNCT)
+
+
+def parse_actions(text: Any) -> list[str]:
+    """The normalised actions of the last `<answer>...</answer>`, in text order; [] when there are none."""
+    try:
+        answers = _ANSWER_RE.findall(completion_text(text))
+        if not answers:
+            return []
+        pieces = _MARKER_RE.split(answers[-1])[1:]  # [0] is whatever precedes the first marker
+        return [action for action in (normalise_action(piece) for piece in pieces) if action]
+    except Exception:  # a reward must never take training down on a weird completion
+        return []
+
+
+def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """0.3 for a think block, 0.3 for an answer block, 0.4 when the think block comes first (max 1.0)."""
+    rewards: list[float | None] = []
+    for completion in completions:
+        text = completion_text(completion)
+        think = _THINK_RE.search(text)
+        answers = list(_ANSWER_RE.finditer(text))
+        score = 0.0
+        if think:
+            score += 0.3
+        if answers:
+            score += 0.3
+        if think and answers and think.end() <= answers[-1].start():
+            score += 0.4
+        rewards.append(round(score, 10))
+    return rewards
+
+
+def _order_agreement(predicted: list[str], truth: list[str]) -> float:
+    """Fraction of pairs of shared actions that `predicted` orders as `truth` does (first occurrences); 1.0 if < 2."""
+    seen = set(predicted)
+    shared = [action for action in dict.fromkeys(truth) if action in seen]
+    if len(shared) < 2:
+        return 1.0
+    first = {action: predicted.index(action) for action in shared}
+    pairs = list(combinations(shared, 2))  # each pair in truth order
+    return sum(first[a] < first[b] for a, b in pairs) / len(pairs)
+
+
+def action_score(predicted: Sequence[str], truth: Sequence[str], ordered: bool = False) -> float | None:
+    """`accuracy_reward` (or, with `ordered`, `ordered_accuracy_reward`) of the module doc for two action lists."""
+    predicted, truth = list(predicted), list(truth)
+    if not truth:
+        return None
+    if not predicted:
+        return 0.0
+    if predicted == truth:
+        return 1.0
+    p, t = set(predicted), set(truth)
+    iou = len(p & t) / len(p | t)
+    return iou * (0.5 + 0.4 * _order_agreement(predicted, truth)) if ordered else iou
+
+
+def _truths(kwargs: dict[str, Any], n: int) -> list[list[str]]:
+    actions = kwargs.get("actions")
+    if actions is not None:
+        if len(actions) != n:
+            raise ValueError(f"column 'actions' has {len(actions)} values for {n} completions")
+        return [[normalise_action(str(a)) for a in (row or [])] for row in actions]
+    solutions = kwargs.get("solution")
+    if solutions is None:
+        raise ValueError("accuracy_reward needs the dataset column 'actions' or 'solution' (build it with data.py)")
+    if len(solutions) != n:
+        raise ValueError(f"column 'solution' has {len(solutions)} values for {n} completions")
+    return [parse_actions(solution) for solution in solutions]
+
+
+def accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """The original's: 1.0 for the exact ordered action list, else the IoU of the action sets (module doc)."""
+    truths = _truths(kwargs, len(completions))
+    return [action_score(parse_actions(c), t) for c, t in zip(completions, truths, strict=True)]
+
+
+def ordered_accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """1.0 for the exact ordered list, else IoU * (0.5 + 0.4 * order agreement): wrong order never pays 1.0."""
+    truths = _truths(kwargs, len(completions))
+    return [action_score(parse_actions(c), t, ordered=True) for c, t in zip(completions, truths, strict=True)]
+
+
+def build_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float | None]]]:
+    """Reward callables for `names`: built-ins (see REWARD_NAMES) or user rewards `package.module:function`."""
+    factories: dict[str, Callable[[], Callable[..., list[float | None]]]] = {
+        "format_reward": lambda: format_reward,
+        "accuracy_reward": lambda: accuracy_reward,
+        "ordered_accuracy_reward": lambda: ordered_accuracy_reward,
+    }
+    return resolve_reward_funcs(names, factories)

@@ -38,6 +38,8 @@ def reward_series(log_history: list[dict]) -> dict[str, tuple[list[float], list[
         if "step" not in entry:
             continue
         for key, value in entry.items():
+            if value is None:  # a step where no sample could be scored (e.g. the judge was down): a gap
+                continue
             if key == "reward" or (key.startswith("rewards/") and key.endswith("/mean")):
                 steps, values = series.setdefault(key, ([], []))
                 steps.append(entry["step"])

@@ -10,6 +10,12 @@ checkpoints for ``Qwen2.5-VL``, ``Qwen3-VL`` and ``Gemma 3`` from scratch:
 * real image/video processors with tiny pixel budgets, so an image costs only a handful of vision tokens;
 * the real ``*ForConditionalGeneration`` class with a 2-layer text model and a 2-layer vision tower.
 
+Besides these VLM checkpoints it generates two diffusers *pipeline* directories (:data:`TINY_PIPELINES`) for the
+recipes that fine-tune the VLM inside an image generator: ``qwen_image_edit`` (``QwenImageEditPipeline``) and
+``qwen_image`` (``QwenImagePipeline``), each a tiny ``QwenImageTransformer2DModel`` (DiT), a tiny
+``AutoencoderKLQwenImage`` (VAE), the real scheduler config, and the ``tiny:qwen2_5_vl`` model, tokenizer and processor
+as text encoder.
+
 Checkpoints are addressed as ``tiny:<family>`` and cached under :func:`tiny_cache_dir`; see :func:`resolve_model_path`.
 """
 
@@ -30,7 +36,12 @@ from pathlib import Path
 from typing import Any
 
 TINY_PREFIX = "tiny:"
+_WEIGHTS = "model.safetensors"
+_DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 TINY_FAMILIES = ("qwen2_5_vl", "qwen3_vl", "gemma3")
+# Diffusers pipeline directories (model_index.json + one subfolder per component), kept apart from TINY_FAMILIES
+# because code iterating TINY_FAMILIES expects AutoModelForImageTextToText checkpoints.
+TINY_PIPELINES = ("qwen_image_edit", "qwen_image")
 
 # Bump whenever anything below changes the generated files: the version is part of the cache directory name, so
 # stale checkpoints are never reused after the generator changes.
@@ -56,14 +67,17 @@ def tiny_cache_dir() -> Path:
 
 
 def _check_family(family: str) -> str:
-    if family not in TINY_FAMILIES:
-        valid = ", ".join(f"{TINY_PREFIX}{f}" for f in TINY_FAMILIES)
+    if family not in TINY_FAMILIES + TINY_PIPELINES:
+        valid = ", ".join(f"{TINY_PREFIX}{f}" for f in TINY_FAMILIES + TINY_PIPELINES)
         raise ValueError(f"Unknown tiny model family {family!r}; valid tiny models are: {valid}")
     return family
 
 
 def resolve_model_path(name_or_path: str) -> str:
     """Map ``tiny:<family>`` to a cached generated checkpoint dir (built on first use); return anything else as is.
+
+    ``<family>`` is one of :data:`TINY_FAMILIES` (a VLM checkpoint) or :data:`TINY_PIPELINES` (a diffusers pipeline
+    directory, loadable with ``<PipelineClass>.from_pretrained(path)``).
 
     Building holds a file lock and goes to a temp dir next to the target that is renamed into place, so concurrent
     ranks build once and nobody ever sees a half-written directory.
@@ -72,14 +86,14 @@ def resolve_model_path(name_or_path: str) -> str:
         return name_or_path
     family = _check_family(name_or_path[len(TINY_PREFIX) :])
     target = tiny_cache_dir() / "tiny" / f"{family}-v{TINY_VERSION}"
-    if _is_complete(target):
+    if _is_complete(target, family):
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # One builder at a time across processes (every rank of a launch resolves the same id at start-up): the others
     # wait on the lock and then find the finished checkpoint.
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _is_complete(target):
+        if _is_complete(target, family):
             return str(target)
         if target.exists():  # left by a build that died half-way before this locking existed; ours to replace
             shutil.rmtree(target)
@@ -87,9 +101,10 @@ def resolve_model_path(name_or_path: str) -> str:
         try:
             _build_outside_distributed(family, tmp)
             # mkdtemp (and the safetensors writer) make things private; the cache may be shared by a node's users.
+            # Pipelines have one subfolder per component, which need the x bit to stay traversable.
             tmp.chmod(0o755)
-            for file in tmp.iterdir():
-                file.chmod(0o644)
+            for entry in sorted(tmp.rglob("*")):
+                entry.chmod(0o755 if entry.is_dir() else 0o644)
             os.replace(tmp, target)  # atomic: readers that skip the lock never see a half-written directory
         finally:
             if tmp.exists():
@@ -115,21 +130,37 @@ def _build_outside_distributed(family: str, out: Path) -> None:
     )
 
 
-def _is_complete(path: Path) -> bool:
+def _is_complete(path: Path, family: str | None = None) -> bool:
     """Whether ``path`` holds a checkpoint (dirs appear complete thanks to the rename; this skips odd leftovers)."""
-    return (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+    if family in TINY_PIPELINES:
+        return (path / "model_index.json").is_file() and all(
+            (path / sub / name).is_file()
+            for sub, name in (
+                ("transformer", _DIFFUSERS_WEIGHTS),
+                ("vae", _DIFFUSERS_WEIGHTS),
+                ("text_encoder", _WEIGHTS),
+            )
+        )
+    return (path / _WEIGHTS).is_file() and (path / "config.json").is_file()
 
 
 def build_tiny_checkpoint(family: str, out_dir: str | Path) -> Path:
-    """Generate the ``family`` checkpoint into ``out_dir`` (model, processor, tokenizer, generation config).
+    """Generate the ``family`` checkpoint into ``out_dir`` (model, processor, tokenizer, generation config), or for a
+    pipeline family the whole diffusers pipeline directory.
 
     Deterministic: the same generator version always writes byte-identical weights.
     """
     _check_family(family)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    builder = {"qwen2_5_vl": _build_qwen2_5_vl, "qwen3_vl": _build_qwen3_vl, "gemma3": _build_gemma3}[family]
-    builder(out)
+    builders = {
+        "qwen2_5_vl": _build_qwen2_5_vl,
+        "qwen3_vl": _build_qwen3_vl,
+        "gemma3": _build_gemma3,
+        "qwen_image_edit": lambda path: _build_qwen_image(path, edit=True),
+        "qwen_image": lambda path: _build_qwen_image(path, edit=False),
+    }
+    builders[family](out)
     return out
 
 
@@ -460,15 +491,23 @@ def _init_model(model_cls: Any, config: Any) -> Any:
     import torch
 
     torch.manual_seed(_SEED)
-    model = model_cls(config)
-    # Some weights start at zero by design in real checkpoints' init (e.g. Gemma-3's mm_input_projection_weight);
-    # left at zero in a random model they cut the image out of the computation and its gradients. Matrices only:
-    # norms and biases keep their init.
+    return _fill_zero_matrices(model_cls(config)).eval()
+
+
+def _fill_zero_matrices(model: Any) -> Any:
+    """Re-draw all-zero weight matrices (uses the global torch RNG, so call right after seeding and building).
+
+    Some weights start at zero by design in real checkpoints' init (e.g. Gemma-3's mm_input_projection_weight);
+    left at zero in a random model they cut the image out of the computation and its gradients. Matrices only:
+    norms and biases keep their init.
+    """
+    import torch
+
     with torch.no_grad():
         for param in model.parameters():
             if param.dim() >= 2 and param.is_floating_point() and not param.any():
                 param.normal_(0.0, 0.02)
-    return model.eval()
+    return model
 
 
 def _build_qwen2_5_vl(out: Path) -> None:
@@ -705,16 +744,115 @@ def _build_gemma3(out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Diffusers pipelines: Qwen-Image(-Edit) with the tiny Qwen2.5-VL as text encoder
+# ---------------------------------------------------------------------------------------------------------------------
+
+# The real Qwen-Image scheduler_config.json (exponential time shift, dynamic shifting from the image sequence length).
+_QWEN_IMAGE_SCHEDULER = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": 0.9,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": 0.02,
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
+_VAE_Z_DIM = 4  # real: 16; the DiT's in_channels follow (z_dim * 2 * 2 packed latents)
+_VAE = {
+    "base_dim": 8,  # real: 96
+    "z_dim": _VAE_Z_DIM,
+    "dim_mult": [1, 2, 4, 4],  # as the real VAE: 3 downsamplings, so 8x spatial compression
+    "num_res_blocks": 1,  # real: 2
+    "temperal_downsample": [False, True, True],
+    "latents_mean": [0.0] * _VAE_Z_DIM,
+    "latents_std": [1.0] * _VAE_Z_DIM,
+}
+_DIT = {
+    "patch_size": 2,
+    "in_channels": _VAE_Z_DIM * 4,
+    "out_channels": _VAE_Z_DIM,
+    "num_layers": 2,  # real: 60
+    "attention_head_dim": 16,  # real: 128
+    "num_attention_heads": 2,  # real: 24
+    "joint_attention_dim": _TEXT["hidden_size"],  # the text encoder's hidden size (real: 3584)
+    "axes_dims_rope": (4, 6, 6),  # frame/height/width rotary dims; sum to attention_head_dim (real: 16, 56, 56)
+}
+
+
+def _build_qwen_image(out: Path, edit: bool) -> None:
+    """Qwen-Image-Edit (``edit``) or Qwen-Image pipeline around the ``tiny:qwen2_5_vl`` checkpoint.
+
+    Both pipelines get the same seeded DiT and VAE (they only differ in the pipeline class, and the edit pipeline also
+    stores the processor, which feeds the input image to the text encoder). The text encoder is loaded from the cached
+    ``tiny:qwen2_5_vl`` (built first if needed, under its own lock), so its weights, tokenizer and processor (with the
+    small pixel bounds) are exactly those of that family.
+    """
+    import diffusers
+    import torch
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+
+    vlm_path = resolve_model_path(TINY_PREFIX + "qwen2_5_vl")
+    text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(vlm_path, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(vlm_path)
+
+    torch.manual_seed(_SEED)
+    transformer = _fill_zero_matrices(QwenImageTransformer2DModel(**_DIT)).eval()
+    torch.manual_seed(_SEED + 1)
+    vae = _fill_zero_matrices(AutoencoderKLQwenImage(**_VAE)).eval()
+    components: dict[str, Any] = {
+        "scheduler": FlowMatchEulerDiscreteScheduler(**_QWEN_IMAGE_SCHEDULER),
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": processor.tokenizer,
+        "transformer": transformer,
+    }
+    if edit:
+        # The real Qwen-Image-Edit stores a Qwen2VLProcessor (the class the pipeline declares); the image path is the
+        # same as Qwen2.5-VL's, so the tiny one wraps the very same tokenizer and image/video processors.
+        components["processor"] = Qwen2VLProcessor(
+            image_processor=processor.image_processor,
+            tokenizer=processor.tokenizer,
+            video_processor=processor.video_processor,
+            chat_template=processor.chat_template,
+        )
+    pipeline_cls = diffusers.QwenImageEditPipeline if edit else diffusers.QwenImagePipeline
+    pipeline_cls(**components).save_pretrained(out, safe_serialization=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def weights_sha256(path: str | Path) -> str:
-    """sha256 of a checkpoint's ``model.safetensors`` (used to check that builds are reproducible)."""
+    """sha256 of a checkpoint's ``model.safetensors`` (used to check that builds are reproducible).
+
+    For a diffusers pipeline directory (``model_index.json``): of every component's ``*.safetensors``, each prefixed
+    with its relative path so that moving weights between components changes the hash. For a single diffusers model
+    folder (e.g. ``<pipeline>/transformer``): of its ``diffusion_pytorch_model.safetensors``.
+    """
+    root = Path(path)
+    if (root / "model_index.json").is_file():
+        files = sorted(root.glob("*/*.safetensors"))
+    elif (root / _WEIGHTS).is_file() or not (root / _DIFFUSERS_WEIGHTS).is_file():
+        files = [root / _WEIGHTS]
+    else:
+        files = [root / _DIFFUSERS_WEIGHTS]
     digest = hashlib.sha256()
-    with open(Path(path) / "model.safetensors", "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for file in files:
+        if len(files) > 1:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -734,7 +872,10 @@ def main(argv: list[str] | None = None) -> int:
             build_tiny_checkpoint(_check_family(args[2]), args[1])
         return 0
     if any(a in ("-h", "--help") for a in args):
-        print(f"usage: python -m core.tiny [family ...]   (families: {', '.join(TINY_FAMILIES)}; default: all)")
+        print(
+            f"usage: python -m core.tiny [family ...]   (families: {', '.join(TINY_FAMILIES)}; default: all of "
+            f"these; pipelines, built only when named: {', '.join(TINY_PIPELINES)})"
+        )
         return 0
     paths = []
     try:

@@ -17,7 +17,7 @@ LOGS = [
 
 
 def test_reward_series_picks_total_and_per_reward_means():
-    series = reward_series(LOGS)
+    series = reward_series([*LOGS, {"step": 3, "reward": None, "rewards/acc/mean": None}])  # unscored step: a gap
     assert series["reward"] == ([1, 2], [0.1, 0.4])
     assert series["rewards/acc/mean"] == ([1, 2], [0.0, 0.5])
     assert "loss" not in series and "train_runtime" not in series

@@ -1,0 +1,502 @@
+"""Qwen-Image(-Edit) as a frozen renderer for GRPO on its Qwen2.5-VL text encoder.
+
+The image-editing (``QwenImageEditPipeline``) and text-to-image (``QwenImagePipeline``) recipes train only the VLM that
+the pipeline uses as text encoder; the DiT (``transformer``) and the ``vae`` stay frozen. A GRPO step then goes:
+
+1. the policy samples completions for the *pipeline's own* encoding prompt (:func:`pipeline_prompt_messages` renders,
+   through the VLM's chat template, to exactly ``pipeline.prompt_template_encode.format(instruction)``);
+2. :func:`completion_prompt_embeds` runs the VLM over that prompt followed by the sampled completion ids and applies
+   the pipeline's own post-processing (last hidden states, system turn dropped, padded with a mask), so with an empty
+   completion it reproduces ``pipeline.encode_prompt`` exactly;
+3. :func:`run_edit` / :func:`run_t2i` render images from those embeddings with the frozen pipeline (no text encoding
+   inside the pipeline), deterministically per seed, for a judge to score.
+
+The number of leading tokens the pipeline drops is hard-coded in diffusers (``prompt_template_encode_start_idx``: 64
+for the edit template, 34 for text-to-image, valid for the real Qwen2.5-VL tokenizer only); here it is computed from
+the tokenizer (:func:`system_token_count`) and :func:`load_pipeline` corrects the pipeline attribute if they differ
+(they do for the tiny offline pipelines, whose tokenizer is not Qwen's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from diffusers import DiffusionPipeline, QwenImageEditPipeline, QwenImagePipeline
+from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
+from PIL import Image
+
+from core.tiny import resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_TURN = "<|im_start|>system\n"
+USER_TURN = "<|im_start|>user\n"
+END_TURN = "<|im_end|>\n"
+IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+# QwenImageEditPipeline.__call__ sizes the condition image to this many pixels (aspect ratio kept, sides rounded to 32).
+DEFAULT_CONDITION_AREA = 1024 * 1024
+# QwenImagePipeline refuses max_sequence_length > 1024 and truncates prompt embeddings to it.
+MAX_T2I_SEQUENCE_LENGTH = 1024
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_pipeline(
+    name_or_path: str,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    edit: bool | None = None,
+    **components: Any,
+) -> DiffusionPipeline:
+    """Load a Qwen-Image(-Edit) pipeline (``tiny:qwen_image_edit`` / ``tiny:qwen_image`` resolve offline) with the DiT
+    and VAE frozen (``requires_grad_(False)``, eval) and the progress bar off, since it only renders rewards.
+
+    ``edit``: ``True`` loads ``QwenImageEditPipeline``, ``False`` ``QwenImagePipeline``, ``None`` the class named in
+    ``model_index.json``. ``components`` go to ``from_pretrained``: e.g. ``text_encoder=None`` skips loading the
+    pipeline's own VLM copy when the trainer holds the policy (the tokenizer/processor still load).
+
+    The pipeline's ``text_encoder`` is put in eval mode but not frozen: whether it is the policy is the caller's call.
+    ``prompt_template_encode_start_idx`` is checked against the tokenizer and corrected on a mismatch
+    (:func:`check_drop_count`), so the pipeline's own ``encode_prompt`` stays right for non-Qwen tokenizers too.
+    """
+    path = resolve_model_path(name_or_path)
+    pipeline_cls: type[DiffusionPipeline]
+    if edit is None:
+        pipeline_cls = DiffusionPipeline
+    else:
+        pipeline_cls = QwenImageEditPipeline if edit else QwenImagePipeline
+    pipeline = pipeline_cls.from_pretrained(path, dtype=dtype, **components)
+    if not hasattr(pipeline, "prompt_template_encode"):
+        raise ValueError(f"{name_or_path} is a {type(pipeline).__name__}, not a Qwen-Image(-Edit) pipeline")
+    pipeline.to(device)
+    for name in ("transformer", "vae"):
+        getattr(pipeline, name).requires_grad_(False).eval()
+    if getattr(pipeline, "text_encoder", None) is not None:
+        pipeline.text_encoder.eval()
+    pipeline.set_progress_bar_config(disable=True)
+    check_drop_count(pipeline, on_mismatch="fix")
+    return pipeline
+
+
+def is_edit_pipeline(pipeline_or_template: Any) -> bool:
+    """Whether the encoding template feeds an input image to the text encoder (Qwen-Image-Edit) or not."""
+    return IMAGE_PLACEHOLDER in _template(pipeline_or_template)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Template, system prompt and the dropped-token count
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _template(pipeline_or_template: Any) -> str:
+    template = (
+        pipeline_or_template
+        if isinstance(pipeline_or_template, str)
+        else getattr(pipeline_or_template, "prompt_template_encode", None)
+    )
+    if not isinstance(template, str) or "{}" not in template:
+        raise ValueError(
+            f"no encoding template ('prompt_template_encode' with a '{{}}' slot) in {pipeline_or_template!r}"
+        )
+    if not template.startswith(SYSTEM_TURN) or END_TURN + USER_TURN not in template:
+        raise ValueError(f"encoding template is not '<|im_start|>system ... <|im_start|>user ...': {template!r}")
+    return template
+
+
+def _tokenizer(pipeline: Any) -> Any:
+    """The tokenizer the pipeline encodes with: the processor's for the edit pipeline, else ``pipeline.tokenizer``."""
+    processor = getattr(pipeline, "processor", None)
+    tokenizer = getattr(processor, "tokenizer", None) or getattr(pipeline, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(f"{type(pipeline).__name__} has neither a processor with a tokenizer nor a tokenizer")
+    return tokenizer
+
+
+def template_system_prompt(pipeline_or_template: Any) -> str:
+    """The system text of the pipeline's encoding template, so the GRPO prompt can carry the very same system turn."""
+    template = _template(pipeline_or_template)
+    return template[len(SYSTEM_TURN) : template.index(END_TURN + USER_TURN)]
+
+
+def system_token_count(pipeline: Any) -> int:
+    """Number of leading tokens ``_get_qwen_prompt_embeds`` must drop: the system turn plus the user-turn header.
+
+    Computed with the pipeline's tokenizer from the template text up to and including ``<|im_start|>user\\n`` (what
+    stays starts with the user content: the image placeholder for the edit template, the instruction for
+    text-to-image). For the real Qwen2.5-VL tokenizer this must be 64 for Qwen-Image-Edit and 34 for Qwen-Image, the
+    values diffusers hard-codes in ``prompt_template_encode_start_idx``. ``pipeline`` may be any object with
+    ``prompt_template_encode`` and a ``tokenizer`` (or ``processor.tokenizer``).
+
+    The prefix is tokenized on its own and checked to be a prefix of the tokenized template, which holds because the
+    split falls right after the ``\\n`` that ends a turn header (special tokens cut BPE merges there).
+    """
+    template = _template(pipeline)
+    tokenizer = _tokenizer(pipeline)
+    end = template.index(USER_TURN) + len(USER_TURN)
+    prefix = tokenizer(template[:end])["input_ids"]
+    full = tokenizer(template.format(""))["input_ids"]
+    if list(full[: len(prefix)]) != list(prefix):
+        raise ValueError("the template's system turn does not tokenize the same alone and inside the template")
+    return len(prefix)
+
+
+def check_drop_count(pipeline: Any, on_mismatch: Literal["fix", "warn", "raise"] = "raise") -> int:
+    """Compare :func:`system_token_count` with the pipeline's hard-coded ``prompt_template_encode_start_idx``.
+
+    A mismatch means the pipeline's own ``encode_prompt`` drops the wrong tokens (a different tokenizer or template
+    than diffusers assumed): ``"raise"`` a ValueError, ``"warn"`` and keep it, or ``"fix"``: warn and set the
+    attribute to the computed count. Returns the computed count.
+    """
+    computed = system_token_count(pipeline)
+    hard_coded = getattr(pipeline, "prompt_template_encode_start_idx", None)
+    if hard_coded != computed:
+        message = (
+            f"{type(pipeline).__name__}.prompt_template_encode_start_idx is {hard_coded}, but its tokenizer gives "
+            f"{computed} tokens for the template's system turn + '<|im_start|>user\\n'"
+        )
+        if on_mismatch == "raise":
+            raise ValueError(message)
+        if on_mismatch == "fix":
+            logger.warning("%s; using %d (expected for non-Qwen tokenizers such as the tiny ones)", message, computed)
+            pipeline.prompt_template_encode_start_idx = computed
+        else:
+            logger.warning(message)
+    return computed
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# GRPO prompts
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def edit_prompt_messages(instruction: str, system: str) -> list[dict[str, Any]]:
+    """Conversational GRPO prompt whose chat-template rendering (``add_generation_prompt=True``) is exactly
+    ``QwenImageEditPipeline.prompt_template_encode.format(instruction)`` when ``system`` is
+    :func:`template_system_prompt` of it: the completions are then sampled in the context the pipeline encodes."""
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]},
+    ]
+
+
+def t2i_prompt_messages(prompt: str, system: str) -> list[dict[str, Any]]:
+    """Text-to-image counterpart of :func:`edit_prompt_messages` (no image part), for ``QwenImagePipeline``."""
+    return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+
+
+def pipeline_prompt_messages(pipeline_or_template: Any, instruction: str) -> list[dict[str, Any]]:
+    """:func:`edit_prompt_messages` or :func:`t2i_prompt_messages`, whichever the pipeline's template calls for,
+    with the template's own system prompt."""
+    system = template_system_prompt(pipeline_or_template)
+    if is_edit_pipeline(pipeline_or_template):
+        return edit_prompt_messages(instruction, system)
+    return t2i_prompt_messages(instruction, system)
+
+
+def condition_images(pipeline: Any, images: Sequence[Image.Image], target_area: int | None = None) -> list[Image.Image]:
+    """The input images as ``QwenImageEditPipeline.__call__`` hands a single PIL image to the text encoder: resized
+    (the pipeline's VaeImageProcessor, Lanczos) to ``calculate_dimensions(target_area, width / height)``, i.e. about
+    ``target_area`` pixels with sides rounded to 32 (``None``: the pipeline's 1024 * 1024).
+
+    Pass these to :func:`completion_prompt_embeds` so the VLM sees what it sees inside the pipeline; :func:`run_edit`
+    takes the original images (the pipeline resizes them itself, to the same size for the VAE). The processor then
+    applies its own pixel bounds on top (for the real model: up to ~1370 vision tokens at 1024 * 1024).
+    """
+    area = DEFAULT_CONDITION_AREA if target_area is None else target_area
+    resized = []
+    for image in images:
+        width, height, _ = calculate_dimensions(area, image.size[0] / image.size[1])
+        resized.append(pipeline.image_processor.resize(image, height, width))
+    return resized
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Prompt embeddings from GRPO completions
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _model_device(model: Any) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device
+
+
+def completion_prompt_embeds(
+    text_encoder: Any,
+    processor: Any,
+    pipeline_template: str,
+    drop_idx: int,
+    instructions: Sequence[str],
+    images: Sequence[Image.Image] | None,
+    completion_ids: Sequence[Sequence[int] | torch.Tensor],
+    *,
+    logits_to_keep: int | None = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``prompt_embeds`` and ``prompt_embeds_mask`` for the pipeline from GRPO's own completions (never regenerated).
+
+    One forward of ``text_encoder`` over ``pipeline_template.format(instruction)`` tokens (with the image inputs the
+    processor builds for ``images``, as ``_get_qwen_prompt_embeds`` does; pass :func:`condition_images` for the edit
+    pipeline, ``None`` for text-to-image) followed by ``completion_ids`` (unpadded, as generated), with
+    ``output_hidden_states=True``; then exactly the pipeline's post-processing: last hidden states split per sample by
+    the attention mask, the first ``drop_idx`` tokens (:func:`system_token_count`) dropped, zero-padded to the batch
+    maximum with a 0/1 ``long`` mask. With empty completions this equals ``pipeline.encode_prompt`` (mask all ones is
+    returned as a tensor, where the pipeline returns ``None``); a completion of n tokens appends n positions and, the
+    model being causal, leaves the prefix unchanged.
+
+    ``processor``: the edit pipeline's processor, or for text-to-image a processor or the tokenizer. No decorator:
+    gradients flow when called with grad enabled (call it under ``torch.no_grad()`` for rewards). ``logits_to_keep=1``
+    spares the full-vocabulary logits the hidden states do not need (``None``: do not pass it, for a forward that
+    rejects it). Outputs are in the text encoder's dtype, on its device; the pipeline's ``tokenizer_max_length``
+    truncation (1024 tokens after the drop, text-to-image only) is not applied.
+    """
+    n = len(instructions)
+    if len(completion_ids) != n or (images is not None and len(images) != n):
+        raise ValueError(
+            f"{n} instructions, {len(completion_ids)} completions and "
+            f"{'no' if images is None else len(images)} images: one of each per sample is needed"
+        )
+    tokenizer = getattr(processor, "tokenizer", processor)
+    config = getattr(text_encoder, "config", None)
+    media_ids = {getattr(config, key, None) for key in ("image_token_id", "video_token_id")} - {None}
+    completions = [torch.as_tensor(ids, dtype=torch.long).flatten().cpu() for ids in completion_ids]
+    for i, ids in enumerate(completions):
+        if media_ids and torch.isin(ids, torch.tensor(sorted(media_ids))).any():
+            raise ValueError(
+                f"completion {i} contains an image/video placeholder token, which the text encoder would try to fill "
+                "with vision features; suppress those tokens during generation"
+            )
+
+    texts = [pipeline_template.format(instruction) for instruction in instructions]
+    kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+    if images is not None:
+        kwargs["images"] = list(images)
+    inputs = processor(**kwargs)
+    prompt_mask = inputs["attention_mask"].bool()
+    rows = [
+        torch.cat([ids[mask], completion.to(ids.dtype)])
+        for ids, mask, completion in zip(inputs["input_ids"], prompt_mask, completions, strict=True)
+    ]
+    too_short = [i for i, row in enumerate(rows) if row.numel() <= drop_idx]
+    if too_short:
+        raise ValueError(f"samples {too_short} have no tokens left after dropping the first {drop_idx}")
+
+    # Re-pad prompt + completion on the tokenizer's side, as the pipeline's own call pads the prompt alone.
+    longest = max(row.numel() for row in rows)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((n, longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(longest - row.numel(), longest) if tokenizer.padding_side == "left" else slice(0, row.numel())
+        input_ids[i, span] = row
+        attention_mask[i, span] = 1
+
+    device = _model_device(text_encoder)
+    forward: dict[str, Any] = {
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "output_hidden_states": True,
+    }
+    for key in ("pixel_values", "image_grid_thw"):
+        if inputs.get(key) is not None:
+            forward[key] = inputs[key].to(device)
+    if logits_to_keep is not None:
+        forward["logits_to_keep"] = logits_to_keep
+    hidden_states = text_encoder(**forward).hidden_states[-1]
+    return _masked_hidden_to_embeds(hidden_states, forward["attention_mask"], drop_idx)
+
+
+def _masked_hidden_to_embeds(
+    hidden_states: torch.Tensor, attention_mask: torch.Tensor, drop_idx: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``QwenImagePipeline._get_qwen_prompt_embeds`` after the forward (``_extract_masked_hidden`` and the padding),
+    written out because it is a method of a pipeline this function does not need; the tests compare the two."""
+    bool_mask = attention_mask.bool()
+    selected = hidden_states[bool_mask]
+    split = torch.split(selected, bool_mask.sum(dim=1).tolist(), dim=0)
+    split = [sample[drop_idx:] for sample in split]
+    longest = max(sample.size(0) for sample in split)
+    prompt_embeds = torch.stack([torch.cat([u, u.new_zeros(longest - u.size(0), u.size(1))]) for u in split])
+    mask = torch.stack(
+        [
+            torch.cat([u.new_ones(u.size(0), dtype=torch.long), u.new_zeros(longest - u.size(0), dtype=torch.long)])
+            for u in split
+        ]
+    )
+    return prompt_embeds, mask
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rendering with the frozen pipeline
+# ---------------------------------------------------------------------------------------------------------------------
+
+_AREA_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _condition_area(pipeline: Any, area: int) -> Iterator[None]:
+    """Make ``QwenImageEditPipeline.__call__`` size the condition image to ``area`` pixels instead of 1024 * 1024.
+
+    The pipeline offers no argument for it: it calls the module-level ``calculate_dimensions(1024 * 1024, ratio)``.
+    That global is swapped for one with the other area for the duration of the call (under a lock, restored after);
+    the pipeline's VAE encoding, its DiT positions (``img_shapes``) and the text encoder image then all follow.
+    """
+    if area == DEFAULT_CONDITION_AREA:
+        yield
+        return
+    namespace = inspect.unwrap(type(pipeline).__call__).__globals__
+    original = namespace.get("calculate_dimensions")
+    if original is None:
+        raise ValueError(
+            f"{type(pipeline).__name__}.__call__ does not size its condition image with calculate_dimensions"
+        )
+    with _AREA_LOCK:
+        namespace["calculate_dimensions"] = lambda _area, ratio: original(area, ratio)
+        try:
+            yield
+        finally:
+            namespace["calculate_dimensions"] = original
+
+
+def _generators(seed: int | Sequence[int], indices: Sequence[int], count: int) -> list[torch.Generator]:
+    """One CPU generator per sample: the initial noise depends only on the sample's seed, not on the batch or device
+    (an int seed gives every sample the same noise, so a GRPO group differs only by its prompt embeddings)."""
+    seeds = [seed] * count if isinstance(seed, int) else list(seed)
+    if len(seeds) != count:
+        raise ValueError(f"{len(seeds)} seeds for {count} samples")
+    return [torch.Generator(device="cpu").manual_seed(int(seeds[i])) for i in indices]
+
+
+def _select(embeds: torch.Tensor | None, mask: torch.Tensor | None, indices: list[int], pipeline: Any) -> tuple:
+    """Rows ``indices``, trimmed to their longest valid length, detached, in the DiT's dtype and device."""
+    if embeds is None:
+        return None, None
+    device, dtype = pipeline._execution_device, pipeline.transformer.dtype
+    embeds = embeds[indices].detach()
+    if mask is not None:
+        mask = mask[indices].detach()
+        valid = mask.bool().any(dim=0).nonzero()
+        length = int(valid.max()) + 1 if valid.numel() else 1
+        embeds, mask = embeds[:, :length], mask[:, :length].to(device)
+    return embeds.to(device=device, dtype=dtype), mask
+
+
+def _check_batch(prompt_embeds: torch.Tensor, mask: torch.Tensor | None, count: int, what: str) -> None:
+    if prompt_embeds.dim() != 3 or prompt_embeds.shape[0] != count:
+        raise ValueError(f"{what} must be (batch={count}, seq, hidden), got {tuple(prompt_embeds.shape)}")
+    if mask is not None and tuple(mask.shape) != tuple(prompt_embeds.shape[:2]):
+        raise ValueError(f"{what}_mask {tuple(mask.shape)} does not match {what} {tuple(prompt_embeds.shape)}")
+
+
+def _cfg_check(true_cfg_scale: float, negative_prompt_embeds: torch.Tensor | None) -> None:
+    if true_cfg_scale > 1 and negative_prompt_embeds is None:
+        # The pipeline would only warn and silently run without guidance.
+        raise ValueError("true_cfg_scale > 1 needs negative_prompt_embeds (encode a negative prompt the same way)")
+
+
+def run_edit(
+    pipeline: Any,
+    images: Sequence[Image.Image],
+    prompt_embeds: torch.Tensor,
+    prompt_embeds_mask: torch.Tensor | None,
+    num_inference_steps: int = 2,
+    height: int | None = None,
+    width: int | None = None,
+    seed: int | Sequence[int] = 0,
+    true_cfg_scale: float = 1.0,
+    *,
+    target_area: int | None = None,
+    negative_prompt_embeds: torch.Tensor | None = None,
+    negative_prompt_embeds_mask: torch.Tensor | None = None,
+) -> list[Image.Image]:
+    """Edit ``images`` with the frozen ``QwenImageEditPipeline`` driven by precomputed ``prompt_embeds`` (the pipeline
+    encodes no text), one output image per row, deterministic for ``seed`` (see :func:`_generators`).
+
+    ``height``/``width``: output size (``None``: the condition size; rounded down to multiples of 16 by the pipeline).
+    ``target_area``: pixels of the condition image the pipeline VAE-encodes and places next to the output latents
+    (``None``: the pipeline's hard-coded 1024 * 1024, about 4096 extra DiT tokens per image; e.g. ``64 * 64`` for the
+    tiny pipeline or cheap smoke runs); embeddings must then come from :func:`condition_images` with the same area.
+    Samples are rendered in one pipeline call per condition size, because the pipeline sizes every image of a call
+    from the first one's aspect ratio.
+    """
+    _check_batch(prompt_embeds, prompt_embeds_mask, len(images), "prompt_embeds")
+    if negative_prompt_embeds is not None:
+        _check_batch(negative_prompt_embeds, negative_prompt_embeds_mask, len(images), "negative_prompt_embeds")
+    _cfg_check(true_cfg_scale, negative_prompt_embeds)
+    area = DEFAULT_CONDITION_AREA if target_area is None else target_area
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        width_c, height_c, _ = calculate_dimensions(area, image.size[0] / image.size[1])
+        groups.setdefault((width_c, height_c), []).append(i)
+    results: list[Image.Image | None] = [None] * len(images)
+    with _condition_area(pipeline, area):
+        for indices in groups.values():
+            embeds, mask = _select(prompt_embeds, prompt_embeds_mask, indices, pipeline)
+            neg, neg_mask = _select(negative_prompt_embeds, negative_prompt_embeds_mask, indices, pipeline)
+            output = pipeline(
+                image=[images[i] for i in indices],
+                prompt_embeds=embeds,
+                prompt_embeds_mask=mask,
+                negative_prompt_embeds=neg,
+                negative_prompt_embeds_mask=neg_mask,
+                true_cfg_scale=true_cfg_scale,
+                height=height,
+                width=width,
+                num_inference_steps=num_inference_steps,
+                generator=_generators(seed, indices, len(images)),
+                output_type="pil",
+            )
+            for i, image in zip(indices, output.images, strict=True):
+                results[i] = image
+    return [image for image in results if image is not None]
+
+
+def run_t2i(
+    pipeline: Any,
+    prompt_embeds: torch.Tensor,
+    prompt_embeds_mask: torch.Tensor | None,
+    num_inference_steps: int = 2,
+    height: int | None = None,
+    width: int | None = None,
+    seed: int | Sequence[int] = 0,
+    true_cfg_scale: float = 1.0,
+    *,
+    negative_prompt_embeds: torch.Tensor | None = None,
+    negative_prompt_embeds_mask: torch.Tensor | None = None,
+) -> list[Image.Image]:
+    """Text-to-image counterpart of :func:`run_edit` for ``QwenImagePipeline`` (``height``/``width`` ``None``: the
+    pipeline's 1024 x 1024). The pipeline truncates embeddings to 1024 tokens (its ``max_sequence_length`` limit);
+    longer ones are truncated here too, with a warning, instead of failing."""
+    count = prompt_embeds.shape[0]
+    _check_batch(prompt_embeds, prompt_embeds_mask, count, "prompt_embeds")
+    if negative_prompt_embeds is not None:
+        _check_batch(negative_prompt_embeds, negative_prompt_embeds_mask, count, "negative_prompt_embeds")
+    _cfg_check(true_cfg_scale, negative_prompt_embeds)
+    indices = list(range(count))
+    embeds, mask = _select(prompt_embeds, prompt_embeds_mask, indices, pipeline)
+    neg, neg_mask = _select(negative_prompt_embeds, negative_prompt_embeds_mask, indices, pipeline)
+    longest = max(t.shape[1] for t in (embeds, neg) if t is not None)
+    if longest > MAX_T2I_SEQUENCE_LENGTH:
+        logger.warning("prompt embeddings of %d tokens truncated to %d", longest, MAX_T2I_SEQUENCE_LENGTH)
+    output = pipeline(
+        prompt_embeds=embeds,
+        prompt_embeds_mask=mask,
+        negative_prompt_embeds=neg,
+        negative_prompt_embeds_mask=neg_mask,
+        true_cfg_scale=true_cfg_scale,
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        generator=_generators(seed, indices, count),
+        max_sequence_length=min(longest, MAX_T2I_SEQUENCE_LENGTH),
+        output_type="pil",
+    )
+    return list(output.images)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Launch: bash recipes/image_edit/monitor_and_run.sh RUN_NAME [flags for run_8gpu.sh ...]
+#   Runs training into outputs/RUN_NAME, prints the reward of every logged step from its training.log, and, if the
+#   run dies before finishing, relaunches it from its last checkpoint (at most MAX_RESTARTS times, default 3).
+#   LAUNCHER=.../run_8gpu_full_finetune.sh monitors the full fine-tuning launcher instead.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+run_name=${1:?usage: monitor_and_run.sh RUN_NAME [flags]}
+shift
+out=${OUTPUT_ROOT:-outputs}/$run_name
+launcher=${LAUNCHER:-$here/run_8gpu.sh}
+max_restarts=${MAX_RESTARTS:-3}
+python=${PYTHON:-$([[ -x $root/.venv/bin/python ]] && echo "$root/.venv/bin/python" || echo python3)}
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+
+launches=0
+while true; do
+  if [[ -f "$out/train_results.json" ]]; then
+    echo "== $run_name finished: $out"
+    exit 0
+  fi
+  if ((launches > max_restarts)); then
+    echo "== $run_name died $launches times; giving up (see $out/training.log)" >&2
+    exit 1
+  fi
+  args=(--output_dir "$out")
+  first_step=1
+  if compgen -G "$out/checkpoint-*" >/dev/null; then
+    args+=(--resume_from_checkpoint true)
+    last=$(ls -d "$out"/checkpoint-* | sed 's/.*checkpoint-//' | sort -n | tail -1)
+    first_step=$((last + 1))
+    echo "== relaunching $run_name from checkpoint-$last"
+  fi
+  offset=$(stat -c %s "$out/training.log" 2>/dev/null || echo 0)
+  # The launcher tees everything into $out/training.log; here only the per-step summary is shown.
+  bash "$launcher" "${args[@]}" "$@" >/dev/null 2>&1 &
+  pid=$!
+  "$python" -m core.monitor "$out/training.log" --follow --pid "$pid" --offset "$offset" --first-step "$first_step" || true
+  status=0
+  wait "$pid" || status=$?
+  launches=$((launches + 1))
+  [[ $status -eq 0 ]] || echo "== training exited with status $status"
+done

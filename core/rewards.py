@@ -16,6 +16,31 @@ from typing import Any
 RewardFunc = Callable[..., list[float | None]]
 
 
+def completion_text(completion: Any) -> str:
+    """The assistant text of a TRL completion: a plain string or a list of messages (content str or parts).
+
+    Rewards must never crash a training step, so anything else reads as empty text."""
+    if completion is None:
+        return ""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    texts: list[str] = []
+    try:
+        for message in completion:
+            if not isinstance(message, dict) or message.get("role", "assistant") != "assistant":
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(part.get("text") or "" for part in content if isinstance(part, dict))
+    except TypeError:
+        return ""
+    return "\n".join(texts)
+
+
 def load_object(spec: str) -> Any:
     """Import `module.path:attr` or `file.py:attr`."""
     if ":" not in spec:

@@ -76,6 +76,15 @@ def test_two_grpo_steps_with_the_local_judge(tmp_path, sample):
     assert sum(float(w.norm()) for n, w in weights.items() if "lora_B" in n) > 0  # the VLM moved
     assert not any("transformer_blocks" in n or "decoder" in n for n in weights)  # nothing of the DiT/VAE saved
 
+    cmd = [sys.executable, str(RECIPE / "evaluate.py"), str(out), "--max_samples", "3", "--max_new_tokens", "8"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 3 and metrics["overall_scored"] == 3
+    assert all(0 <= metrics[c] <= 10 for c in ("instruction_following", "identity_preservation", "perceptual_quality"))
+    assert len((out / "eval" / "predictions.jsonl").read_text().splitlines()) == 3
+    assert (out / "eval" / "predictions.png").stat().st_size > 1000
+
 
 def test_judge_500s_and_garbage_are_skipped_and_counted(tmp_path, sample):
     dd = datasets.load_from_disk(str(sample))

@@ -43,7 +43,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from core.rewards import resolve_reward_funcs
+from core.rewards import completion_text, resolve_reward_funcs
 
 FRAMES = ("pixels_resized", "norm1000", "pixels_original")
 REWARD_NAMES = ("accuracy_reward_coord", "iou_reward", "format_reward")
@@ -108,29 +108,6 @@ def to_original(
 
 
 # ----------------------------------------------------------------------------------------------------------- parsing
-
-
-def completion_text(completion: Any) -> str:
-    """The assistant text of a TRL completion: a plain string or a list of messages (content str or parts)."""
-    if completion is None:
-        return ""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        completion = [completion]
-    texts: list[str] = []
-    try:
-        for message in completion:
-            if not isinstance(message, dict) or message.get("role", "assistant") != "assistant":
-                continue
-            content = message.get("content")
-            if isinstance(content, str):
-                texts.append(content)
-            elif isinstance(content, list):
-                texts.extend(part.get("text") or "" for part in content if isinstance(part, dict))
-    except TypeError:
-        return ""
-    return "\n".join(texts)
 
 
 def _answer_span(text: str) -> tuple[str, bool]:

@@ -77,7 +77,9 @@ def main() -> None:
     resume = setup_run(training_args, script_args, model_args)
 
     # The pipeline's own text encoder is the policy: its images always reflect the weights being trained.
-    pipeline = load_pipeline(model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype), edit=True)
+    pipeline = load_pipeline(
+        model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype), device=training_args.device, edit=True
+    )
     model, processor = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.processor
     set_pixel_bounds(processor, model_args.min_pixels, model_args.max_pixels)
     local = resolve_input_path(script_args.dataset, RECIPE_DIR)

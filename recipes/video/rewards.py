@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import Any
 
-from core.rewards import resolve_reward_funcs
+from core.rewards import completion_text, resolve_reward_funcs
 
 REWARD_NAMES = ("format_reward", "accuracy_reward", "ordered_accuracy_reward")
 DEFAULT_WEIGHTS = {"format_reward": 0.3, "accuracy_reward": 0.7, "ordered_accuracy_reward": 0.7}
@@ -55,29 +55,6 @@ _THINK_RE = re.compile(r"<think>((?:(?!<think>).)*?)</think>", re.DOTALL | re.IG
 _MARKER_RE = re.compile(r"\(\s*\d+\s*\)")
 _EDGE_PUNCT = " \t\n\r.,;:!?-–—\"'`*"
 _TRAILING_CONNECTIVE_RE = re.compile(r"(?:[\s,;.:!?]+|\b(?:and|then)\b)+$")
-
-
-def completion_text(completion: Any) -> str:
-    """The assistant text of a TRL completion: a plain string or a list of messages (content str or parts)."""
-    if completion is None:
-        return ""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        completion = [completion]
-    texts: list[str] = []
-    try:
-        for message in completion:
-            if not isinstance(message, dict) or message.get("role", "assistant") != "assistant":
-                continue
-            content = message.get("content")
-            if isinstance(content, str):
-                texts.append(content)
-            elif isinstance(content, list):
-                texts.extend(part.get("text") or "" for part in content if isinstance(part, dict))
-    except TypeError:
-        return ""
-    return "\n".join(texts)
 
 
 def normalise_action(text: str) -> str:

@@ -1,0 +1,177 @@
+"""Judge the edits a trained (or checkpointed) run makes: Complex-Edit scores per criterion and overall.
+
+Usage:  python recipes/image_edit/evaluate.py RUN_DIR [--max_samples 16] [--splits test_real] [--complexities 1 2]
+Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl and predictions.png (input | edit, scores).
+Greedy completions from the trained VLM, rendered by the frozen pipeline and scored by the judge of the run's config
+(`judge_base_url: local` starts the project's local judge server again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from data import build_dataset
+from PIL import Image, ImageDraw
+from rewards import CRITERIA, RUBRIC_DIR, USES_ORIGINAL
+
+from core.config import load_resolved_config
+from core.diffusion import completion_prompt_embeds, condition_images, load_pipeline, run_edit, template_system_prompt
+from core.judge import JudgeArguments, JudgeClient, JudgeRequest, parse_score
+from core.judge_server import start_judge_server
+from core.models import torch_dtype
+from core.run import resolve_input_path
+
+RECIPE_DIR = Path(__file__).resolve().parent
+logger = logging.getLogger("evaluate")
+
+
+def load_policy_pipeline(run_dir: Path, cfg: dict, device: str) -> Any:
+    """The pipeline with its text encoder replaced by the trained one (adapter merged, or full weights)."""
+    model_cfg = cfg["VLMModelConfig"]
+    pipeline = load_pipeline(
+        model_cfg["model_name_or_path"], dtype=torch_dtype(model_cfg["dtype"]), device=device, edit=True
+    )
+    if (run_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        pipeline.text_encoder = PeftModel.from_pretrained(pipeline.text_encoder, str(run_dir)).merge_and_unload()
+    else:
+        from transformers import AutoModelForImageTextToText
+
+        pipeline.text_encoder = AutoModelForImageTextToText.from_pretrained(str(run_dir)).to(device)
+    pipeline.text_encoder.eval()
+    return pipeline
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--dataset", help="default: the run's dataset")
+    parser.add_argument("--splits", nargs="+", help="default: the run's splits")
+    parser.add_argument("--complexities", nargs="+", type=int, help="default: the run's complexities")
+    parser.add_argument("--max_samples", type=int, default=16)
+    parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--out_dir", type=Path, help="default: RUN_DIR/eval")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    cfg = load_resolved_config(args.run_dir)
+    script = cfg["ScriptArguments"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipeline = load_policy_pipeline(args.run_dir, cfg, device)
+    processor, model = pipeline.processor, pipeline.text_encoder
+    dataset_arg = args.dataset or script["dataset"]
+    local = resolve_input_path(dataset_arg, RECIPE_DIR)
+    data = build_dataset(
+        local if Path(local).exists() else dataset_arg,
+        template_system_prompt(pipeline),
+        args.splits or script["splits"],
+        args.complexities or script["complexities"],
+        args.max_samples,
+    )
+    area = script.get("condition_area")
+    rows = [data[i] for i in range(len(data))]
+    images = [condition_images(pipeline, [r["image"]], area)[0] for r in rows]
+
+    server = None
+    judge_fields = {k: v for k, v in script.items() if k.startswith("judge_")}
+    if (
+        judge_fields.get("judge_base_url", "").startswith("http://127.0.0.1")
+        and script.get("judge_model") == "local-judge"
+    ):
+        server = start_judge_server(model="local-judge")  # the run's local judge is gone: start a new one
+        judge_fields["judge_base_url"] = server.url
+    judge = JudgeClient(JudgeArguments(**judge_fields))
+    judge.check()
+
+    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
+    with torch.no_grad():
+        side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "left"  # batched generation
+        enc = processor(text=texts, images=[[img] for img in images], padding=True, return_tensors="pt").to(device)
+        processor.tokenizer.padding_side = side  # the embeddings pad as the pipeline does
+        out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False)
+        completion_ids = [
+            [t for t in seq.tolist() if t != processor.tokenizer.pad_token_id]
+            for seq in out[:, enc["input_ids"].shape[1] :]
+        ]
+        embeds, mask = completion_prompt_embeds(
+            model,
+            processor,
+            pipeline.prompt_template_encode,
+            pipeline.prompt_template_encode_start_idx,
+            [r["instruction"] for r in rows],
+            images,
+            completion_ids,
+        )
+    edited = run_edit(
+        pipeline,
+        images,
+        embeds,
+        mask,
+        num_inference_steps=script["num_inference_steps"],
+        height=script.get("edit_height"),
+        width=script.get("edit_width"),
+        seed=script["render_seed"],
+        true_cfg_scale=script["true_cfg_scale"],
+        target_area=area,
+    )
+    scores: dict[str, list[float | None]] = {}
+    for criterion in CRITERIA:
+        template = (RUBRIC_DIR / f"{criterion}.txt").read_text()
+        requests = [
+            JudgeRequest(
+                prompt=template.format(instruction=r["instruction"]),
+                images=(img, ed) if USES_ORIGINAL[criterion] else (ed,),
+            )
+            for r, img, ed in zip(rows, images, edited, strict=True)
+        ]
+        scores[criterion] = judge.score(requests, parse_score)
+    judge.close()
+    if server is not None:
+        server.close()
+
+    out_dir = args.out_dir or args.run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, row in enumerate(rows):
+        per = {c: scores[c][i] for c in CRITERIA}
+        valid = [v for v in per.values() if v is not None]
+        records.append(
+            {
+                "id": row["id"],
+                "instruction": row["instruction"],
+                "completion": processor.decode(completion_ids[i], skip_special_tokens=True),
+                **per,
+                "overall": sum(valid) / len(valid) if len(valid) == len(CRITERIA) else None,
+            }
+        )
+    metrics: dict[str, float] = {"num_samples": len(records)}
+    for key in (*CRITERIA, "overall"):
+        valid = [r[key] for r in records if r[key] is not None]
+        metrics[key] = sum(valid) / len(valid) if valid else float("nan")
+        metrics[f"{key}_scored"] = len(valid)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with open(out_dir / "predictions.jsonl", "w") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    cell = 160
+    sheet = Image.new("RGB", (2 * cell + 260, cell * len(records)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (rec, img, ed) in enumerate(zip(records, images, edited, strict=True)):
+        sheet.paste(img.convert("RGB").resize((cell, cell)), (0, i * cell))
+        sheet.paste(ed.convert("RGB").resize((cell, cell)), (cell, i * cell))
+        text = [rec["instruction"][:40]] + [f"{c[:22]}: {rec[c]}" for c in CRITERIA]
+        draw.multiline_text((2 * cell + 6, i * cell + 4), "\n".join(text), fill=(0, 0, 0))
+    sheet.save(out_dir / "predictions.png")
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {out_dir}/metrics.json, predictions.jsonl, predictions.png")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

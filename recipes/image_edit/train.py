@@ -67,6 +67,14 @@ class ScriptArguments(JudgeArguments):
 
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    if plugin is not None and plugin.zero_stage == 3:
+        # The rewards run the policy outside the DeepSpeed engine (embeddings for the renderer); under ZeRO-3 the
+        # next backward then fails on partitioned parameters (seen on the CPU smoke run). Fail before any GPU work.
+        raise SystemExit(
+            "image_edit does not support DeepSpeed ZeRO-3 yet: use deepspeed_zero2.yaml (full "
+            "fine-tuning of the 7B VLM fits under ZeRO-2; run_8gpu_full_finetune.sh does so)"
+        )
     local_judge = None
     if script_args.judge_base_url == LOCAL_JUDGE:  # the project's deterministic judge on 127.0.0.1 (smoke, demo)
         local_judge = start_judge_server(model=script_args.judge_model)

@@ -1,7 +1,7 @@
 """GRPO on the Qwen2.5-VL text encoder of Qwen-Image-Edit, rewarded by a vision-language judge of the edits.
 
 Launch:  bash recipes/image_edit/run_8gpu.sh                    (8 GPUs, LoRA, config.yaml)
-         bash recipes/image_edit/run_8gpu_full_finetune.sh      (8 GPUs, full fine-tuning, ZeRO-3)
+         bash recipes/image_edit/run_8gpu_full_finetune.sh      (8 GPUs, full fine-tuning, ZeRO-2)
          SMOKE=1 bash recipes/image_edit/run_8gpu.sh            (CPU, tiny pipeline, local judge server)
 Direct:  python recipes/image_edit/train.py --config recipes/image_edit/config_smoke.yaml --output_dir outputs/smoke
 """

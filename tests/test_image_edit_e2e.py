@@ -208,3 +208,34 @@ def test_monitor_and_run_finishes_a_smoke_run_and_prints_rewards(tmp_path, sampl
     assert "instruction_following" in (tmp_path / "mon" / "training.log").read_text()
     resolved = yaml.safe_load((tmp_path / "mon" / "run_config.yaml").read_text())
     assert resolved["ScriptArguments"]["judge_base_url"].startswith("http://127.0.0.1:")
+
+
+def test_full_finetune_launcher_trains_under_zero3(tmp_path, sample):
+    # The reward runs the policy outside the DeepSpeed engine; without TRL's gathering context ZeRO-3's next
+    # backward failed on partitioned parameters. Two CPU processes, ZeRO-3, full fine-tuning, one step.
+    out = tmp_path / "full"
+    proc = subprocess.run(
+        [
+            "bash",
+            str(RECIPE / "run_8gpu_full_finetune.sh"),
+            "--output_dir",
+            str(out),
+            "--dataset",
+            str(sample),
+            "--max_steps",
+            "1",
+            "--disable_tqdm",
+            "true",
+        ],
+        cwd=REPO_ROOT,
+        env=env(SMOKE="1", MAIN_PROCESS_PORT="29533"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = (out / "training.log").read_text()
+    assert proc.returncode == 0, log[-4000:]
+    assert "deepspeed_zero3.yaml" in log and "x 2 process(es)" in log
+    assert "trainable params" in log and "language/full" in log
+    assert [e["step"] for e in logged_steps(out)] == [1]
+    assert (out / "model.safetensors").is_file() or any(out.glob("model*.safetensors"))

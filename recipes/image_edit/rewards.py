@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from trl.models import unwrap_model_for_generation
 
 from core.diffusion import completion_prompt_embeds, run_edit
 from core.judge import JudgeClient, JudgeRequest, parse_score
@@ -76,21 +77,29 @@ class EditRenderer:
             return self._images
         if self.trainer is None:
             raise RuntimeError("EditRenderer.bind(trainer) must be called before training")
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        was_training = model.training
-        model.eval()  # no dropout in the conditioning we score
-        try:
-            embeds, mask = completion_prompt_embeds(
-                model,
-                self.processor,
-                self.pipeline.prompt_template_encode,
-                self.pipeline.prompt_template_encode_start_idx,
-                list(instructions),
-                list(images),
-                [list(ids) for ids in completion_ids],
-            )
-        finally:
-            model.train(was_training)
+        trainer = self.trainer
+        # TRL's own generation context: under ZeRO-3 it gathers the full weights and lifts DeepSpeed's hooks for the
+        # duration, so this forward outside the engine does not disturb the partitioned training forward/backward.
+        with unwrap_model_for_generation(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+        ) as model:
+            was_training = model.training
+            model.eval()  # no dropout in the conditioning we score
+            try:
+                embeds, mask = completion_prompt_embeds(
+                    model,
+                    self.processor,
+                    self.pipeline.prompt_template_encode,
+                    self.pipeline.prompt_template_encode_start_idx,
+                    list(instructions),
+                    list(images),
+                    [list(ids) for ids in completion_ids],
+                )
+            finally:
+                model.train(was_training)
         edited = run_edit(
             self.pipeline,
             list(images),

@@ -7,6 +7,7 @@ Direct:  python recipes/image2code/train.py --config recipes/image2code/config_s
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,9 @@ class ScriptArguments:
     )
     custom_score_weight: float = field(default=1.0, metadata={"help": "Weight of the custom score."})
     # Sandbox limits per program.
-    sandbox_workers: int | None = field(default=None, metadata={"help": "Programs run at once (default: cores)."})
+    sandbox_workers: int | None = field(
+        default=None, metadata={"help": "Programs run at once per rank (default: the node's cores / ranks per node)."}
+    )
     sandbox_wall_s: float = field(default=10.0, metadata={"help": "Wall-clock seconds per program."})
     sandbox_memory_mb: int = field(default=1024, metadata={"help": "Address-space limit per program."})
 
@@ -76,7 +79,9 @@ def main() -> None:
     limits = SandboxLimits(
         wall_s=script_args.sandbox_wall_s, cpu_s=script_args.sandbox_wall_s, memory_mb=script_args.sandbox_memory_mb
     )
-    sandbox = Sandbox(limits, workers=script_args.sandbox_workers)
+    # Every rank of a node runs its own sandbox: share the node's cores between them.
+    per_rank = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    sandbox = Sandbox(limits, workers=script_args.sandbox_workers or per_rank)
     reward_funcs, weights = build_reward_funcs(
         RewardConfig.from_object(script_args), sandbox, script_args.custom_score_fn, script_args.custom_score_weight
     )

@@ -20,6 +20,7 @@ the tokenizer (:func:`system_token_count`) and :func:`load_pipeline` corrects th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import logging
 import threading
@@ -30,6 +31,7 @@ import torch
 from diffusers import DiffusionPipeline, QwenImageEditPipeline, QwenImagePipeline
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
 from PIL import Image
+from trl.models import unwrap_model_for_generation
 
 from core.tiny import resolve_model_path
 
@@ -500,3 +502,88 @@ def run_t2i(
         output_type="pil",
     )
     return list(output.images)
+
+
+class PolicyRenderer:
+    """Images for the batch at hand, rendered once from the policy's CURRENT weights and shared by every reward of
+    the batch (TRL calls reward functions one after another with the same completions).
+
+    Edit pipelines render from `images` (the condition images the policy saw while generating, already resized with
+    :func:`condition_images`, so the embedding forward sees the same image tokens as generation); text-to-image
+    pipelines take `images=None`.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        processor: Any,
+        num_inference_steps: int,
+        seed: int,
+        height: int | None = None,
+        width: int | None = None,
+        true_cfg_scale: float = 1.0,
+        condition_area: int | None = None,
+    ) -> None:
+        self.pipeline, self.processor = pipeline, processor
+        self.num_inference_steps, self.seed = num_inference_steps, seed
+        self.height, self.width, self.true_cfg_scale = height, width, true_cfg_scale
+        self.condition_area = condition_area
+        self.trainer: Any = None
+        self._key: tuple | None = None
+        self._images: list[Image.Image] = []
+
+    def bind(self, trainer: Any) -> None:
+        """Attach the trainer whose model is the policy; the frozen DiT/VAE move to its device."""
+        self.trainer = trainer
+        for name in ("transformer", "vae"):
+            getattr(self.pipeline, name).to(trainer.accelerator.device)
+
+    @torch.no_grad()
+    def render(
+        self,
+        instructions: Sequence[str],
+        completion_ids: Sequence[Sequence[int]],
+        images: Sequence[Image.Image] | None = None,
+    ) -> list[Image.Image]:
+        digests = tuple(hashlib.blake2b(img.tobytes(), digest_size=8).hexdigest() for img in images or ())
+        key = (tuple(instructions), tuple(tuple(ids) for ids in completion_ids), digests)
+        if key == self._key:
+            return self._images
+        if self.trainer is None:
+            raise RuntimeError("PolicyRenderer.bind(trainer) must be called before training")
+        trainer = self.trainer
+        # TRL's own generation context: under ZeRO-3 it gathers the full weights and lifts DeepSpeed's hooks for the
+        # duration, so this forward outside the engine does not disturb the partitioned training forward/backward.
+        with unwrap_model_for_generation(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+        ) as model:
+            was_training = model.training
+            model.eval()  # no dropout in the conditioning we score
+            try:
+                embeds, mask = completion_prompt_embeds(
+                    model,
+                    self.processor,
+                    self.pipeline.prompt_template_encode,
+                    self.pipeline.prompt_template_encode_start_idx,
+                    list(instructions),
+                    None if images is None else list(images),
+                    [list(ids) for ids in completion_ids],
+                )
+            finally:
+                model.train(was_training)
+        common = {
+            "num_inference_steps": self.num_inference_steps,
+            "height": self.height,
+            "width": self.width,
+            "seed": self.seed,
+            "true_cfg_scale": self.true_cfg_scale,
+        }
+        if images is None:
+            rendered = run_t2i(self.pipeline, embeds, mask, **common)
+        else:
+            rendered = run_edit(self.pipeline, list(images), embeds, mask, target_area=self.condition_area, **common)
+        self._key, self._images = key, rendered
+        return rendered

@@ -18,7 +18,9 @@ The images are the `image_url` data URLs of the request (any format Pillow decod
 * no image: ``score = int(sha256(text), 16) % 11`` (still deterministic, lets text-only requests such as a start-up
   check get a well-formed reply).
 
-The reply content is the JSON object ``{"score": s, "reason": "..."}`` with ``s`` an integer in 0..10.
+The reply content is the JSON object ``{"score": s, "reason": "..."}`` with ``s`` an integer in 0..10; a prompt
+holding a line ``KEYS: k1 | k2 | ...`` (checklist judging, e.g. MMMG) gets a description line and ``key: yes|no`` per
+key instead (:func:`answer_keys`).
 
 Faults
 ------
@@ -145,6 +147,23 @@ def score_images(images: list[Image.Image], text: str = "") -> tuple[int, str]:
         return score, f"grayscale contrast (std): {std:.2f}"
     score = int(hashlib.sha256(text.encode()).hexdigest(), 16) % 11
     return score, "no image: score from the text hash"
+
+
+_KEYS_RE = re.compile(r"^KEYS: (.+)$", re.MULTILINE)
+
+
+def answer_keys(images: list[Image.Image], text: str) -> str:
+    """Checklist judging (e.g. MMMG's yes/no per knowledge-graph key): a prompt with a line `KEYS: k1 | k2 | ...`
+    gets a one-line description and then `key: yes|no` per key, deterministically from the images and the key
+    (yes when a hash of both is below the image's 0..10 score, so higher-scoring images get more yes)."""
+    keys = [k.strip() for k in _KEYS_RE.search(text).group(1).split(" | ") if k.strip()]
+    score, reason = score_images(images, "")
+    digest = hashlib.sha256(b"".join(img.convert("RGB").tobytes() for img in images)).hexdigest()
+    lines = [f"Description: {reason}."]
+    for key in keys:
+        roll = int(hashlib.sha256((digest + key).encode()).hexdigest(), 16) % 10
+        lines.append(f"{key}: {'yes' if roll < score else 'no'}")
+    return "\n".join(lines)
 
 
 class _ClientError(Exception):
@@ -365,6 +384,8 @@ class _JudgeHandler(BaseHTTPRequestHandler):
 
         if "garbage" in kinds:
             content = _GARBAGE_REPLY
+        elif _KEYS_RE.search(text):
+            content = answer_keys(images, text)
         else:
             score, reason = score_images(images, text)
             content = json.dumps({"score": score, "reason": reason})

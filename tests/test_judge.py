@@ -393,3 +393,17 @@ def test_missing_key_variable_for_a_remote_url_fails_clearly(monkeypatch: pytest
     with pytest.raises(JudgeUnavailable, match="VLM_GRPO_TEST_JUDGE_KEY.*is not set"):
         JudgeClient(args).check()
     assert time.monotonic() - started < 1
+
+
+def test_checklist_prompts_get_deterministic_key_answers():
+    from core.judge_server import answer_keys
+
+    img = Image.new("RGB", (32, 32), (10, 200, 30))
+    img.putpixel((3, 3), (255, 255, 255))
+    text = "Describe the image.\nKEYS: heart | lungs | Contains(heart, lungs)"
+    reply = answer_keys([img], text)
+    lines = reply.splitlines()
+    assert lines[0].startswith("Description:")
+    assert [line.split(": ")[0] for line in lines[1:]] == ["heart", "lungs", "Contains(heart, lungs)"]
+    assert all(line.endswith((": yes", ": no")) for line in lines[1:])
+    assert answer_keys([img], text) == reply  # same image, same answers

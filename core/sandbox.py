@@ -93,6 +93,7 @@ _MS_RDONLY = 1
 _MS_NOSUID = 2
 _MS_NODEV = 4
 _MS_NOEXEC = 8
+_MS_REMOUNT = 32
 _MS_BIND = 4096
 _MS_REC = 16384
 _HIDDEN_WRITABLE = ("/tmp", "/var/tmp", "/run/lock", "/dev/shm")
@@ -155,10 +156,8 @@ def _serve(jobs_root: str, private_mounts: bool) -> None:
     if private_mounts and os.geteuid() == 0:
         hidden = 0
         for path in _HIDDEN_WRITABLE:
-            if os.path.isdir(path):
-                flags = _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-                if libc.mount(b"tmpfs", path.encode(), b"tmpfs", flags, b"size=4k,mode=755") == 0:
-                    hidden += 1
+            if os.path.isdir(path) and _hide_keeping_python(libc, path):
+                hidden += 1
         # Only in a private mount namespace (pid 1 under `unshare --mount-proc`); elsewhere this would hit the host.
         caps["hidden_tmp"] = hidden > 0
         caps["exposed_python"] = _expose_python(libc)
@@ -255,6 +254,34 @@ def _preimport() -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - optional extras
             pass
+
+
+def _python_paths() -> list[str]:
+    """Real paths programs need to import from: the interpreter's prefixes and every sys.path directory."""
+    paths = {os.path.realpath(p) for p in [sys.prefix, sys.base_prefix, *sys.path] if p and os.path.isabs(p)}
+    return sorted(p for p in paths if os.path.isdir(p))
+
+
+def _hide_keeping_python(libc, hidden: str) -> bool:
+    """Cover `hidden` (e.g. /tmp) with an empty read-only tmpfs, but bind the interpreter's own directories that live
+    under it (a checkout or venv in /tmp, as a CI clone may be) back in place, so matplotlib still finds its files."""
+    keep: list[str] = []
+    for path in _python_paths():
+        if path.startswith(hidden.rstrip("/") + "/") and not any(path.startswith(k + "/") for k in keep):
+            keep.append(path)
+    fds = {path: os.open(path, os.O_PATH) for path in keep}
+    try:
+        flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+        if libc.mount(b"tmpfs", hidden.encode(), b"tmpfs", flags, b"size=64k,mode=755") != 0:
+            return False
+        for path, fd in fds.items():
+            os.makedirs(path, mode=0o755, exist_ok=True)  # inside the new tmpfs
+            libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, _MS_BIND | _MS_REC, None)
+        # Read-only from now on; the bound directories keep their own (root-owned) permissions.
+        return libc.mount(None, hidden.encode(), None, _MS_REMOUNT | _MS_RDONLY | flags, None) == 0
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _expose_python(libc) -> bool:

@@ -56,14 +56,16 @@ class VLMGRPOTrainer(GRPOTrainer):
         self.add_callback(RewardPlotCallback())
         self._video_prompt: tuple[list[list[int]], dict[str, Any]] | None = None  # encoded prompts of this batch
         self._video_rows: dict[str, list[torch.Tensor]] | None = None  # per-row video tensors for log-prob forwards
-        video_token_id = getattr(self.model.config, "video_token_id", None)
-        if self._is_vlm and video_token_id is not None and hasattr(self, "generation_kwargs"):
-            # A sampled video token would claim video features that do not exist (TRL does this for images only).
+        # A sampled image/video placeholder would claim vision features that do not exist. TRL suppresses the image
+        # token only when the processing class is a processor; a VLM trained on text (the text encoder of Qwen-Image)
+        # or on video needs both kept out of sampling.
+        placeholders = [getattr(self.model.config, k, None) for k in ("image_token_id", "video_token_id")]
+        if hasattr(self, "generation_kwargs"):
             suppress = list(self.generation_kwargs.get("suppress_tokens") or [])
-            if video_token_id not in suppress:
-                suppress.append(video_token_id)
-            self.generation_kwargs["suppress_tokens"] = suppress
-            self.generation_config.suppress_tokens = suppress
+            suppress += [t for t in placeholders if t is not None and t not in suppress]
+            if suppress:
+                self.generation_kwargs["suppress_tokens"] = suppress
+                self.generation_config.suppress_tokens = suppress
         self.trainable_summary = trainable_report(self.model)
         if self.accelerator.is_main_process:
             print(self.trainable_summary, flush=True)

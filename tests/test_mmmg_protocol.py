@@ -1,0 +1,169 @@
+"""MMMG judge protocol: graph construction, GED-based knowledge fidelity, reply parsing, prompt, readability."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from tests.helpers import load_recipe_module
+
+P = load_recipe_module("mmmg", "protocol")
+
+KG = {
+    "elements": ["Photosynthesis", "sunlight", "glucose"],
+    "dependencies": ["Requires(photosynthesis, sunlight)", "Causes(photosynthesis, glucose)"],
+}
+
+
+def judged(kg, yes=()):
+    keys = [*kg["elements"], *kg["dependencies"]]
+    return {k: k in yes for k in keys}
+
+
+def test_all_yes_is_one():
+    assert P.knowledge_fidelity(KG, judged(KG, yes=KG["elements"] + KG["dependencies"])) == 1.0
+
+
+def test_all_no_is_zero():
+    # reference: V1 = 3 nodes, E1 = 2 edges; prediction: V2 = 0, E2 = 0.
+    # GED = delete 3 nodes + 2 edges = 5; denominator = 3 + 0 + 2 + 0 = 5; fidelity = 1 - 5/5 = 0.
+    assert P.knowledge_fidelity(KG, judged(KG)) == 0.0
+
+
+def test_partial_by_hand():
+    # yes: Photosynthesis, sunlight, Requires(...). Reference V1 = 3, E1 = 2; prediction V2 = 2, E2 = 1.
+    # GED = delete node glucose + delete edge photosynthesis->glucose = 2; denominator = 3 + 2 + 2 + 1 = 8.
+    # fidelity = 1 - 2/8 = 0.75
+    yes = ["Photosynthesis", "sunlight", "Requires(photosynthesis, sunlight)"]
+    assert P.knowledge_fidelity(KG, judged(KG, yes)) == pytest.approx(0.75)
+
+
+def test_defines_counts_two_edges_by_hand():
+    kg = {"elements": ["slope", "line"], "dependencies": ["Defines(slope, line)"]}
+    # only the two elements judged yes: V1 = 2, E1 = 2 (both directions); V2 = 2, E2 = 0.
+    # GED = 2 edge deletions; denominator = 2 + 2 + 2 + 0 = 6; fidelity = 1 - 2/6 = 2/3
+    assert P.knowledge_fidelity(kg, judged(kg, ["slope", "line"])) == pytest.approx(2 / 3)
+
+
+def test_edge_only_judged_yes_brings_its_endpoints():
+    # dependency yes, elements no: prediction gets both endpoints from the edge -> equals reference: fidelity 1.
+    kg = {"elements": ["a", "b"], "dependencies": ["Causes(a, b)"]}
+    ref, pred = P.build_graphs(kg, judged(kg, ["Causes(a, b)"]))
+    assert set(pred.nodes) == {"a", "b"}
+    assert P.knowledge_fidelity(kg, judged(kg, ["Causes(a, b)"])) == 1.0
+
+
+def test_direction_rules():
+    kg = {
+        "elements": ["A", "B", "C", "D", "E", "F", "G"],
+        "dependencies": [
+            "Requires(A, B)",
+            "Defines(C, D)",
+            "Contains(A, C)",
+            "Entails(B, E)",
+            "Causes(E, F)",
+            "TemporalOrder(F, G)",
+        ],
+    }
+    ref, pred = P.build_graphs(kg, judged(kg))
+    assert set(ref.edges) == {("b", "a"), ("c", "d"), ("d", "c"), ("a", "c"), ("b", "e"), ("e", "f"), ("f", "g")}
+    assert ref.is_directed()
+    assert pred.number_of_nodes() == 0 and pred.number_of_edges() == 0
+    assert all(ref.nodes[n]["name"] == n for n in ref.nodes)  # lower-cased names as node_match attribute
+
+
+def test_endpoint_substring_matching():
+    kg = {
+        "elements": ["cell membrane", "nucleus", "red blood cell", "white blood cell"],
+        "dependencies": ["Contains(membrane, nucleus)", "Causes(blood cell, Nucleus)", "Causes(the nucleus, x)"],
+    }
+    ref, _ = P.build_graphs(kg, {})
+    # "membrane" is in exactly one element -> that element; "blood cell" is in two -> its own node;
+    # "the nucleus" contains exactly one element name -> nucleus; "x" matches nothing -> its own node.
+    assert ("cell membrane", "nucleus") in ref.edges
+    assert ("blood cell", "nucleus") in ref.edges
+    assert ("nucleus", "x") in ref.edges
+    assert "membrane" not in ref.nodes
+    assert set(ref.nodes) == {"cell membrane", "nucleus", "red blood cell", "white blood cell", "blood cell", "x"}
+
+
+def test_empty_graph():
+    kg = {"elements": [], "dependencies": []}
+    # denominator 0 -> normalised GED set to 1 -> fidelity 0 (nothing to check, no reward signal)
+    assert P.knowledge_fidelity(kg, {}) == 0.0
+
+
+def test_ged_is_first_value_and_exact_on_subgraphs():
+    ref, pred = P.build_graphs(KG, judged(KG, ["sunlight", "Causes(photosynthesis, glucose)"]))
+    # pred: nodes sunlight, photosynthesis, glucose (edge endpoints), edge photosynthesis->glucose
+    assert P.graph_edit_distance(ref, pred) == 1.0  # the missing edge sunlight->photosynthesis
+    assert P.graph_edit_distance(ref, pred, timeout_s=1e-9) == 1.0  # timed out -> closed-form subgraph distance
+
+
+def test_dependency_parsing():
+    assert P.parse_dependency("Requires( a , b )") == ("Requires", "a", "b")
+    assert P.parse_dependency("Causes(x, y, z)", ["x, y", "z"]) == ("Causes", "x, y", "z")
+    assert P.parse_dependency("Causes(x, y, z)") == ("Causes", "x", "y, z")
+    assert P.parse_dependency("not a relation") is None
+    assert P.parse_dependency("Causes(x)") is None
+    with pytest.raises(ValueError, match="JSON"):
+        P.parse_kg("{oops")
+    with pytest.raises(ValueError, match="unparseable"):
+        P.parse_kg(json.dumps({"elements": ["a"], "dependencies": ["a -> b"]}))
+    assert P.parse_kg(json.dumps(KG)) == KG
+
+
+def test_reply_parsing_messy():
+    reply = """The image shows a leaf in the sun with an arrow to a sugar molecule.
+Photosynthesis: maybe partially, discussed below.
+
+ANSWERS:
+- **Photosynthesis**: YES
+* `sunlight`: no - the sun is not drawn
+1. "glucose": Yes
+**Requires(photosynthesis,sunlight)**: no
+"""
+    out = P.parse_judge_reply(reply, KG)
+    assert out == {
+        "Photosynthesis": True,
+        "sunlight": False,
+        "glucose": True,
+        "Requires(photosynthesis, sunlight)": False,
+        "Causes(photosynthesis, glucose)": False,  # not answered -> no
+    }
+
+
+def test_reply_last_answer_wins_and_none_when_nothing():
+    reply = "sunlight: yes\nlater, final block:\nsunlight: no\nglucose: yes"
+    out = P.parse_judge_reply(reply, KG)
+    assert out["sunlight"] is False and out["glucose"] is True and out["Photosynthesis"] is False
+    assert P.parse_judge_reply("I cannot see anything useful here. Overall: no.", KG) is None
+    assert P.parse_judge_reply("", KG) is None
+    assert P.parse_judge_reply("glucose: perhaps", KG) is None
+
+
+def test_prompt_and_request_with_real_kg():
+    kg = P.parse_kg(json.dumps(KG))
+    text = P.format_prompt(kg, "How plants make sugar.")
+    for key in [*KG["elements"], *KG["dependencies"]]:
+        assert f"- {key}" in text
+    assert "How plants make sugar." in text and "ANSWERS:" in text
+    assert "{" not in text and "}" not in text  # every field filled, no stray braces
+    image = Image.new("RGB", (8, 8), "white")
+    request = P.judge_request(image, kg, "How plants make sugar.")
+    assert request.prompt == text and request.images == (image,)
+    # a reply in the format the prompt asks for round-trips
+    reply = "A diagram.\nANSWERS:\n" + "\n".join(f"{k}: yes" for k in [*KG["elements"], *KG["dependencies"]])
+    assert P.knowledge_fidelity(kg, P.parse_judge_reply(reply, kg)) == 1.0
+
+
+def test_readability():
+    assert P.readability(0) == 1.0 and P.readability(70) == 1.0
+    assert P.readability(115) == pytest.approx(0.5)  # (160 - 115) / 90
+    assert P.readability(160) == 0.0 and P.readability(500) == 0.0
+    assert P.mmmg_score(0.8) == 0.8  # readability off by default
+    assert P.mmmg_score(0.8, region_count=115) == pytest.approx(0.4)
+    with pytest.raises(P.ReadabilityUnavailable):
+        P.count_regions(Image.new("RGB", (8, 8)), checkpoint=None)

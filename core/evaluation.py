@@ -32,3 +32,27 @@ def load_trained_policy(run_dir: str | Path, device: str) -> tuple[Any, Any, str
     processor = AutoProcessor.from_pretrained(str(run_dir), padding_side="left")
     set_pixel_bounds(processor, model_args.min_pixels, model_args.max_pixels)
     return model.to(device).eval(), processor, family, cfg
+
+
+def load_trained_pipeline(run_dir: str | Path, device: str, edit: bool) -> tuple[Any, dict]:
+    """A Qwen-Image(-Edit) pipeline whose text encoder is the trained policy (LoRA adapter merged, or the full
+    weights saved in `run_dir`), with the run's resolved config."""
+    from core.diffusion import load_pipeline
+    from core.models import torch_dtype
+
+    run_dir = Path(run_dir)
+    cfg = load_resolved_config(run_dir)
+    model_cfg = cfg["VLMModelConfig"]
+    pipeline = load_pipeline(
+        model_cfg["model_name_or_path"], dtype=torch_dtype(model_cfg["dtype"]), device=device, edit=edit
+    )
+    if (run_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        pipeline.text_encoder = PeftModel.from_pretrained(pipeline.text_encoder, str(run_dir)).merge_and_unload()
+    else:
+        from transformers import AutoModelForImageTextToText
+
+        pipeline.text_encoder = AutoModelForImageTextToText.from_pretrained(str(run_dir)).to(device)
+    pipeline.text_encoder.eval()
+    return pipeline, cfg

@@ -12,40 +12,20 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import CRITERIA, RUBRIC_DIR, USES_ORIGINAL
 
-from core.config import load_resolved_config
-from core.diffusion import completion_prompt_embeds, condition_images, load_pipeline, run_edit, template_system_prompt
+from core.diffusion import completion_prompt_embeds, condition_images, run_edit, template_system_prompt
+from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient, JudgeRequest, parse_score
 from core.judge_server import start_judge_server
-from core.models import torch_dtype
 from core.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
-
-
-def load_policy_pipeline(run_dir: Path, cfg: dict, device: str) -> Any:
-    """The pipeline with its text encoder replaced by the trained one (adapter merged, or full weights)."""
-    model_cfg = cfg["VLMModelConfig"]
-    pipeline = load_pipeline(
-        model_cfg["model_name_or_path"], dtype=torch_dtype(model_cfg["dtype"]), device=device, edit=True
-    )
-    if (run_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        pipeline.text_encoder = PeftModel.from_pretrained(pipeline.text_encoder, str(run_dir)).merge_and_unload()
-    else:
-        from transformers import AutoModelForImageTextToText
-
-        pipeline.text_encoder = AutoModelForImageTextToText.from_pretrained(str(run_dir)).to(device)
-    pipeline.text_encoder.eval()
-    return pipeline
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -60,10 +40,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    cfg = load_resolved_config(args.run_dir)
-    script = cfg["ScriptArguments"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipeline = load_policy_pipeline(args.run_dir, cfg, device)
+    pipeline, cfg = load_trained_pipeline(args.run_dir, device, edit=True)
+    script = cfg["ScriptArguments"]
     processor, model = pipeline.processor, pipeline.text_encoder
     dataset_arg = args.dataset or script["dataset"]
     local = resolve_input_path(dataset_arg, RECIPE_DIR)

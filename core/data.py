@@ -135,6 +135,27 @@ def _load_json(path: Path) -> list[dict[str, Any]]:
     return content
 
 
+def row_ids(records: Sequence[Mapping[str, Any]], id_key: str = "id") -> list[str]:
+    """Each record's id as a string, `#<index>` for a record without one."""
+    ids = []
+    for index, record in enumerate(records):
+        raw = record.get(id_key)
+        ids.append(f"#{index}" if raw is None or raw == "" else str(raw))
+    return ids
+
+
+def duplicate_id_problems(ids: Sequence[str]) -> list[str]:
+    """One message per id used by more than one row, naming the rows."""
+    rows_by_id: dict[str, list[int]] = {}
+    for index, row_id in enumerate(ids):
+        rows_by_id.setdefault(row_id, []).append(index)
+    return [
+        f"duplicate id {row_id!r} in rows {', '.join(map(str, rows))}"
+        for row_id, rows in rows_by_id.items()
+        if len(rows) > 1
+    ]
+
+
 def image_prompt(text: str, system_prompt: str | None = None) -> list[dict[str, Any]]:
     """A conversational prompt whose user turn is an image placeholder followed by `text`.
 

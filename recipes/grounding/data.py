@@ -28,7 +28,6 @@ import math
 import os
 import random
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,16 @@ import datasets
 import numpy as np
 from PIL import Image, ImageDraw
 
-from core.data import DataError, describe_row, image_prompt, inspect_images, load_records, to_dataset
+from core.data import (
+    DataError,
+    describe_row,
+    duplicate_id_problems,
+    image_prompt,
+    inspect_images,
+    load_records,
+    row_ids,
+    to_dataset,
+)
 from core.vision import model_image_size
 
 PROMPT_TEMPLATE = "Locate {problem} in the image. Output its bounding box as [x1, y1, x2, y2] inside <answer></answer>."
@@ -102,11 +110,10 @@ def build_dataset(
     images = inspect_images(records, root)
     problems: list[str] = []
     rows: list[dict[str, Any]] = []
-    rows_by_id: dict[str, list[int]] = defaultdict(list)
+    ids = row_ids(records)
     for index, (record, info) in enumerate(zip(records, images, strict=True)):
         raw_id = record.get("id")
-        row_id = f"#{index}" if raw_id is None or raw_id == "" else str(raw_id)
-        rows_by_id[row_id].append(index)
+        row_id = ids[index]
         label = describe_row(index, raw_id)
         row_problems = []
 
@@ -147,9 +154,7 @@ def build_dataset(
             }
         )
 
-    for row_id, indices in rows_by_id.items():
-        if len(indices) > 1:
-            problems.append(f"duplicate id {row_id!r} in rows {', '.join(map(str, indices))}")
+    problems += duplicate_id_problems(ids)
     if problems:
         raise DataError(problems, source=path)
     return to_dataset(rows)

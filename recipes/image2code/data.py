@@ -37,7 +37,6 @@ import json
 import os
 import random
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,16 @@ from typing import Any
 import datasets
 from PIL import Image
 
-from core.data import DataError, describe_row, image_prompt, inspect_images, load_records, resolve_image_path
+from core.data import (
+    DataError,
+    describe_row,
+    duplicate_id_problems,
+    image_prompt,
+    inspect_images,
+    load_records,
+    resolve_image_path,
+    row_ids,
+)
 
 PROMPT = (
     "Write Python code using matplotlib that recreates this image exactly: the same chart type, data, colours, "
@@ -105,11 +113,10 @@ def build_dataset(
 
     problems: list[str] = []
     rows: list[dict[str, Any]] = []
-    rows_by_id: dict[str, list[int]] = defaultdict(list)
+    ids = row_ids(records)
     for index, record in enumerate(records):
         raw_id = record.get("id")
-        row_id = f"#{index}" if raw_id is None or raw_id == "" else str(raw_id)
-        rows_by_id[row_id].append(index)
+        row_id = ids[index]
         label = describe_row(index, raw_id)
         row_problems: list[str] = []
 
@@ -154,9 +161,7 @@ def build_dataset(
             }
         )
 
-    for row_id, indices in rows_by_id.items():
-        if len(indices) > 1:
-            problems.append(f"duplicate id {row_id!r} in rows {', '.join(map(str, indices))}")
+    problems += duplicate_id_problems(ids)
     if problems:
         raise DataError(problems, source=path)
     dataset = datasets.Dataset.from_list(rows)

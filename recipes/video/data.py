@@ -36,7 +36,6 @@ import json
 import os
 import random
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from rewards import parse_actions
 
-from core.data import DataError, describe_row, load_records
+from core.data import DataError, describe_row, duplicate_id_problems, load_records, row_ids
 from core.video import inspect_videos, sample_frame_indices, sampled_fps, to_video_dataset, video_prompt
 
 VIDEO_MARKER = "<video>"
@@ -147,11 +146,10 @@ def build_dataset(
     videos = inspect_videos(records, root)
     problems: list[str] = []
     rows: list[dict[str, Any]] = []
-    rows_by_id: dict[str, list[int]] = defaultdict(list)
+    ids = row_ids(records)
     for index, (record, info) in enumerate(zip(records, videos, strict=True)):
         raw_id = record.get("id")
-        row_id = f"#{index}" if raw_id is None or raw_id == "" else str(raw_id)
-        rows_by_id[row_id].append(index)
+        row_id = ids[index]
         label = describe_row(index, raw_id)
 
         human, gpt, row_problems = _turns(record, label)
@@ -184,9 +182,7 @@ def build_dataset(
             }
         )
 
-    for row_id, indices in rows_by_id.items():
-        if len(indices) > 1:
-            problems.append(f"duplicate id {row_id!r} in rows {', '.join(map(str, indices))}")
+    problems += duplicate_id_problems(ids)
     if problems:
         raise DataError(problems, source=path)
     return to_video_dataset(rows, max_pixels_per_frame=max_pixels_per_frame)

@@ -538,42 +538,56 @@ class PolicyRenderer:
         for name in ("transformer", "vae"):
             getattr(self.pipeline, name).to(trainer.accelerator.device)
 
+    def _embeddings(
+        self,
+        model: Any,
+        instructions: Sequence[str],
+        completion_ids: Sequence[Sequence[int]],
+        images: Sequence[Image.Image] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        was_training = model.training
+        model.eval()  # no dropout in the conditioning we score
+        try:
+            return completion_prompt_embeds(
+                model,
+                self.processor,
+                self.pipeline.prompt_template_encode,
+                self.pipeline.prompt_template_encode_start_idx,
+                list(instructions),
+                None if images is None else list(images),
+                [list(ids) for ids in completion_ids],
+            )
+        finally:
+            model.train(was_training)
+
     @torch.no_grad()
     def render(
         self,
         instructions: Sequence[str],
         completion_ids: Sequence[Sequence[int]],
         images: Sequence[Image.Image] | None = None,
+        model: Any = None,
     ) -> list[Image.Image]:
+        """`model`: render with this text encoder instead of the bound trainer's policy (evaluation)."""
         digests = tuple(hashlib.blake2b(img.tobytes(), digest_size=8).hexdigest() for img in images or ())
         key = (tuple(instructions), tuple(tuple(ids) for ids in completion_ids), digests)
         if key == self._key:
             return self._images
-        if self.trainer is None:
+        if model is not None:
+            embeds, mask = self._embeddings(model, instructions, completion_ids, images)
+        elif self.trainer is None:
             raise RuntimeError("PolicyRenderer.bind(trainer) must be called before training")
-        trainer = self.trainer
-        # TRL's own generation context: under ZeRO-3 it gathers the full weights and lifts DeepSpeed's hooks for the
-        # duration, so this forward outside the engine does not disturb the partitioned training forward/backward.
-        with unwrap_model_for_generation(
-            trainer.model_wrapped,
-            trainer.accelerator,
-            gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
-            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
-        ) as model:
-            was_training = model.training
-            model.eval()  # no dropout in the conditioning we score
-            try:
-                embeds, mask = completion_prompt_embeds(
-                    model,
-                    self.processor,
-                    self.pipeline.prompt_template_encode,
-                    self.pipeline.prompt_template_encode_start_idx,
-                    list(instructions),
-                    None if images is None else list(images),
-                    [list(ids) for ids in completion_ids],
-                )
-            finally:
-                model.train(was_training)
+        else:
+            trainer = self.trainer
+            # TRL's own generation context: under ZeRO-3 it gathers the full weights and lifts DeepSpeed's hooks for
+            # the duration, so this forward outside the engine does not disturb the partitioned forward/backward.
+            with unwrap_model_for_generation(
+                trainer.model_wrapped,
+                trainer.accelerator,
+                gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+                gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+            ) as policy:
+                embeds, mask = self._embeddings(policy, instructions, completion_ids, images)
         common = {
             "num_inference_steps": self.num_inference_steps,
             "height": self.height,

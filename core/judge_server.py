@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["JudgeServerHandle", "JudgeServerStats", "score_images", "start_judge_server"]
+__all__ = ["JudgeServerHandle", "JudgeServerStats", "score_images", "start_judge_server", "start_local_judge_if_asked"]
 
 _MARKER_RE = re.compile(r"\[judge:(500|429|garbage|timeout|slow=(\d+(?:\.\d*)?|\.\d+))\]")
 _GARBAGE_REPLY = "Honestly it looks pretty good to me, maybe a seven out of ten? Hard to say."
@@ -481,6 +481,26 @@ def start_judge_server(
         "api_key": api_key,
     }
     return JudgeServerHandle(_JudgeHTTPServer((host, port), model, options))
+
+
+LOCAL_JUDGE = "local"  # `judge_base_url: local` in a config: start this server in-process
+LOCAL_JUDGE_MODEL = "local-judge"
+
+
+def start_local_judge_if_asked(args: Any, finished_run: bool = False) -> JudgeServerHandle | None:
+    """For configs that name the project's local judge: start it and point `args.judge_base_url` at it.
+
+    `args` holds JudgeArguments fields: a recipe's parsed arguments (`judge_base_url: local`), or, with
+    `finished_run`, the judge section of a run's resolved config, where the loopback URL recorded for a local judge
+    is gone with that run and a fresh server takes its place.
+    """
+    url = getattr(args, "judge_base_url", "")
+    recorded = finished_run and url.startswith("http://127.0.0.1") and args.judge_model == LOCAL_JUDGE_MODEL
+    if url != LOCAL_JUDGE and not recorded:
+        return None
+    handle = start_judge_server(model=args.judge_model)
+    args.judge_base_url = handle.url
+    return handle
 
 
 def main(argv: list[str] | None = None) -> None:

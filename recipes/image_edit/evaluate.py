@@ -18,10 +18,10 @@ from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import CRITERIA, RUBRIC_DIR, USES_ORIGINAL
 
-from core.diffusion import completion_prompt_embeds, condition_images, run_edit, template_system_prompt
+from core.diffusion import PolicyRenderer, condition_images, template_system_prompt
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient, JudgeRequest, parse_score
-from core.judge_server import start_judge_server
+from core.judge_server import start_local_judge_if_asked
 from core.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -57,15 +57,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rows = [data[i] for i in range(len(data))]
     images = [condition_images(pipeline, [r["image"]], area)[0] for r in rows]
 
-    server = None
-    judge_fields = {k: v for k, v in script.items() if k.startswith("judge_")}
-    if (
-        judge_fields.get("judge_base_url", "").startswith("http://127.0.0.1")
-        and script.get("judge_model") == "local-judge"
-    ):
-        server = start_judge_server(model="local-judge")  # the run's local judge is gone: start a new one
-        judge_fields["judge_base_url"] = server.url
-    judge = JudgeClient(JudgeArguments(**judge_fields))
+    judge_args = JudgeArguments(**{k: v for k, v in script.items() if k.startswith("judge_")})
+    server = start_local_judge_if_asked(
+        judge_args, finished_run=True
+    )  # the run's local judge, if any, is gone: a fresh one
+    judge = JudgeClient(judge_args)
     judge.check()
 
     texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
@@ -78,27 +74,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             [t for t in seq.tolist() if t != processor.tokenizer.pad_token_id]
             for seq in out[:, enc["input_ids"].shape[1] :]
         ]
-        embeds, mask = completion_prompt_embeds(
-            model,
-            processor,
-            pipeline.prompt_template_encode,
-            pipeline.prompt_template_encode_start_idx,
-            [r["instruction"] for r in rows],
-            images,
-            completion_ids,
-        )
-    edited = run_edit(
+    renderer = PolicyRenderer(
         pipeline,
-        images,
-        embeds,
-        mask,
-        num_inference_steps=script["num_inference_steps"],
-        height=script.get("edit_height"),
-        width=script.get("edit_width"),
-        seed=script["render_seed"],
-        true_cfg_scale=script["true_cfg_scale"],
-        target_area=area,
+        processor,
+        script["num_inference_steps"],
+        script["render_seed"],
+        script.get("edit_height"),
+        script.get("edit_width"),
+        script["true_cfg_scale"],
+        area,
     )
+    edited = renderer.render([r["instruction"] for r in rows], completion_ids, images, model=model)
     scores: dict[str, list[float | None]] = {}
     for criterion in CRITERIA:
         template = (RUBRIC_DIR / f"{criterion}.txt").read_text()

@@ -17,7 +17,7 @@ from rewards import CRITERIA, EditRenderer, build_reward_funcs
 from core.config import parse_config
 from core.diffusion import condition_images, load_pipeline, template_system_prompt
 from core.judge import JudgeArguments, JudgeClient
-from core.judge_server import start_judge_server
+from core.judge_server import start_local_judge_if_asked
 from core.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import set_pixel_bounds, torch_dtype
@@ -25,7 +25,6 @@ from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
 RECIPE_DIR = Path(__file__).resolve().parent
-LOCAL_JUDGE = "local"
 
 
 @dataclass
@@ -67,10 +66,7 @@ class ScriptArguments(JudgeArguments):
 
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
-    local_judge = None
-    if script_args.judge_base_url == LOCAL_JUDGE:  # the project's deterministic judge on 127.0.0.1 (smoke, demo)
-        local_judge = start_judge_server(model=script_args.judge_model)
-        script_args.judge_base_url = local_judge.url
+    local_judge = start_local_judge_if_asked(script_args)  # `judge_base_url: local` (smoke runs, demo)
     # A misconfigured judge fails here, before any model is loaded.
     judge = JudgeClient(script_args)
     judge.check()

@@ -21,10 +21,10 @@ from PIL import Image, ImageDraw
 from protocol import judge_request, knowledge_fidelity, parse_judge_reply
 from rewards import ANSWER_LINE
 
-from core.diffusion import completion_prompt_embeds, run_t2i, template_system_prompt
+from core.diffusion import PolicyRenderer, template_system_prompt
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient
-from core.judge_server import start_judge_server
+from core.judge_server import start_local_judge_if_asked
 from core.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -65,12 +65,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     rows = [data[i] for i in range(len(data))]
 
-    server = None
-    judge_fields = {k: v for k, v in script.items() if k.startswith("judge_")}
-    if judge_fields["judge_base_url"].startswith("http://127.0.0.1") and judge_fields["judge_model"] == "local-judge":
-        server = start_judge_server(model="local-judge")  # the run's local judge is gone: start a new one
-        judge_fields["judge_base_url"] = server.url
-    judge = JudgeClient(JudgeArguments(**judge_fields))
+    judge_args = JudgeArguments(**{k: v for k, v in script.items() if k.startswith("judge_")})
+    server = start_local_judge_if_asked(
+        judge_args, finished_run=True
+    )  # the run's local judge, if any, is gone: a fresh one
+    judge = JudgeClient(judge_args)
     judge.check()
 
     texts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
@@ -82,25 +81,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         completion_ids = [
             [t for t in seq.tolist() if t != tokenizer.pad_token_id] for seq in out[:, enc["input_ids"].shape[1] :]
         ]
-        embeds, mask = completion_prompt_embeds(
-            model,
-            tokenizer,
-            pipeline.prompt_template_encode,
-            pipeline.prompt_template_encode_start_idx,
-            [r["text"] for r in rows],
-            None,
-            completion_ids,
-        )
-    images = run_t2i(
+    renderer = PolicyRenderer(
         pipeline,
-        embeds,
-        mask,
-        num_inference_steps=script["num_inference_steps"],
-        height=script.get("image_height"),
-        width=script.get("image_width"),
-        seed=script["render_seed"],
-        true_cfg_scale=script["true_cfg_scale"],
+        tokenizer,
+        script["num_inference_steps"],
+        script["render_seed"],
+        script.get("image_height"),
+        script.get("image_width"),
+        script["true_cfg_scale"],
     )
+    images = renderer.render([r["text"] for r in rows], completion_ids, model=model)
     graphs = [json.loads(r["knowledge_graph"]) for r in rows]
     requests = [judge_request(img, kg, r["annotation"] or "") for img, kg, r in zip(images, graphs, rows, strict=True)]
     replies = judge.score(requests, lambda reply: reply if ANSWER_LINE.search(reply) else None)

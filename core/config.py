@@ -74,9 +74,22 @@ class _AliasingTrlParser(TrlParser):
         return super().set_defaults_with_config(**rename_aliases(kwargs, self.aliases))
 
 
+def flatten_aliased_sections(config: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """`reward: {solution_start: X}` -> `reward.solution_start: X` when that dotted name is an alias, so an original
+    project's nested YAML sections read as flat fields. Other mappings (e.g. generation_kwargs) are left alone."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = {f"{key}.{sub}": v for sub, v in value.items()} if isinstance(value, dict) else {}
+        if dotted and all(name in aliases for name in dotted):
+            out.update(dotted)
+        else:
+            out[key] = value
+    return out
+
+
 def rename_aliases(config: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
     """Config keys with original names renamed; one file setting both names to different values is an error."""
-    out = dict(config)
+    out = flatten_aliased_sections(config, aliases)
     for old, new in aliases.items():
         if old not in out:
             continue
@@ -107,7 +120,8 @@ def parse_config(
     """Parse `--config file.yaml` plus CLI flags (sys.argv when args is None) into the three dataclasses.
 
     `aliases` maps an original project's key names onto the fields that do the job (e.g. grpo_beta -> beta), in the
-    YAML and on the command line alike; the command line still wins over the file.
+    YAML and on the command line alike; the command line still wins over the file. A dotted alias such as
+    `reward.solution_start` also accepts the nested YAML form `reward: {solution_start: ...}`.
     """
     aliases = aliases or {}
     args = rename_alias_flags(list(sys.argv[1:] if args is None else args), aliases)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoProcessor
 
 from core.config import VLMModelConfig, load_resolved_config
 from core.models import load_model, model_family, set_pixel_bounds
+
+logger = logging.getLogger(__name__)
 
 
 def load_trained_policy(run_dir: str | Path, device: str) -> tuple[Any, Any, str, dict]:
@@ -21,6 +25,10 @@ def load_trained_policy(run_dir: str | Path, device: str) -> tuple[Any, Any, str
     cfg_dir = run_dir if (run_dir / "run_config.yaml").is_file() else run_dir.parent
     cfg = load_resolved_config(cfg_dir)
     model_args = VLMModelConfig(**cfg["VLMModelConfig"])
+    if (model_args.load_in_4bit or model_args.load_in_8bit) and not torch.cuda.is_available():
+        # A run trained in 4-bit on a GPU can still be evaluated here: bitsandbytes needs CUDA, the adapter does not.
+        logger.warning("no CUDA GPU: loading the base model unquantised (the run used bitsandbytes quantisation)")
+        model_args.load_in_4bit = model_args.load_in_8bit = False
     family = model_family(model_args.model_name_or_path)
     if (run_dir / "adapter_config.json").is_file():
         from peft import PeftModel
@@ -32,6 +40,21 @@ def load_trained_policy(run_dir: str | Path, device: str) -> tuple[Any, Any, str
     processor = AutoProcessor.from_pretrained(str(run_dir), padding_side="left")
     set_pixel_bounds(processor, model_args.min_pixels, model_args.max_pixels)
     return model.to(device).eval(), processor, family, cfg
+
+
+@torch.no_grad()
+def generate_greedy(
+    model: Any, processor: Any, rows: list[dict], max_new_tokens: int, streamer: Any = None
+) -> list[str]:
+    """Greedy completions for rows holding a conversational `prompt` and an `image`, as the recipes' datasets do.
+
+    Greedy, so an evaluation is repeatable; `streamer` (e.g. transformers' TextStreamer) sees tokens as they come.
+    """
+    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
+    inputs = processor(text=texts, images=[[r["image"]] for r in rows], padding=True, return_tensors="pt")
+    inputs = inputs.to(model.device)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer)
+    return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def load_trained_pipeline(run_dir: str | Path, device: str, edit: bool) -> tuple[Any, dict]:

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 from trl.trainer.utils import get_quantization_config
 
@@ -80,7 +81,14 @@ def model_init_kwargs(model_args: VLMModelConfig) -> dict[str, Any]:
     }
     quantization_config = get_quantization_config(model_args)
     if quantization_config is not None:
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "load_in_4bit/load_in_8bit quantise with bitsandbytes, which needs a CUDA GPU; none is visible. "
+                "Set --load_in_4bit false --load_in_8bit false on this machine."
+            )
         kwargs["quantization_config"] = quantization_config
+        # bitsandbytes quantises while loading onto a device: each process loads its own copy onto its own GPU.
+        kwargs["device_map"] = {"": PartialState().local_process_index}
     return kwargs
 
 

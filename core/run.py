@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import transformers
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
-from core.config import save_resolved_config
+from core.config import RESOLVED_CONFIG_NAME, save_resolved_config
 
 logger = logging.getLogger("core")
 
@@ -60,18 +61,26 @@ def setup_run(training_args: GRPOConfig, *configs: Any) -> str | None:
     return resume
 
 
-def train_and_save(trainer: GRPOTrainer, resume: str | None) -> dict[str, float]:
-    """Train (or resume), then save weights/adapter + processor, metrics and the trainer state."""
+def train_and_save(trainer: GRPOTrainer, resume: str | None, final_dir: str | Path | None = None) -> dict[str, float]:
+    """Train (or resume), then save weights/adapter + processor, metrics and the trainer state.
+
+    The model goes to output_dir, or to `final_dir` (relative paths inside output_dir) with a copy of the resolved
+    config, so that folder alone is enough to load the trained model back.
+    """
     if resume:
         logger.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(trainer.args.output_dir)
+    out = Path(trainer.args.output_dir)
+    target = out if final_dir is None else out / final_dir
+    trainer.save_model(str(target))
+    if target != out and trainer.accelerator.is_main_process and (out / RESOLVED_CONFIG_NAME).is_file():
+        shutil.copyfile(out / RESOLVED_CONFIG_NAME, target / RESOLVED_CONFIG_NAME)
     metrics = dict(result.metrics)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
     if trainer.accelerator.is_main_process:
-        logger.info("run saved to %s", trainer.args.output_dir)
+        logger.info("run saved to %s (model: %s)", out, target)
     return metrics
 
 

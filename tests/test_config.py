@@ -120,3 +120,37 @@ def test_both_names_for_one_setting_fail(tmp_path):
     cfg = write_yaml(tmp_path, {"output_dir": str(tmp_path / "o")})
     with pytest.raises(ValueError, match="--grpo_beta and --beta"):
         parse_config(ToyScriptArgs, ["--config", cfg, "--grpo_beta", "0.1", "--beta", "0.2"], aliases=ALIASES)
+
+
+@dataclass
+class SectionArgs:
+    solution_start: str = field(default="<S>", metadata={"help": "delimiter"})
+    formatting_reward: float = field(default=1.0, metadata={"help": "amount"})
+
+
+SECTION_ALIASES = {"reward.solution_start": "solution_start", "reward.formatting_reward": "formatting_reward"}
+
+
+def test_nested_section_and_dotted_names_of_an_original_config(tmp_path):
+    cfg = write_yaml(
+        tmp_path,
+        {
+            "reward": {"solution_start": "<answer>", "formatting_reward": 0.5},
+            "generation_kwargs": {"top_k": 5},  # a mapping that is a real field stays a mapping
+            "output_dir": str(tmp_path / "o"),
+        },
+    )
+    script, train, _ = parse_config(SectionArgs, ["--config", cfg], aliases=SECTION_ALIASES)
+    assert (script.solution_start, script.formatting_reward) == ("<answer>", 0.5)
+    assert train.generation_kwargs == {"top_k": 5}
+    script, _, _ = parse_config(SectionArgs, ["--config", cfg, "--reward.solution_start", "<sol>"], SECTION_ALIASES)
+    assert script.solution_start == "<sol>"  # the command line still wins, under the dotted name
+    dotted = write_yaml(tmp_path, {"reward.formatting_reward": 2.0, "output_dir": str(tmp_path / "o")})
+    script, _, _ = parse_config(SectionArgs, ["--config", dotted], aliases=SECTION_ALIASES)
+    assert script.formatting_reward == 2.0
+
+
+def test_a_section_with_an_unknown_key_is_an_error(tmp_path):
+    cfg = write_yaml(tmp_path, {"reward": {"solution_start": "<a>", "typo_key": 1}, "output_dir": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="reward"):
+        parse_config(SectionArgs, ["--config", cfg], aliases=SECTION_ALIASES)

@@ -12,27 +12,17 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import AccuracyCoordReward, IoUReward, frame_for_family, parse_box, parse_point, to_original
 
-from core.evaluation import load_trained_policy
+from core.evaluation import generate_greedy, load_trained_policy
 from core.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
-
-
-@torch.no_grad()
-def generate(model: Any, processor: Any, rows: list[dict], max_new_tokens: int) -> list[str]:
-    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
-    inputs = processor(text=texts, images=[[r["image"]] for r in rows], padding=True, return_tensors="pt")
-    inputs = inputs.to(model.device)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def draw_grid(records: list[dict], images: list[Image.Image], path: Path, cell: int = 256, cols: int = 4) -> None:
@@ -93,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     grid_images: list[Image.Image] = []
     for start in range(0, len(dataset), args.batch_size):
         rows = [dataset[i] for i in range(start, min(start + args.batch_size, len(dataset)))]
-        completions = generate(model, processor, rows, args.max_new_tokens)
+        completions = generate_greedy(model, processor, rows, args.max_new_tokens)
         columns = {k: [r[k] for r in rows] for k in ("solution", "image_size", "model_image_size")}
         hits = accuracy(completions, **columns)
         ious = iou(completions, **columns)

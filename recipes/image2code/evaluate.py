@@ -21,7 +21,7 @@ from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import RewardConfig, effective_status, extract_code, score_result
 
-from core.evaluation import load_trained_policy
+from core.evaluation import generate_greedy, load_trained_policy
 from core.run import resolve_input_path
 from core.sandbox import Sandbox, SandboxLimits
 
@@ -45,15 +45,6 @@ def code_quality(code: str) -> dict[str, Any]:
             imports.add(node.module.split(".")[0])
     complexity = 1 + sum(isinstance(node, BRANCHES) for node in ast.walk(tree))
     return {"lines": len(lines), "chars": len(code), "complexity": complexity, "imports": sorted(imports)}
-
-
-@torch.no_grad()
-def generate(model: Any, processor: Any, rows: list[dict], max_new_tokens: int) -> list[str]:
-    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
-    inputs = processor(text=texts, images=[[r["image"]] for r in rows], padding=True, return_tensors="pt")
-    inputs = inputs.to(model.device)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def draw_examples(records: list[dict], refs: list[Image.Image], gens: list[Image.Image | None], path: Path) -> None:
@@ -110,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with Sandbox(limits, workers=script.get("sandbox_workers")) as sandbox:
         for start in range(0, len(dataset), args.batch_size):
             rows = [dataset[i] for i in range(start, min(start + args.batch_size, len(dataset)))]
-            codes = [extract_code(text) for text in generate(model, processor, rows, args.max_new_tokens)]
+            codes = [extract_code(text) for text in generate_greedy(model, processor, rows, args.max_new_tokens)]
             for row, code, result in zip(rows, codes, sandbox.render(codes), strict=True):
                 reward, status, similarity = score_result(result, row["image"], config)
                 records.append(

@@ -1,0 +1,54 @@
+"""Start-up checks of the training backends: a backend that cannot run here stops before data or weights load."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from core.backends import BackendError, backend_problems, check_backend
+from core.config import VLMModelConfig
+
+needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a machine without a GPU")
+
+
+class Args:
+    """The two GRPOConfig fields the checks read (a full GRPOConfig would validate bf16 against the machine)."""
+
+    def __init__(self, use_vllm: bool = False) -> None:
+        self.use_vllm = use_vllm
+
+
+@needs_no_gpu
+def test_unsloth_without_a_gpu_names_the_alternative() -> None:
+    with pytest.raises(BackendError) as err:
+        check_backend("unsloth", VLMModelConfig(model_name_or_path="m"), Args())
+    message = str(err.value)
+    assert "backend: unsloth needs an NVIDIA GPU" in message and "--backend transformers" in message
+
+
+@needs_no_gpu
+def test_every_problem_is_listed_at_once(monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    problems = backend_problems("unsloth", VLMModelConfig(model_name_or_path="m", use_peft=False), Args())
+    assert len(problems) == 3
+    assert "one process on one GPU" in problems[1] and "full fine-tuning" in problems[2]
+
+
+@needs_no_gpu
+def test_bitsandbytes_quantisation_needs_a_gpu_on_the_transformers_backend() -> None:
+    problems = backend_problems("transformers", VLMModelConfig(model_name_or_path="m", load_in_4bit=True), Args())
+    assert problems and "--load_in_4bit false" in problems[0]
+    assert backend_problems("transformers", VLMModelConfig(model_name_or_path="m"), Args()) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_use_vllm_without_vllm_says_how_to_install_or_turn_it_off() -> None:
+    problems = backend_problems("transformers", VLMModelConfig(model_name_or_path="m"), Args(use_vllm=True))
+    assert problems == ["use_vllm: true needs vLLM: pip install -e '.[vllm]' (or set --use_vllm false)"]
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(BackendError, match="'jax' is not one of transformers, unsloth"):
+        check_backend("jax", VLMModelConfig(model_name_or_path="m"), Args())

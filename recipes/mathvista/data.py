@@ -756,30 +756,28 @@ def _q_ratio(chart: dict, rng: random.Random) -> dict:
     }
 
 
-def _q_highest(chart: dict, rng: random.Random) -> dict:
-    labels, values = chart["labels"], chart["values"]
-    return {
-        "question": "Which category has the highest value?",
-        "question_type": "multi_choice",
-        "choices": list(labels),
-        "answer": labels[values.index(max(values))],
-        "answer_type": "text",
-        "grade": "elementary school",
-        "category": "general-vqa",
-    }
+def _q_extreme_label(name: str, question: str, pick: Callable[[list], Any]) -> Callable[[dict, random.Random], dict]:
+    """A multiple-choice template `_q_<name>`: which label holds the value `pick` (max or min) selects; the options
+    are the chart's labels."""
+
+    def template(chart: dict, rng: random.Random) -> dict:
+        labels, values = chart["labels"], chart["values"]
+        return {
+            "question": question,
+            "question_type": "multi_choice",
+            "choices": list(labels),
+            "answer": labels[values.index(pick(values))],
+            "answer_type": "text",
+            "grade": "elementary school",
+            "category": "general-vqa",
+        }
+
+    template.__name__ = f"_q_{name}"  # the sample's `chart` column records the template by this name
+    return template
 
 
-def _q_lowest_year(chart: dict, rng: random.Random) -> dict:
-    labels, values = chart["labels"], chart["values"]
-    return {
-        "question": "In which year is the value the lowest?",
-        "question_type": "multi_choice",
-        "choices": list(labels),
-        "answer": labels[values.index(min(values))],
-        "answer_type": "text",
-        "grade": "elementary school",
-        "category": "general-vqa",
-    }
+_q_highest = _q_extreme_label("highest", "Which category has the highest value?", max)
+_q_lowest_year = _q_extreme_label("lowest_year", "In which year is the value the lowest?", min)
 
 
 def _q_greater(chart: dict, rng: random.Random) -> dict:

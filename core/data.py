@@ -37,6 +37,7 @@ import datasets
 from PIL import ExifTags, Image
 
 __all__ = [
+    "SAMPLE_MARKER",
     "DataError",
     "ImageInfo",
     "check_images",
@@ -44,7 +45,9 @@ __all__ = [
     "image_prompt",
     "inspect_images",
     "load_records",
+    "mark_sample_written",
     "resolve_image_path",
+    "sample_is_current",
     "to_dataset",
 ]
 
@@ -280,3 +283,39 @@ def to_dataset(rows: Iterable[Mapping[str, Any]], image_column: str = "image") -
         raise DataError(["no rows to build a dataset from"])
     dataset = datasets.Dataset.from_list(materialised)
     return dataset.cast_column(image_column, datasets.Image(mode="RGB"))
+
+
+# ------------------------------------------------------------------------------------------ offline sample folders
+
+SAMPLE_MARKER = "sample.json"
+
+
+def sample_is_current(
+    out: Path, request: Mapping[str, Any], outputs: Iterable[Path], clashes: Iterable[Path], generator: str
+) -> bool:
+    """Whether a recipe's sample generator may skip its work, and a guard before it (re)writes `out`.
+
+    The `sample.json` marker records the request that wrote the folder. True: the marker holds this very request and
+    every path in `outputs` exists, so the generator returns at once. False: the generator writes; a marker from
+    another request is removed first, so an interrupted rewrite never claims success. Without a marker, any existing
+    path in `clashes` (files the generator would write) was written by someone else: `FileExistsError`, and nothing
+    is touched.
+    """
+    marker = out / SAMPLE_MARKER
+    if marker.is_file():
+        if json.loads(marker.read_text()) == dict(request) and all(p.is_file() for p in outputs):
+            return True
+        marker.unlink()
+        return False
+    found = [p for p in clashes if p.exists()]
+    if found:
+        names = ", ".join(p.name for p in found[:3]) + (" ..." if len(found) > 3 else "")
+        raise FileExistsError(
+            f"{out} already holds {names} not written by {generator}; choose another folder (nothing was overwritten)"
+        )
+    return False
+
+
+def mark_sample_written(out: Path, request: Mapping[str, Any]) -> None:
+    """Record the request once every file is written (see `sample_is_current`)."""
+    (out / SAMPLE_MARKER).write_text(json.dumps(dict(request)) + "\n")

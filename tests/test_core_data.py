@@ -216,3 +216,19 @@ def test_model_image_size_fixed_size_and_unknown() -> None:
     assert model_image_size(gemma, 640, 480) == (896, 896)
     with pytest.raises(TypeError, match="does not know how CLIPImageProcessor resizes"):
         model_image_size(CLIPImageProcessor(), 640, 480)
+
+
+def test_sample_marker_reuses_refuses_and_never_leaves_a_stale_claim(tmp_path):
+    from core.data import SAMPLE_MARKER, mark_sample_written, sample_is_current
+
+    out, data = tmp_path / "s", tmp_path / "s" / "data.jsonl"
+    assert sample_is_current(out, {"n": 1}, [data], [data], "--make-sample") is False  # nothing there yet
+    out.mkdir()
+    data.write_text("user's own\n")
+    with pytest.raises(FileExistsError, match=r"already holds data.jsonl not written by --make-sample"):
+        sample_is_current(out, {"n": 1}, [data], [data], "--make-sample")
+    assert data.read_text() == "user's own\n"
+    mark_sample_written(out, {"n": 1})
+    assert sample_is_current(out, {"n": 1}, [data], [data], "--make-sample") is True
+    assert sample_is_current(out, {"n": 2}, [data], [data], "--make-sample") is False  # another request: rewrite
+    assert not (out / SAMPLE_MARKER).exists()  # ... and an interrupted rewrite cannot claim success

@@ -43,7 +43,9 @@ from core.data import (
     image_prompt,
     inspect_images,
     load_records,
+    mark_sample_written,
     row_ids,
+    sample_is_current,
     to_dataset,
 )
 from core.vision import model_image_size
@@ -267,17 +269,10 @@ def make_sample(out_dir: str | os.PathLike[str], n_train: int = 64, n_eval: int 
     data files that make-sample did not write is never overwritten.
     """
     out = Path(out_dir)
-    marker = out / "sample.json"
     request = {"generator": "make-sample", "n_train": n_train, "n_eval": n_eval, "seed": seed}
     splits = {"train": out / "train.jsonl", "eval": out / "eval.jsonl"}
-    if marker.is_file():
-        if json.loads(marker.read_text()) == request and all(p.is_file() for p in splits.values()):
-            return splits
-    elif any(p.exists() for p in splits.values()):
-        raise FileExistsError(
-            f"{out} already holds train.jsonl/eval.jsonl not written by --make-sample; "
-            "choose another folder (nothing was overwritten)"
-        )
+    if sample_is_current(out, request, splits.values(), splits.values(), "--make-sample"):
+        return splits
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     written: dict[str, Path] = {}
@@ -292,7 +287,7 @@ def make_sample(out_dir: str | os.PathLike[str], n_train: int = 64, n_eval: int 
             lines.append(json.dumps(record))
         written[split] = out / f"{split}.jsonl"
         written[split].write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    marker.write_text(json.dumps(request) + "\n")
+    mark_sample_written(out, request)
     return written
 
 

@@ -51,8 +51,10 @@ from core.data import (
     image_prompt,
     inspect_images,
     load_records,
+    mark_sample_written,
     resolve_image_path,
     row_ids,
+    sample_is_current,
 )
 
 PROMPT = (
@@ -357,17 +359,10 @@ def create_sample(out_dir: str | os.PathLike[str], n: int = 40, seed: int = 0) -
     that --create_sample did not write is never overwritten.
     """
     out = Path(out_dir)
-    marker = out / "sample.json"
     data_file = out / "data.jsonl"
     request = {"generator": "image2code-create-sample", "n": n, "seed": seed}
-    if marker.is_file():
-        if json.loads(marker.read_text()) == request and data_file.is_file():
-            return data_file
-    elif data_file.exists():
-        raise FileExistsError(
-            f"{out} already holds data.jsonl not written by --create_sample; choose another folder "
-            "(nothing was overwritten)"
-        )
+    if sample_is_current(out, request, [data_file], [data_file], "--create_sample"):
+        return data_file
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     kinds = [KINDS[index % len(KINDS)] for index in range(n)]
@@ -387,7 +382,7 @@ def create_sample(out_dir: str | os.PathLike[str], n: int = 40, seed: int = 0) -
         }
         lines.append(json.dumps(record))
     data_file.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    marker.write_text(json.dumps(request) + "\n")
+    mark_sample_written(out, request)
     return data_file
 
 

@@ -13,7 +13,6 @@ is a single atomic edit, level k merges atomic edits 1..k. `source` is a hub nam
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from typing import Any
 import datasets
 from PIL import Image, ImageDraw
 
-from core.data import DataError
+from core.data import DataError, mark_sample_written, sample_is_current
 
 HUB_NAME = "UCSC-VLAA/Complex-Edit"
 SPLITS = ("test_real", "test_syn")
@@ -170,12 +169,9 @@ def make_sample(out_dir: str | Path, n_real: int = 16, n_syn: int = 8, seed: int
     """A `save_to_disk` DatasetDict shaped like Complex-Edit (test_real, test_syn; image + edit). Re-running with
     the same arguments is a no-op; a folder not written by --make-sample is never overwritten."""
     out = Path(out_dir)
-    marker = out / "sample.json"
     request = {"generator": "make-sample", "n_real": n_real, "n_syn": n_syn, "seed": seed, "size": size}
-    if marker.is_file() and json.loads(marker.read_text()) == request:
+    if sample_is_current(out, request, [], list(out.iterdir()) if out.is_dir() else [], "--make-sample"):
         return out
-    if out.exists() and any(out.iterdir()) and not marker.is_file():
-        raise FileExistsError(f"{out} is not empty and was not written by --make-sample; choose another folder")
     rng = random.Random(seed)
     splits = {
         name: [_sample_row(rng, size) for _ in range(n)] for name, n in (("test_real", n_real), ("test_syn", n_syn))
@@ -194,10 +190,8 @@ def make_sample(out_dir: str | Path, n_real: int = 16, n_syn: int = 8, seed: int
     dd = datasets.DatasetDict(
         {name: datasets.Dataset.from_list(rows, features=features) for name, rows in splits.items()}
     )
-    if marker.is_file():
-        marker.unlink()
     dd.save_to_disk(str(out))
-    marker.write_text(json.dumps(request) + "\n")
+    mark_sample_written(out, request)
     return out
 
 

@@ -47,7 +47,15 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 from rewards import RewardConfig
 
-from core.data import DataError, describe_row, image_prompt, load_records, resolve_image_path
+from core.data import (
+    DataError,
+    describe_row,
+    image_prompt,
+    load_records,
+    mark_sample_written,
+    resolve_image_path,
+    sample_is_current,
+)
 from core.run import resolve_input_path
 
 HUB_NAME = "AI4Math/MathVista"
@@ -910,27 +918,19 @@ def make_sample(out_dir: str | os.PathLike[str], n: int = 64, seed: int = 0) -> 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     out = Path(out_dir)
-    marker = out / "sample.json"
     request = {"generator": "make-sample", "n": n, "seed": seed}
     target = sample_data_file(out)
-    if marker.is_file():
-        if json.loads(marker.read_text()) == request and target.is_file():
-            return out
-    elif target.exists() or any((out / "data").glob("*.parquet")):
-        raise FileExistsError(
-            f"{out} already holds data/*.parquet not written by --make-sample; choose another folder "
-            "(nothing was overwritten)"
-        )
+    if sample_is_current(out, request, [target], [target, *(out / "data").glob("*.parquet")], "--make-sample"):
+        return out
     rng = random.Random(seed)
     rows = [make_sample_row(index, rng) for index in range(n)]
     features = datasets.Features({**RAW_FEATURES, "chart": datasets.Value("string")})
     target.parent.mkdir(parents=True, exist_ok=True)
-    marker.unlink(missing_ok=True)  # a crash from here on leaves no marker claiming the old request
     partial = target.with_name(target.name + ".partial")
     # pyarrow directly (no progress bar); the table's schema carries the features, so decoded_image stays an Image
     pq.write_table(datasets.Dataset.from_list(rows, features=features).data.table, partial)
     os.replace(partial, target)
-    marker.write_text(json.dumps(request) + "\n")
+    mark_sample_written(out, request)
     return out
 
 

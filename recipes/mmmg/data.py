@@ -28,7 +28,7 @@ from typing import Any
 import datasets
 from protocol import parse_kg
 
-from core.data import DataError
+from core.data import DataError, mark_sample_written, sample_is_current
 
 HUB_NAME = "MMMGbench/MMMG"
 LEVELS = ("preschool", "primaryschool", "secondaryschool", "highschool", "undergraduate", "PhD")
@@ -270,22 +270,17 @@ def make_sample(out_dir: str | Path, n_per_config: int = 4, seed: int = 0) -> Pa
     """One `<config>.jsonl` per sample config, shaped like MMMG's rows. Re-running with the same arguments is a
     no-op; a folder not written by --make-sample is never overwritten."""
     out = Path(out_dir)
-    marker = out / "sample.json"
     request = {"generator": "make-sample", "n_per_config": n_per_config, "seed": seed, "configs": list(SAMPLE_CONFIGS)}
-    if marker.is_file() and json.loads(marker.read_text()) == request:
+    if sample_is_current(out, request, [], list(out.iterdir()) if out.is_dir() else [], "--make-sample"):
         return out
-    if out.exists() and any(out.iterdir()) and not marker.is_file():
-        raise FileExistsError(f"{out} is not empty and was not written by --make-sample; choose another folder")
     out.mkdir(parents=True, exist_ok=True)
-    if marker.is_file():
-        marker.unlink()
-        for old in out.glob("*.jsonl"):
-            old.unlink()
+    for old in out.glob("*.jsonl"):  # an earlier sample's configs (the folder holds nothing else of anyone's)
+        old.unlink()
     rng = random.Random(seed)
     for config in SAMPLE_CONFIGS:
         lines = [json.dumps(row) for row in _sample_rows(config, n_per_config, rng)]
         (out / f"{config}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    marker.write_text(json.dumps(request) + "\n")
+    mark_sample_written(out, request)
     return out
 
 

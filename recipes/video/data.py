@@ -45,7 +45,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 from rewards import parse_actions
 
-from core.data import DataError, describe_row, duplicate_id_problems, load_records, row_ids
+from core.data import (
+    DataError,
+    describe_row,
+    duplicate_id_problems,
+    load_records,
+    mark_sample_written,
+    row_ids,
+    sample_is_current,
+)
 from core.video import inspect_videos, sample_frame_indices, sampled_fps, to_video_dataset, video_prompt
 
 VIDEO_MARKER = "<video>"
@@ -370,24 +378,14 @@ def make_sample(out_dir: str | os.PathLike[str], n_train: int = 24, n_eval: int 
     data files or videos that make-sample did not write is never overwritten.
     """
     out = Path(out_dir)
-    marker = out / "sample.json"
     request = {"generator": "make-sample", "n_train": n_train, "n_eval": n_eval, "seed": seed}
     splits = {"train": out / "train.json", "eval": out / "eval.json"}
     names = {
         split: [f"{split}-{i:04d}" for i in range(count)] for split, count in (("train", n_train), ("eval", n_eval))
     }
-    if marker.is_file():
-        if json.loads(marker.read_text()) == request and all(p.is_file() for p in splits.values()):
-            return splits
-        marker.unlink()  # regenerating: an interrupted run must not leave a marker that claims success
-    else:
-        clashes = [p for p in splits.values() if p.exists()]
-        clashes += [p for ids in names.values() for p in (out / "videos" / f"{i}.mp4" for i in ids) if p.exists()]
-        if clashes:
-            raise FileExistsError(
-                f"{out} already holds {', '.join(p.name for p in clashes[:3])}{' ...' if len(clashes) > 3 else ''} "
-                "not written by --make-sample; choose another folder (nothing was overwritten)"
-            )
+    videos = [out / "videos" / f"{i}.mp4" for ids in names.values() for i in ids]
+    if sample_is_current(out, request, splits.values(), [*splits.values(), *videos], "--make-sample"):
+        return splits
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     for split, ids in names.items():
@@ -414,7 +412,7 @@ def make_sample(out_dir: str | os.PathLike[str], n_train: int = 24, n_eval: int 
                 }
             )
         splits[split].write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
-    marker.write_text(json.dumps(request) + "\n")
+    mark_sample_written(out, request)
     return splits
 
 

@@ -84,6 +84,13 @@ def train_and_save(trainer: GRPOTrainer, resume: str | None, final_dir: str | Pa
     return metrics
 
 
+def resolve_dataset_source(name: str, recipe_dir: str | Path) -> str:
+    """A dataset named by a local path (see `resolve_input_path`) or by a hub id: the resolved path when that path
+    exists, else the name unchanged for `datasets.load_dataset`."""
+    local = resolve_input_path(name, recipe_dir)
+    return local if Path(local).exists() else name
+
+
 def resolve_input_path(path: str | None, recipe_dir: str | Path) -> str | None:
     """A data path as the user meant it: absolute or relative to the working directory if it exists there,
     else relative to the recipe folder, so a recipe's config can name its own `data/` and a copied recipe folder

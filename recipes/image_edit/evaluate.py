@@ -22,7 +22,7 @@ from core.diffusion import PolicyRenderer, condition_images, template_system_pro
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient, JudgeRequest, parse_score
 from core.judge_server import start_local_judge_if_asked
-from core.run import resolve_input_path
+from core.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
@@ -44,10 +44,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     pipeline, cfg = load_trained_pipeline(args.run_dir, device, edit=True)
     script = cfg["ScriptArguments"]
     processor, model = pipeline.processor, pipeline.text_encoder
-    dataset_arg = args.dataset or script["dataset"]
-    local = resolve_input_path(dataset_arg, RECIPE_DIR)
     data = build_dataset(
-        local if Path(local).exists() else dataset_arg,
+        resolve_dataset_source(args.dataset or script["dataset"], RECIPE_DIR),
         template_system_prompt(pipeline),
         args.splits or script["splits"],
         args.complexities or script["complexities"],

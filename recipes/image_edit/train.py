@@ -21,7 +21,7 @@ from core.judge_server import start_local_judge_if_asked
 from core.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import set_pixel_bounds, torch_dtype
-from core.run import resolve_input_path, setup_run, train_and_save
+from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -78,10 +78,8 @@ def main() -> None:
     )
     model, processor = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.processor
     set_pixel_bounds(processor, model_args.min_pixels, model_args.max_pixels)
-    local = resolve_input_path(script_args.dataset, RECIPE_DIR)
-    source = local if Path(local).exists() else script_args.dataset  # otherwise a hub name
     train_dataset = build_dataset(
-        source,
+        resolve_dataset_source(script_args.dataset, RECIPE_DIR),
         template_system_prompt(pipeline),
         script_args.splits,
         script_args.complexities,

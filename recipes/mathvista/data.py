@@ -56,7 +56,6 @@ from core.data import (
     resolve_image_path,
     sample_is_current,
 )
-from core.run import resolve_input_path
 
 HUB_NAME = "AI4Math/MathVista"
 DEFAULT_SPLIT = "testmini"
@@ -131,13 +130,6 @@ def _looks_local(source: str) -> bool:
     if source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source:
         return True
     return Path(source).suffix.lower() in (".json", ".jsonl", ".parquet")
-
-
-def resolve_source(source: str, recipe_dir: str | os.PathLike[str]) -> str:
-    """A local path as the user meant it (working directory first, then the recipe folder), else a hub id."""
-    if Path(source).expanduser().exists() or (Path(recipe_dir) / source).exists() or _looks_local(source):
-        return str(resolve_input_path(source, recipe_dir))
-    return source
 
 
 def _parquet_splits(folder: Path) -> dict[str, list[Path]]:

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from data import build_dataset, load_split, resolve_source
+from data import build_dataset, load_split
 from rewards import RewardConfig, extract_solution, format_ok, is_correct
 
 from core.evaluation import generate_greedy, load_trained_policy
+from core.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
 GROUPS = ("question_type", "answer_type", "task", "grade")
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, processor, _, cfg = load_trained_policy(model_dir(args.run_dir), device)
     script = cfg["ScriptArguments"]
     reward_cfg = RewardConfig.from_object(argparse.Namespace(**script))
-    source = resolve_source(args.dataset_name or script["dataset_name"], RECIPE_DIR)
+    source = resolve_dataset_source(args.dataset_name or script["dataset_name"], RECIPE_DIR)
     split = args.split or script["dataset_split"]
     if args.start is not None:
         start, held_out = args.start, None

@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data import HUB_NAME, build_dataset, resolve_source
+from data import HUB_NAME, build_dataset
 from rewards import REWARD_NAMES, RewardConfig, build_reward_funcs
 
 from core.backends import BACKENDS, check_backend, load_unsloth_policy, unsloth_grpo_trainer
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
-from core.run import setup_run, train_and_save
+from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -92,7 +92,7 @@ def main() -> None:
 
     reward_cfg = RewardConfig.from_object(script_args)
     train_dataset = build_dataset(
-        resolve_source(script_args.dataset_name, RECIPE_DIR),
+        resolve_dataset_source(script_args.dataset_name, RECIPE_DIR),
         split=script_args.dataset_split,
         max_samples=script_args.max_samples,
         image_size=script_args.image_size,

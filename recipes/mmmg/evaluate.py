@@ -25,7 +25,7 @@ from core.diffusion import PolicyRenderer, template_system_prompt
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient
 from core.judge_server import start_local_judge_if_asked
-from core.run import resolve_input_path
+from core.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
@@ -53,10 +53,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pipeline, cfg = load_trained_pipeline(args.run_dir, device, edit=False)
     script = cfg["ScriptArguments"]
     model, tokenizer = pipeline.text_encoder, pipeline.tokenizer
-    dataset_arg = args.dataset or script["dataset"]
-    local = resolve_input_path(dataset_arg, RECIPE_DIR)
     data = build_dataset(
-        local if Path(local).exists() else dataset_arg,
+        resolve_dataset_source(args.dataset or script["dataset"], RECIPE_DIR),
         template_system_prompt(pipeline),
         args.levels or script["levels"],
         args.disciplines or script["disciplines"],

@@ -20,7 +20,7 @@ from core.judge_server import start_local_judge_if_asked
 from core.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import torch_dtype
-from core.run import resolve_input_path, setup_run, train_and_save
+from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -71,10 +71,8 @@ def main() -> None:
         model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype), device=training_args.device, edit=False
     )
     model, tokenizer = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.tokenizer
-    local = resolve_input_path(script_args.dataset, RECIPE_DIR)
-    source = local if Path(local).exists() else script_args.dataset  # otherwise a hub name
     train_dataset = build_dataset(
-        source,
+        resolve_dataset_source(script_args.dataset, RECIPE_DIR),
         template_system_prompt(pipeline),
         script_args.levels,
         script_args.disciplines,

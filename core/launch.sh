@@ -8,7 +8,9 @@
 #   CONFIG             training YAML (default RECIPE_DIR/config.yaml, or config_smoke.yaml with SMOKE=1)
 #   ACCELERATE_CONFIG  accelerate/DeepSpeed file (default RECIPE_DIR/deepspeed_zero2.yaml)
 #   RUN_NAME           output folder name under outputs/ (default <recipe>-<timestamp>); --output_dir DIR wins
-#   PYTHON             interpreter (default: the repo's .venv if present, else python3)
+#   PYTHON             interpreter that runs accelerate and train.py. Unset: the repository's .venv/bin/python (what
+#                      `make install` builds) if it exists, else python3 on PATH. Set it to run from any other
+#                      environment (conda, a cluster module); the test suite sets it to its own interpreter.
 # The log is appended (tee -a) to OUTPUT_DIR/training.log, so a resumed run keeps what came before.
 set -euo pipefail
 

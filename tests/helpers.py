@@ -8,6 +8,7 @@ served to another from `sys.modules`. `load_recipe_module` isolates that.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -66,3 +67,16 @@ def load_recipe_module(recipe: str, module: str) -> ModuleType:
                 sys.modules.setdefault(f"{recipe}_{key}", imported)
         sys.modules.update(set_aside)
     return loaded
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a test's child process (a recipe script or `core/launch.sh`): this interpreter as `PYTHON`
+    (the launcher would otherwise pick the repo's `.venv`, or `python3` on PATH, which need not be the environment the
+    suite runs in), the repository on `PYTHONPATH`, unbuffered output; `extra` on top."""
+    return {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }

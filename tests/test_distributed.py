@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 
 import pytest
 
-from tests.helpers import REPO_ROOT, load_recipe_module
+from tests.helpers import REPO_ROOT, load_recipe_module, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -20,13 +19,7 @@ def test_smoke_launcher_runs_zero2_on_two_cpu_processes(tmp_path):
     out = tmp_path / "dist"
     # A cold tiny-model cache: both ranks resolve tiny:qwen2_5_vl at once with torch.distributed already up, where
     # save_pretrained writes weights on rank 0 only (a rank-1 build once published a checkpoint without weights).
-    env = {
-        **os.environ,
-        "SMOKE": "1",
-        "PYTHONPATH": str(REPO_ROOT),
-        "MAIN_PROCESS_PORT": "29519",
-        "VLM_GRPO_CACHE": str(tmp_path / "cold_cache"),
-    }
+    env = subprocess_env(SMOKE="1", MAIN_PROCESS_PORT="29519", VLM_GRPO_CACHE=str(tmp_path / "cold_cache"))
     env.pop("NUM_GPUS", None)
     proc = subprocess.run(
         [

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import REPO_ROOT, load_recipe_module
+from tests.helpers import REPO_ROOT, load_recipe_module, subprocess_env
 
 RECIPE = REPO_ROOT / "recipes" / "grounding"
 TOY = "tests.fixtures.toy_rewards:even_token_fraction"
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess_env()
 
 
 @pytest.fixture(scope="module")

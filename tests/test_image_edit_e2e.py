@@ -4,7 +4,6 @@ steps through train.py and the launchers."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from core.judge_server import start_judge_server
 from core.lora import build_lora_config
 from core.trainer import VLMGRPOTrainer
 from tests.fixtures.toy_rewards import even_token_fraction
-from tests.helpers import REPO_ROOT, load_recipe_module
+from tests.helpers import REPO_ROOT, load_recipe_module, subprocess_env
 
 RECIPE = REPO_ROOT / "recipes" / "image_edit"
 TOY = "tests.fixtures.toy_rewards:even_token_fraction"
@@ -31,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 
 def env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **extra}
+    return subprocess_env(**extra)
 
 
 @pytest.fixture(scope="module")

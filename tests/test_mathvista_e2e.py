@@ -8,7 +8,6 @@ random tiny model gets a non-zero GRPO advantage and the LoRA weights must move.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.helpers import REPO_ROOT, load_recipe_module
+from tests.helpers import REPO_ROOT, load_recipe_module, subprocess_env
 
 RECIPE = REPO_ROOT / "recipes" / "mathvista"
 TOY = "tests.fixtures.toy_rewards:even_token_fraction"
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 
 def env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **extra}
+    return subprocess_env(**extra)
 
 
 def run(cmd: list[str], **extra_env: str) -> subprocess.CompletedProcess:

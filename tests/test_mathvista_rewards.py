@@ -112,6 +112,47 @@ def test_formatting_reward_values() -> None:
     assert reward(completions=completions) == [2.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
 
 
+WELL_FORMED = answer("14")  # "<REASONING>some thinking</REASONING><SOLUTION>14</SOLUTION>"
+SKELETON = "<REASONING></REASONING><SOLUTION></SOLUTION>"
+
+
+@pytest.mark.parametrize(
+    ("text", "formatting", "correctness"),
+    [
+        (SKELETON, 0.0, 0.0),  # the empty skeleton (the original paid 2.0)
+        (SKELETON * 5, 0.0, 0.0),  # ... repeated five times
+        ("<REASONING> \n\t </REASONING><SOLUTION>\n </SOLUTION>", 0.0, 0.0),  # whitespace-only blocks
+        ("<REASONING>\u200b</REASONING><SOLUTION>\ufeff\u00ad</SOLUTION>", 0.0, 0.0),  # invisible characters only
+        (WELL_FORMED, 2.0, 2.0),  # the full original score: +1 +1, and the right answer 2.0
+        (WELL_FORMED * 2, 0.0, 0.0),  # a repeated well-formed block: no credit for either half, ambiguous answer
+        ("<REASONING>think</REASONING><SOLUTION> </SOLUTION>", 1.0, 0.0),  # filled reasoning, empty solution
+        ("<REASONING></REASONING><SOLUTION>14</SOLUTION>", 1.0, 2.0),  # empty reasoning, right solution
+        ("<REASONING>a</REASONING><REASONING></REASONING><SOLUTION>14</SOLUTION>", 1.0, 2.0),  # 2nd block empty
+    ],
+)
+def test_empty_and_repeated_blocks_earn_no_formatting_credit(text: str, formatting: float, correctness: float) -> None:
+    assert R.FormattingReward(CFG)(completions=[text, conv(text)]) == [formatting, formatting]
+    assert score(R.CorrectnessReward(CFG), [text]) == [correctness]
+    assert R.format_ok(text, CFG) is (formatting == 2.0)
+
+
+@pytest.mark.parametrize(
+    ("question_type", "answer_type", "gold", "columns"),
+    [
+        ("free_form", "integer", "14", {}),
+        ("free_form", "float", "1.5", {"precision": 1.0}),
+        ("free_form", "list", "[1, 2]", {}),
+        ("free_form", "text", "yes", {}),
+        ("multi_choice", "text", "3.5", {"choices": CHOICES}),
+    ],
+)
+def test_empty_solution_is_wrong_for_every_answer_type(question_type, answer_type, gold, columns) -> None:
+    texts = ["<REASONING>r</REASONING><SOLUTION></SOLUTION>", "<REASONING>r</REASONING><SOLUTION> \n </SOLUTION>"]
+    kinds = {"question_type": question_type, "answer_type": answer_type}
+    assert score(R.CorrectnessReward(CFG), texts, gold=gold, **kinds, **columns) == [0.0, 0.0]
+    assert score(R.CorrectnessReward(CFG), [answer(gold)], gold=gold, **kinds, **columns) == [2.0]  # the control
+
+
 def test_formatting_reward_chat_messages() -> None:
     reward = R.FormattingReward()
     completions = [

@@ -68,6 +68,31 @@ def test_format_reward(text: str, score: float) -> None:
     assert R.format_reward([conversational(text)]) == [pytest.approx(score)]
 
 
+WELL_FORMED = answer(*TRUTH)  # "<think>I watch the clip.</think><answer>(1) ... (3) ...</answer>"
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "accuracy"),
+    [
+        ("<think></think><answer></answer>", 0.0, 0.0),  # the empty skeleton: no structure credit, no answer
+        ("<think></think><answer></answer>" * 5, 0.0, 0.0),  # ... repeated five times
+        ("<think> \n\t </think><answer>\n  </answer>", 0.0, 0.0),  # whitespace-only blocks
+        ("<think>\u200b</think><answer>\ufeff\u00ad</answer>", 0.0, 0.0),  # invisible format characters only
+        (WELL_FORMED, 1.0, 1.0),  # the full original score: 0.3 + 0.3 + 0.4
+        (WELL_FORMED * 2, 0.0, 1.0),  # a repeated well-formed block: no format credit (accuracy reads the last)
+        ("<think>hmm</think><answer></answer>", 0.3, 0.0),  # a filled think block alone
+        ("<think></think><answer>(1) a</answer>", 0.3, 0.0),  # a filled answer block alone: no order credit
+        ("<think>a</think><think>b</think>" + SOLUTION, 0.3, 1.0),  # repeated think: its part and order lost
+        ("<think>a</think>" + SOLUTION + "<answer></answer>", 0.3, 0.0),  # repeated answer, the last one empty
+    ],
+)
+def test_empty_and_repeated_blocks_earn_no_format_credit(text: str, fmt: float, accuracy: float) -> None:
+    assert R.format_reward([text]) == [pytest.approx(fmt)]
+    assert R.format_reward([conversational(text)]) == [pytest.approx(fmt)]
+    assert R.accuracy_reward([text], actions=[TRUTH]) == [pytest.approx(accuracy)]
+    assert R.ordered_accuracy_reward([text], actions=[TRUTH]) == [pytest.approx(accuracy)]
+
+
 # -------------------------------------------------------------------------------------------------------- accuracy
 
 

@@ -5,11 +5,15 @@ The model answers `<REASONING>...</REASONING><SOLUTION>...</SOLUTION>` (delimite
 Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset columns arrive as kwargs)
 --------------------------------------------------------------------------------------------------------
 * `formatting_reward` (as in the original project): + `formatting_reward` (1.0) when there is exactly one reasoning
-  block, + `formatting_reward` when there is exactly one solution block, independently: 0, 1 or 2 by default.
-  A duplicated block pays 0 for its half, so the policy cannot farm the reward by repeating tags.
+  block and it holds content, + `formatting_reward` when there is exactly one solution block and it holds content,
+  independently: 0, 1 or 2 by default. A duplicated block pays 0 for its half, so the policy cannot farm the reward
+  by repeating tags; an empty block pays 0 too (the original paid 2.0 for `<REASONING></REASONING><SOLUTION>
+  </SOLUTION>`). A block holds content when it has a visible character: whitespace and invisible format characters
+  (zero-width space, BOM, soft hyphen: Unicode category Cf) do not count.
 * `correctness_reward` (the original's 2.0 / 0.0 scale): `correctness_reward` when there is exactly one solution
   block and its content is right by `is_correct`, else 0.0. A missing or duplicated solution block is 0.0: with two
-  solution blocks we cannot tell which one is the answer, and paying either would reward hedging.
+  solution blocks we cannot tell which one is the answer, and paying either would reward hedging. An empty solution
+  reads as nothing (`normalize_prediction` gives None) and is wrong: 0.0.
 
 A block is a non-overlapping, non-greedy `start ... end` span (`count_blocks`): exactly what
 `re.findall(re.escape(start) + "(.*?)" + re.escape(end), text, re.DOTALL)` finds, but found with `str.find` in linear
@@ -54,6 +58,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -71,8 +76,10 @@ __all__ = [
     "count_blocks",
     "extract_solution",
     "format_ok",
+    "has_content",
     "is_correct",
     "normalize_prediction",
+    "single_filled_block",
 ]
 
 
@@ -84,7 +91,7 @@ class RewardConfig:
     reasoning_end: str = "</REASONING>"
     solution_start: str = "<SOLUTION>"
     solution_end: str = "</SOLUTION>"
-    formatting_reward: float = 1.0  # per block present exactly once (reasoning, solution): at most 2x this
+    formatting_reward: float = 1.0  # per block present exactly once and filled (reasoning, solution): at most 2x
     correctness_reward: float = 2.0  # when the single solution block holds the right answer
 
     @classmethod
@@ -139,11 +146,23 @@ def extract_solution(text: str, cfg: RewardConfig) -> str | None:
     return solutions[0].strip() if len(solutions) == 1 else None
 
 
+def has_content(text: str) -> bool:
+    """Whether a block holds something visible: a character that is neither whitespace nor an invisible format
+    character (Unicode category Cf: zero-width space, BOM, soft hyphen, ...). An empty-looking block must not earn
+    format credit, or GRPO teaches the policy to emit the bare tag skeleton."""
+    return any(not char.isspace() and unicodedata.category(char) != "Cf" for char in text.strip())
+
+
+def single_filled_block(text: str, start: str, end: str) -> bool:
+    """Exactly one start...end block, and it holds content: what earns one half of `formatting_reward`."""
+    blocks = _blocks(text, start, end)
+    return len(blocks) == 1 and has_content(blocks[0])
+
+
 def format_ok(text: str, cfg: RewardConfig) -> bool:
-    """Exactly one reasoning block and exactly one solution block."""
-    return (
-        count_blocks(text, cfg.reasoning_start, cfg.reasoning_end) == 1
-        and count_blocks(text, cfg.solution_start, cfg.solution_end) == 1
+    """Exactly one reasoning block and exactly one solution block, both holding content (full formatting reward)."""
+    return single_filled_block(text, cfg.reasoning_start, cfg.reasoning_end) and single_filled_block(
+        text, cfg.solution_start, cfg.solution_end
     )
 
 
@@ -412,7 +431,8 @@ def _column(values: Any, name: str, n: int) -> list[Any]:
 
 
 class FormattingReward:
-    """`formatting_reward` for exactly one reasoning block plus `formatting_reward` for exactly one solution block.
+    """`formatting_reward` for exactly one filled reasoning block plus `formatting_reward` for exactly one filled
+    solution block (empty or repeated blocks pay nothing).
 
     The two halves are independent (0, 1 or 2 by default), as in the original project, so a completion that gets
     one block right is still better than one that gets none: a denser signal early in training."""
@@ -430,9 +450,9 @@ class FormattingReward:
         for completion in completions:
             text = completion_text(completion)
             score = 0.0
-            if count_blocks(text, cfg.reasoning_start, cfg.reasoning_end) == 1:
+            if single_filled_block(text, cfg.reasoning_start, cfg.reasoning_end):
                 score += cfg.formatting_reward
-            if count_blocks(text, cfg.solution_start, cfg.solution_end) == 1:
+            if single_filled_block(text, cfg.solution_start, cfg.solution_end):
                 score += cfg.formatting_reward
             rewards.append(float(score))
         return rewards

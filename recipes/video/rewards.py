@@ -14,8 +14,14 @@ leading/trailing punctuation and a trailing connective ("and", "then", "and then
 
 Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset columns arrive as kwargs)
 --------------------------------------------------------------------------------------------------------
-* `format_reward` = 0.3 * [a `<think>...</think>` block] + 0.3 * [an `<answer>...</answer>` block]
-  + 0.4 * [the first think block ends before the last answer block starts]; in {0, 0.3, 0.6, 1.0}.
+* `format_reward` = 0.3 * [exactly one `<think>...</think>` block, and it holds content]
+  + 0.3 * [exactly one `<answer>...</answer>` block, and it holds content]
+  + 0.4 * [both of those, the think block ending before the answer block starts]; in {0, 0.3, 0.6, 1.0}.
+  A block holds content when it has a visible character: whitespace and invisible format characters (zero-width
+  space, BOM, soft hyphen: Unicode category Cf) do not count. So the empty skeleton
+  `<think></think><answer></answer>` scores 0.0, and a repeated block (two think or two answer blocks, empty or not)
+  earns nothing for its part nor the order part: structure is paid only for one filled block of each kind, the rule
+  the grounding recipe's `format_reward` follows ("exactly one <answer> holding a box").
 * `accuracy_reward` (the original project's), with P the predicted action list and T the true one (the `actions`
   column, or the parsed `solution` column when `actions` is absent):
 
@@ -40,6 +46,7 @@ The original project's weights are `DEFAULT_WEIGHTS` (format 0.3, accuracy 0.7);
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import Any
@@ -76,19 +83,34 @@ def parse_actions(text: Any) -> list[str]:
         return []
 
 
+def has_content(text: str) -> bool:
+    """Whether a block holds something visible: a character that is neither whitespace nor an invisible format
+    character (Unicode category Cf: zero-width space, BOM, soft hyphen, ...). An empty-looking block must not earn
+    format credit, or GRPO teaches the policy to emit the bare tag skeleton."""
+    return any(not char.isspace() and unicodedata.category(char) != "Cf" for char in text.strip())
+
+
+def _single_filled(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The block when `text` has exactly one `pattern` block and it holds content; None when it is missing, empty or
+    repeated (repeating a block must not pay, as in the grounding recipe's format_reward)."""
+    blocks = list(pattern.finditer(text))
+    return blocks[0] if len(blocks) == 1 and has_content(blocks[0].group(1)) else None
+
+
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-    """0.3 for a think block, 0.3 for an answer block, 0.4 when the think block comes first (max 1.0)."""
+    """0.3 for one filled think block, 0.3 for one filled answer block, 0.4 when both and the think block comes first
+    (max 1.0); empty or repeated blocks earn nothing (module doc)."""
     rewards: list[float | None] = []
     for completion in completions:
         text = completion_text(completion)
-        think = _THINK_RE.search(text)
-        answers = list(_ANSWER_RE.finditer(text))
+        think = _single_filled(_THINK_RE, text)
+        answer = _single_filled(_ANSWER_RE, text)
         score = 0.0
         if think:
             score += 0.3
-        if answers:
+        if answer:
             score += 0.3
-        if think and answers and think.end() <= answers[-1].start():
+        if think and answer and think.end() <= answer.start():
             score += 0.4
         rewards.append(round(score, 10))
     return rewards

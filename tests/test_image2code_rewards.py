@@ -83,7 +83,7 @@ def test_reward_per_status() -> None:
     names = list(results)
     scores = dict(zip(names, reward([_fenced(n) for n in names], image=[ref] * len(names)), strict=True))
     assert scores["perfect"] == pytest.approx(0.3 + 0.7)
-    assert 0.3 < scores["blank"] < 0.3 + 0.7 * 0.8
+    assert scores["blank"] == 0.0  # a single-colour figure: nothing drawn, counts as no_image (see below)
     assert scores["syntax"] == pytest.approx(-1.0)
     assert scores["runtime"] == pytest.approx(-0.5)
     assert scores["timeout"] == pytest.approx(-0.5)
@@ -91,6 +91,27 @@ def test_reward_per_status() -> None:
     assert scores["noimg"] == 0.0
     assert scores["ok_without_image"] == 0.0  # counts as no_image
     assert scores["weird"] == pytest.approx(-0.5)  # unknown status counts as runtime_error
+
+
+def test_blank_figure_counts_as_no_image() -> None:
+    """A figure with nothing drawn on it is an empty answer: no execution credit, no similarity to a blank canvas
+    (which is about 0.6 of the maximum on a mostly-white chart)."""
+    ref = _reference()
+    one_dot = Image.new("RGB", ref.size, "white")
+    one_dot.putpixel((5, 5), (0, 0, 0))
+    results = {
+        "white": FakeResult("ok", Image.new("RGB", ref.size, "white")),
+        "black": FakeResult("ok", Image.new("RGB", ref.size, "black")),
+        "transparent": FakeResult("ok", Image.new("RGBA", ref.size, (255, 0, 0, 0))),  # over white: all white
+        "one_dot": FakeResult("ok", one_dot),
+        "perfect": FakeResult("ok", ref.copy()),
+    }
+    config = R.RewardConfig(no_image_penalty=-0.25)
+    scores = R.Image2CodeReward(FakeSandbox(results), config)(list(results), image=[ref] * len(results))
+    assert scores[:3] == [-0.25, -0.25, -0.25]  # scored exactly as no_image, whatever its penalty
+    assert 0.3 < scores[3] < 1.0 and scores[4] == pytest.approx(1.0)
+    assert [R.effective_status(results[name]) for name in results] == ["no_image"] * 3 + ["ok"] * 2
+    assert R.score_result(results["white"], ref, R.RewardConfig()) == (0.0, "no_image", None)
 
 
 def test_config_changes_formula() -> None:
@@ -215,3 +236,31 @@ def test_reference_code_scores_full_reward_in_real_sandbox() -> None:
         reward = R.Image2CodeReward(sandbox)
         scores = reward([_fenced(r["reference_code"]) for _, r in samples], image=[img for img, _ in samples])
     assert scores == pytest.approx([1.0] * len(samples), abs=1e-6)
+
+
+def test_empty_and_repeated_code_blocks_in_real_sandbox() -> None:
+    """Exact rewards, through core.sandbox, for empty answers (no code, an empty or whitespace-only fence, repeated
+    empty fences, a blank figure) and for the reference code once and repeated (run once: the last python block)."""
+    import random
+
+    sandbox_module = pytest.importorskip("core.sandbox")
+    data = load_recipe_module("image2code", "data")
+    image, record = data.make_sample_record("k0", random.Random(0), "bar")
+    code = record["reference_code"]
+    empty = "```python\n```"
+    completions = {
+        "no code at all": "",
+        "empty fence": empty,
+        "empty fence x5": empty * 5,
+        "whitespace-only fence": "```python\n  \n\t\n```",
+        "blank figure": _fenced("import matplotlib.pyplot as plt\nplt.figure()"),
+        "well-formed": _fenced(code),
+        "well-formed x2": _fenced(code) * 2,
+        "well-formed, then an empty fence": _fenced(code) + empty,
+    }
+    with sandbox_module.Sandbox() as sandbox:
+        if sandbox.render(["import matplotlib.pyplot as plt\nplt.plot([1])"])[0].status != "ok":
+            pytest.skip("core.sandbox cannot render here")
+        scores = R.Image2CodeReward(sandbox)(list(completions.values()), image=[image] * len(completions))
+    expected = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    assert dict(zip(completions, scores, strict=True)) == pytest.approx(dict(zip(completions, expected, strict=True)))

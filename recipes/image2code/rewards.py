@@ -16,14 +16,19 @@ with `execution_success` = 1 only for status "ok" (the code ran AND a figure was
     killed         killed_penalty         (-0.5)       -> -0.5  (memory/resource limit: a runtime failure too)
     no_image       no_image_penalty       ( 0.0)       ->  0.0  (ran cleanly but drew nothing: no success, no penalty)
 
-An "ok" result without an image counts as "no_image"; an unknown status counts as "runtime_error". So the order is
+An "ok" result without an image counts as "no_image", and so does an "ok" image of a single colour: a figure with
+nothing drawn on it (`plt.figure()`, or an empty completion's figure-less run) is an empty answer, and paying it the
+execution weight plus the similarity of a blank canvas to a mostly-white chart (about 0.6 in total on the sample
+charts) would teach the policy to draw nothing. An unknown status counts as "runtime_error". So the order is
 ok > no_image > runtime failures > syntax error, which is what GRPO's group-relative advantages need. A completion
 whose reference image is missing scores None (TRL then ignores it). If similarity scoring itself fails on an "ok"
 image (e.g. a degenerate image), similarity is 0 and the failure is logged.
 
 Code extraction (`extract_code`): the LAST ```python (or ```py / ```python3) fenced block; else the FIRST generic
 ``` block (any other or no language tag); else the whole text. An unclosed final fence (a truncated completion)
-counts as a block running to the end of the text. The result is stripped.
+counts as a block running to the end of the text. The result is stripped. So an empty completion, an empty fence
+or a whitespace-only one is the empty program: it draws nothing ("no_image", 0.0). A repeated block is run once
+(the last python block), so repeating code is never paid twice.
 
 Rendering once per batch: all completions of a batch go to the sandbox in ONE `render(codes)` call (the sandbox
 parallelises). `RenderCache` remembers the last few batches by the tuple of codes, so the main reward and a custom
@@ -49,7 +54,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from PIL import Image
-from similarity import COMPONENTS, SimilarityWeights, image_similarity
+from similarity import COMPONENTS, SimilarityWeights, _to_rgb, image_similarity
 
 from core.rewards import completion_text, load_object
 
@@ -69,6 +74,7 @@ __all__ = [
     "build_reward_funcs",
     "effective_status",
     "extract_code",
+    "is_blank",
     "score_result",
 ]
 
@@ -150,13 +156,26 @@ def extract_code(text: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------- scoring
 
 
+def is_blank(image: Image.Image) -> bool:
+    """Whether an image is a single colour once composited over white (as similarity sees it): nothing was drawn."""
+    extrema = _to_rgb(image).getextrema()
+    return all(low == high for low, high in extrema)
+
+
 def effective_status(result: Any) -> str:
-    """The status the reward uses: "ok" without an image is "no_image", an unknown status is "runtime_error"."""
+    """The status the reward uses: "ok" without an image, or with a blank (single-colour) one, is "no_image"; an
+    unknown status is "runtime_error"."""
     status = getattr(result, "status", None)
     if status not in STATUSES:
         return "runtime_error"
-    if status == "ok" and getattr(result, "image", None) is None:
-        return "no_image"
+    if status == "ok":
+        image = getattr(result, "image", None)
+        try:
+            if image is None or is_blank(image):
+                return "no_image"
+        except Exception as err:  # an unreadable image is no image; a reward must not take the step down
+            logger.warning("image2code: cannot read the rendered image (%s: %s)", type(err).__name__, err)
+            return "no_image"
     return status
 
 

@@ -190,8 +190,12 @@ def test_format_reward() -> None:
         conv("<answer>[1, 2, 3, 4]</answer><answer>[1, 2, 3, 4]</answer>"),  # not exactly one
         conv("<answer>[1, 2, 3, 4]"),  # unclosed tag: counts as no tags
         conv(""),
+        conv("<answer></answer>"),  # the empty skeleton
+        conv("<answer></answer>" * 5),  # ... repeated
+        conv("<answer> \n\t </answer>"),  # whitespace only
+        conv("[1, 2, 3, 4] <answer></answer>"),  # an empty answer block is an answer: the free-text box is not read
     ]
-    assert R.format_reward(completions=texts) == [1.0, 1.0, 0.5, 0.0, 0.0, 0.5, 0.0]
+    assert R.format_reward(completions=texts) == [1.0, 1.0, 0.5, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def test_norm1000_answer_scores_in_norm1000_frame() -> None:

@@ -33,7 +33,10 @@ Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset
 * `format_reward`: 1.0 for exactly one `<answer>...</answer>` whose content parses as a box, 0.5 when a box parses
   but the tags are missing, else 0.0.
 
-Unparseable answers (garbage, empty, NaN, inverted boxes) score 0.0; parsing never raises.
+Unparseable answers (garbage, empty, NaN, inverted boxes) score 0.0; parsing never raises. Empty and repeated
+answers earn nothing for structure: `<answer></answer>` (or whitespace) holds no box, and two answer blocks are not
+"exactly one". The accuracy rewards read only the last `<answer>` (an empty last one is 0.0, the box is not looked
+for outside it), so repeating an answer never pays twice.
 """
 
 from __future__ import annotations

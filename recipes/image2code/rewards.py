@@ -17,7 +17,7 @@ with `execution_success` = 1 only for status "ok" (the code ran AND a figure was
     no_image       no_image_penalty       ( 0.0)       ->  0.0  (ran cleanly but drew nothing: no success, no penalty)
 
 An "ok" result without an image counts as "no_image", and so does an "ok" image of a single colour: a figure with
-nothing drawn on it (`plt.figure()`, or an empty completion's figure-less run) is an empty answer, and paying it the
+nothing drawn on it (`plt.figure()`) is an empty answer like the empty program (no figure at all), and paying it the
 execution weight plus the similarity of a blank canvas to a mostly-white chart (about 0.6 in total on the sample
 charts) would teach the policy to draw nothing. An unknown status counts as "runtime_error". So the order is
 ok > no_image > runtime failures > syntax error, which is what GRPO's group-relative advantages need. A completion

@@ -1,8 +1,9 @@
 """One config path for every recipe: a YAML file read by `trl.TrlParser`, where every field is also a `--flag`.
 
-The parser is built over three dataclasses: the recipe's own script arguments, TRL's `GRPOConfig` and
-`VLMModelConfig` (TRL's `ModelConfig` plus the vision-language switches TRL lacks). `TrlParser` already rejects
-unknown YAML keys and lets the command line override the file; this module only adds the resolved-config record.
+The parser is built over three dataclasses: the recipe's own script arguments, `VLMGRPOConfig` (TRL's `GRPOConfig`
+plus run guards) and `VLMModelConfig` (TRL's `ModelConfig` plus the vision-language switches TRL lacks). `TrlParser`
+already rejects unknown YAML keys and lets the command line override the file; this module only adds the
+resolved-config record.
 """
 
 from __future__ import annotations
@@ -62,6 +63,25 @@ class VLMModelConfig(ModelConfig):
     )
 
 
+@dataclass
+class VLMGRPOConfig(GRPOConfig):
+    """TRL's `GRPOConfig` plus the run guards TRL lacks. Saved as the `GRPOConfig` section of run_config.yaml."""
+
+    max_unscored_steps: int = field(
+        default=5,
+        metadata={
+            "help": "Stop training with an error after this many consecutive generation batches (optimizer steps "
+            "with the default steps_per_generation) in which no completion could be scored: every reward returned "
+            "None, e.g. the judge is down. Such steps have zero advantage and teach nothing. 0 disables the check."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_unscored_steps < 0:
+            raise ValueError(f"max_unscored_steps must be >= 0 (0 disables the check), got {self.max_unscored_steps}")
+
+
 class _AliasingTrlParser(TrlParser):
     """TrlParser that also accepts an original project's key names, renamed before any dataclass is built (so that
     values GRPOConfig derives in __post_init__, such as the generation batch size, see the final numbers)."""
@@ -116,7 +136,7 @@ def rename_alias_flags(args: list[str], aliases: dict[str, str]) -> list[str]:
 
 def parse_config(
     script_args_cls: type[T], args: list[str] | None = None, aliases: dict[str, str] | None = None
-) -> tuple[T, GRPOConfig, VLMModelConfig]:
+) -> tuple[T, VLMGRPOConfig, VLMModelConfig]:
     """Parse `--config file.yaml` plus CLI flags (sys.argv when args is None) into the three dataclasses.
 
     `aliases` maps an original project's key names onto the fields that do the job (e.g. grpo_beta -> beta), in the
@@ -125,7 +145,7 @@ def parse_config(
     """
     aliases = aliases or {}
     args = rename_alias_flags(list(sys.argv[1:] if args is None else args), aliases)
-    parser = _AliasingTrlParser((script_args_cls, GRPOConfig, VLMModelConfig), aliases)
+    parser = _AliasingTrlParser((script_args_cls, VLMGRPOConfig, VLMModelConfig), aliases)
     script_args, training_args, model_args = parser.parse_args_and_config(args=args)
     return script_args, training_args, model_args
 
@@ -139,7 +159,8 @@ def config_as_dict(*configs: Any) -> dict[str, dict[str, Any]]:
             if not f.init:
                 continue
             section[f.name] = _plain(getattr(cfg, f.name))
-        out[type(cfg).__name__] = section
+        # One section name for TRL's config and its subclass, so every reader of run_config.yaml finds "GRPOConfig".
+        out["GRPOConfig" if isinstance(cfg, GRPOConfig) else type(cfg).__name__] = section
     return out
 
 

@@ -78,3 +78,78 @@ def resolve_reward_funcs(names: Sequence[str], builtins: Mapping[str, Callable[[
                 "path 'package.module:function'"
             )
     return funcs
+
+
+def reward_name(func: Any) -> str:
+    """The name TRL logs a reward under (`rewards/<name>/mean`): `__name__`, else the class name."""
+    return getattr(func, "__name__", None) or type(func).__name__
+
+
+def check_rewards_can_score(
+    reward_funcs: Sequence[RewardFunc],
+    dataset: Any,
+    reference_completion: Callable[[Mapping[str, Any]], str | None],
+    num_rows: int = 8,
+    source: str | None = None,
+) -> dict[str, list[float | None]]:
+    """Score every reward on the reference answers of up to `num_rows` rows spread over `dataset`, before any model
+    loads, and raise `core.data.DataError` naming the reward and rows when a reward cannot score this data at all.
+
+    A reward that returns None for every completion contributes nothing, and a reward set that can score nothing
+    trains nothing while the run looks healthy (loss 0, unchanged weights): grounding's `iou_reward` on point
+    answers is the classic case. A reward that raises would crash the first training step after the model loaded.
+    Both are refused here. A reward that scores some rows and returns None for others (boxes and points mixed) passes.
+
+    `reference_completion(row)` writes a row's reference answer in the form the recipe's rewards read (None: the row
+    has no reference, skipped). Rewards are called as TRL calls them: `prompts`, `completions` (conversational when
+    the prompt is), `completion_ids` (empty lists: there are no sampled ids), every other dataset column, and
+    `trainer_state=None`, `log_extra`/`log_metric` that discard what they get. Returns the scores per reward name.
+    """
+    from core.data import DataError, describe_row  # here: core.data pulls in `datasets`, which reward code need not
+
+    n = len(dataset)
+    indices = sorted({round(i * (n - 1) / max(num_rows - 1, 1)) for i in range(min(num_rows, n))}) if n else []
+    checked, completions = [], []
+    for index in indices:
+        row = dataset[index]
+        reference = reference_completion(row)
+        if reference is not None:
+            checked.append((index, row))
+            prompt = row.get("prompt")
+            conversational = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
+            completions.append([{"role": "assistant", "content": reference}] if conversational else reference)
+    if not checked:
+        return {}
+    rows = [row for _, row in checked]
+    columns = {key: [row.get(key) for row in rows] for key in rows[0] if key not in ("prompt", "completion")}
+    labels = ", ".join(describe_row(i, row.get("id", row.get("pid"))) for i, row in checked)
+    problems: list[str] = []
+    scores: dict[str, list[float | None]] = {}
+    for func in reward_funcs:
+        name = reward_name(func)
+        try:
+            values = func(
+                prompts=[row.get("prompt") for row in rows],
+                completions=completions,
+                completion_ids=[[] for _ in rows],
+                trainer_state=None,
+                log_extra=lambda *args, **kwargs: None,
+                log_metric=lambda *args, **kwargs: None,
+                **columns,
+            )
+        except Exception as err:  # any failure of user code is reported with the rows it ran on
+            problems.append(f"reward {name!r} raised {type(err).__name__}: {err} (reference answers of {labels})")
+            continue
+        values = list(values) if values is not None else []
+        if len(values) != len(rows):
+            problems.append(f"reward {name!r} returned {len(values)} values for {len(rows)} completions ({labels})")
+            continue
+        scores[name] = values
+        if all(value is None for value in values):
+            problems.append(
+                f"reward {name!r} returned None (cannot score) for the reference answer of every row checked: "
+                f"{labels}. It cannot score this data; drop it from reward_funcs or fix the data"
+            )
+    if problems:
+        raise DataError(problems, source=source)
+    return scores

@@ -4,6 +4,7 @@ trainer → train → save."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
@@ -48,6 +49,7 @@ def setup_run(training_args: GRPOConfig, *configs: Any) -> str | None:
     Returns the checkpoint to resume from (or None).
     """
     setup_logging(training_args)
+    check_save_steps(training_args)
     resume = resolve_resume(training_args)
     out = Path(training_args.output_dir)
     if resume is None and out.is_dir() and any(out.glob("checkpoint-*")):
@@ -59,6 +61,53 @@ def setup_run(training_args: GRPOConfig, *configs: Any) -> str | None:
         path = save_resolved_config(out, *configs, training_args)
         logger.info("resolved config written to %s", path)
     return resume
+
+
+def generation_interval(training_args: GRPOConfig) -> float:
+    """Optimizer steps between two of TRL's generations: TRL generates once every `steps_per_generation *
+    num_iterations` micro-batches (GRPOTrainer._prepare_inputs) and steps the optimizer every
+    `gradient_accumulation_steps` micro-batches."""
+    micro = training_args.steps_per_generation * training_args.num_iterations
+    return micro / training_args.gradient_accumulation_steps
+
+
+def save_steps_problem(training_args: GRPOConfig, save_steps: float | None = None) -> str | None:
+    """Why checkpoints every `save_steps` optimizer steps (default: the config's, when it is an absolute step count)
+    cannot be resumed exactly, or None when they can.
+
+    A checkpoint is exact only on a generation boundary: TRL keeps the unused rest of a generation batch in memory
+    (`_buffered_inputs`) and does not save it, and a resumed trainer restarts its micro-batch counter at 0, so a run
+    resumed inside a generation batch regenerates at different steps and ends with different weights.
+    """
+    if str(getattr(training_args.save_strategy, "value", training_args.save_strategy)) != "steps":
+        return None
+    save_steps = training_args.save_steps if save_steps is None else save_steps
+    if save_steps is None or save_steps < 1:  # a fraction of all steps: checked once the step count is known
+        return None
+    micro = training_args.steps_per_generation * training_args.num_iterations
+    accumulation = training_args.gradient_accumulation_steps
+    if (int(save_steps) * accumulation) % micro == 0:
+        return None
+    unit = micro // math.gcd(micro, accumulation)  # the smallest save_steps on a generation boundary
+    suggestion = max(unit, (int(save_steps) // unit) * unit)
+    return (
+        f"save_steps={int(save_steps)} puts checkpoints inside a generation batch: TRL generates once every "
+        f"steps_per_generation x num_iterations = {micro} micro-batches, i.e. every "
+        f"{generation_interval(training_args):g} optimizer steps with gradient_accumulation_steps={accumulation}, "
+        "and does not save the unused part of a "
+        "generation batch, so a run resumed from such a checkpoint regenerates at different steps and diverges. "
+        f"Use a save_steps that is a multiple of {unit} (e.g. --save_steps {suggestion})"
+        + (", or set steps_per_generation equal to gradient_accumulation_steps." if training_args.num_iterations == 1
+           else ".")
+    )
+
+
+def check_save_steps(training_args: GRPOConfig, save_steps: float | None = None) -> None:
+    """Raise ValueError (with the fix) when checkpoints would fall inside a generation batch; see
+    `save_steps_problem`. Called before any data or model is loaded."""
+    problem = save_steps_problem(training_args, save_steps)
+    if problem:
+        raise ValueError(problem)
 
 
 def train_and_save(trainer: GRPOTrainer, resume: str | None, final_dir: str | Path | None = None) -> dict[str, float]:

@@ -8,6 +8,8 @@ Added here:
   generation batch; the same tensors drive generation and travel per sample, as lists, through TRL's shuffling,
   micro-batch splitting and gradient accumulation into every log-prob forward. The video placeholder token is kept
   out of sampling, as TRL does for the image token.
+- Run guards: training stops with `UnscoredRewardsError` after `max_unscored_steps` generation batches in a row in
+  which no completion could be scored, and checkpoints inside a generation batch are refused (see core.run).
 - A start-up report of what trains (counts per vision/projector/language group), so a wrong LoRA switch is caught
   before hours of GPU time, and the reward-curve PNG written at the end of training.
 Everything else — generation, the image path, advantages, the loss — is TRL's.
@@ -23,12 +25,12 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.video_utils import VideoMetadata
 from trl import GRPOTrainer
-from trl.data_utils import apply_chat_template
 
 from core.lora import trainable_report
 from core.plots import PLOT_NAME, plot_reward_curves
+from core.prompts import encode_prompts
+from core.run import check_save_steps
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +52,56 @@ class RewardPlotCallback(TrainerCallback):
             logger.warning("no reward curve: %s", err)
 
 
+class GenerationBoundaryCallback(TrainerCallback):
+    """Refuses, before the first step, checkpoints that fall inside a generation batch when `save_steps` is a fraction
+    of all steps (an absolute save_steps is checked at start-up by `core.run.setup_run`)."""
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        check_save_steps(args, state.save_steps)
+
+
+class UnscoredRewardsError(RuntimeError):
+    """Training stopped: no completion could be scored for `max_unscored_steps` generation batches in a row."""
+
+
+class UnscoredStepGuard:
+    """Counts consecutive generation batches in which every reward returned None for every completion.
+
+    TRL turns None into NaN and gives an unscored completion zero advantage, so such steps train nothing while the
+    loss, gradient norm and logs look calm; a run whose judge is down would "succeed" with unchanged weights.
+    """
+
+    def __init__(self, reward_names: list[str], max_unscored_steps: int) -> None:
+        self.reward_names = reward_names
+        self.max_unscored_steps = max_unscored_steps
+        self.consecutive = 0
+
+    def update(self, rewards_per_func: torch.Tensor) -> None:
+        """`rewards_per_func`: (completions, rewards) across all processes, NaN where a reward returned None. Every
+        process sees the same gathered tensor, so all of them raise at the same step."""
+        unscored = torch.isnan(rewards_per_func)
+        if rewards_per_func.numel() == 0 or not bool(unscored.all(dim=1).all()):
+            self.consecutive = 0
+            return
+        self.consecutive += 1
+        if self.max_unscored_steps and self.consecutive >= self.max_unscored_steps:
+            raise UnscoredRewardsError(
+                f"no completion could be scored in {self.consecutive} consecutive generation batches "
+                f"(max_unscored_steps={self.max_unscored_steps}): rewards {', '.join(self.reward_names)} returned None "
+                "for every completion, so these steps had zero advantage and trained nothing. Check the reward "
+                "functions against the data, or the judge endpoint if a reward uses one; raise max_unscored_steps "
+                "(0 disables) to tolerate longer outages."
+            )
+
+
 class VLMGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.add_callback(RewardPlotCallback())
+        self.add_callback(GenerationBoundaryCallback())
+        self.unscored_guard = UnscoredStepGuard(
+            list(self.reward_func_names), int(getattr(self.args, "max_unscored_steps", 5))
+        )
         self._video_prompt: tuple[list[list[int]], dict[str, Any]] | None = None  # encoded prompts of this batch
         self._video_rows: dict[str, list[torch.Tensor]] | None = None  # per-row video tensors for log-prob forwards
         # A sampled image/video placeholder would claim vision features that do not exist. TRL suppresses the image
@@ -69,6 +117,12 @@ class VLMGRPOTrainer(GRPOTrainer):
         self.trainable_summary = trainable_report(self.model)
         if self.accelerator.is_main_process:
             print(self.trainable_summary, flush=True)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.model.training:  # evaluation batches neither count nor reset the streak
+            self.unscored_guard.update(rewards_per_func)
+        return rewards_per_func
 
     # ----------------------------------------------------------------------------------------------- video path
     def encode_video_prompts(self, prompts: list, videos: list, fps: list | None = None) -> Any:
@@ -184,23 +238,8 @@ def encode_video_prompts(
     processor: Any, prompts: list, videos: list, fps: list | None = None, **chat_template_kwargs: Any
 ) -> Any:
     """Processor call for conversational prompts with one video each (a list of PIL frames per prompt), as used for
-    generation, every log-prob forward and evaluation. Frames arrive already sampled by the recipe, so the
-    processor must not sample again; the chat template already holds the special tokens."""
-    texts = [apply_chat_template({"prompt": p}, processor, **chat_template_kwargs)["prompt"] for p in prompts]
-    videos_kwargs: dict[str, Any] = {"do_sample_frames": False}
-    if fps is not None:  # per-clip rate of the sampled frames: Qwen2.5-VL's temporal positions follow it
-        videos_kwargs["video_metadata"] = [
-            VideoMetadata(total_num_frames=len(v), fps=f, frames_indices=list(range(len(v))))
-            for v, f in zip(videos, fps, strict=True)
-        ]
-    return processor(
-        text=texts,
-        videos=videos,
-        padding=True,
-        return_tensors="pt",
-        add_special_tokens=False,
-        videos_kwargs=videos_kwargs,
-    )
+    generation and every log-prob forward: `core.prompts.encode_prompts`, the one prompt encoder evaluation shares."""
+    return encode_prompts(processor, prompts, videos=videos, fps=fps, **chat_template_kwargs)
 
 
 def split_video_tensors(encoding: Any) -> dict[str, list[torch.Tensor]]:

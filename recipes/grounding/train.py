@@ -8,9 +8,12 @@ Direct:  python recipes/grounding/train.py --config recipes/grounding/config_smo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from data import build_dataset
+from datasets import Dataset
 from rewards import FRAMES, REWARD_NAMES, build_reward_funcs, frame_for_family
 
 from core.config import parse_config
@@ -29,8 +32,8 @@ class ScriptArguments:
     images_root: str | None = field(
         default=None,
         metadata={
-            "help": "Folder that relative image paths are resolved against (default: the folder "
-            "of train_file). Relative data paths are tried from the working directory, then from "
+            "help": "Folder that relative image paths of train_file and eval_file are resolved against (default: "
+            "each data file's own folder). Relative data paths are tried from the working directory, then from "
             "this recipe's folder."
         },
     )
@@ -46,21 +49,30 @@ class ScriptArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
 
 
+def build_datasets(script_args: ScriptArguments, processor: Any) -> tuple[Dataset, Dataset | None]:
+    """Train and (optional) eval datasets. Each file's relative image paths resolve from that file's own folder
+    unless images_root is set, as evaluate.py does, so an eval file kept elsewhere finds its own images."""
+    images_root = resolve_input_path(script_args.images_root, RECIPE_DIR)
+    build = partial(
+        build_dataset,
+        images_root=images_root,
+        image_processor=processor.image_processor,
+        system_prompt=script_args.system_prompt,
+    )
+    train_dataset = build(resolve_input_path(script_args.train_file, RECIPE_DIR))
+    if script_args.max_train_samples:
+        train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
+    eval_file = resolve_input_path(script_args.eval_file, RECIPE_DIR)
+    return train_dataset, build(eval_file) if eval_file else None
+
+
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
     resume = setup_run(training_args, script_args, model_args)
 
     # Data and rewards are checked before the model loads: a bad row fails in seconds, not after the weights.
     processor, family = load_processor(model_args), model_family(model_args.model_name_or_path)
-    train_file = resolve_input_path(script_args.train_file, RECIPE_DIR)
-    eval_file = resolve_input_path(script_args.eval_file, RECIPE_DIR)
-    images_root = resolve_input_path(script_args.images_root, RECIPE_DIR) or str(Path(train_file).parent)
-    train_dataset = build_dataset(train_file, images_root, processor.image_processor, script_args.system_prompt)
-    if script_args.max_train_samples:
-        train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
-    eval_dataset = None
-    if eval_file:
-        eval_dataset = build_dataset(eval_file, images_root, processor.image_processor, script_args.system_prompt)
+    train_dataset, eval_dataset = build_datasets(script_args, processor)
 
     frame = frame_for_family(family) if script_args.coord_frame == "auto" else script_args.coord_frame
     reward_funcs = build_reward_funcs(script_args.reward_funcs, frame)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data import build_dataset
+from datasets import Dataset
 from rewards import DEFAULT_WEIGHTS, REWARD_NAMES, build_reward_funcs
 
 from core.config import parse_config
@@ -39,8 +40,9 @@ class ScriptArguments:
     video_root: str | None = field(
         default=None,
         metadata={
-            "help": "Folder relative video paths start from (default: the folder of train_file). Relative "
-            "data paths are tried from the working directory, then from this recipe's folder."
+            "help": "Folder relative video paths of train_file and eval_file start from (default: each data "
+            "file's own folder). Relative data paths are tried from the working directory, then from this "
+            "recipe's folder."
         },
     )
     min_frames: int = field(default=4, metadata={"help": "Fewest frames sampled per clip (records' meta wins)."})
@@ -67,6 +69,23 @@ class ScriptArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
 
 
+def build_datasets(script_args: ScriptArguments) -> tuple[Dataset, Dataset | None]:
+    """Train and (optional) eval datasets. Each file's relative video paths resolve from that file's own folder
+    unless video_root is set, as evaluate.py does, so an eval file kept elsewhere finds its own clips."""
+    data_kwargs = {
+        "video_root": resolve_input_path(script_args.video_root, RECIPE_DIR),
+        "min_frames": script_args.min_frames,
+        "max_frames": script_args.max_frames,
+        "max_pixels_per_frame": script_args.max_pixels_per_frame,
+        "system_prompt": script_args.system_prompt,
+    }
+    train_dataset = build_dataset(resolve_input_path(script_args.train_file, RECIPE_DIR), **data_kwargs)
+    if script_args.max_train_samples:
+        train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
+    eval_file = resolve_input_path(script_args.eval_file, RECIPE_DIR)
+    return train_dataset, build_dataset(eval_file, **data_kwargs) if eval_file else None
+
+
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments, aliases=ORIGINAL_NAMES)
     if training_args.reward_weights is None:
@@ -79,20 +98,7 @@ def main() -> None:
     resume = setup_run(training_args, script_args, model_args)
 
     processor = load_processor(model_args)
-    train_file = resolve_input_path(script_args.train_file, RECIPE_DIR)
-    eval_file = resolve_input_path(script_args.eval_file, RECIPE_DIR)
-    video_root = resolve_input_path(script_args.video_root, RECIPE_DIR) or str(Path(train_file).parent)
-    data_kwargs = {
-        "video_root": video_root,
-        "min_frames": script_args.min_frames,
-        "max_frames": script_args.max_frames,
-        "max_pixels_per_frame": script_args.max_pixels_per_frame,
-        "system_prompt": script_args.system_prompt,
-    }
-    train_dataset = build_dataset(train_file, **data_kwargs)
-    if script_args.max_train_samples:
-        train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
-    eval_dataset = build_dataset(eval_file, **data_kwargs) if eval_file else None
+    train_dataset, eval_dataset = build_datasets(script_args)
 
     reward_funcs = build_reward_funcs(script_args.reward_funcs)
 

@@ -12,13 +12,16 @@ with Pillow, (2) batch-encoded images and chat-formatted prompts with `AutoProce
 `pixel_values`, `image_grid_thw`, the raw `prompt`, the `solution` and per-image `scales` (original size / resized
 size, used to map the model's coordinates back). In TRL 1.16 the split is:
 
-* (1) image loading -> the dataset's `image` column is a `datasets.Image(mode="RGB")` feature holding file *paths*;
-  `datasets` opens and decodes the file only when a row is accessed (see `to_dataset`), so nothing is held in memory.
+* (1) image loading -> the dataset's `image` column is a `core.images.NormalizedImage` feature holding file *paths*;
+  `datasets` opens and decodes the file only when a row is accessed (see `to_dataset`), so nothing is held in memory,
+  and every image goes through `core.images.open_image` (upright 8-bit RGB, transparency on white, downscaled once
+  to the processor's pixel budget).
 * (2) processor call -> `GRPOTrainer` itself: it fills the `{"type": "image"}` placeholder of the conversational
   `prompt` from the `image` column and calls the processor (`pixel_values`, `image_grid_thw`, ...) per batch.
 * (3) `solution` and the size information -> ordinary dataset columns, which GRPOTrainer passes to the reward
   functions as keyword arguments. Instead of a scale factor we store the original `image_size` and the
-  `model_image_size` (what the processor resizes to, see `core.vision.model_image_size`); rewards convert frames.
+  `model_image_size` (what the processor resizes the LOADED image to, see `core.vision.model_image_size` and
+  `core.images.fit_size`); rewards convert frames.
 
 What is left here is therefore only lazy loading, up-front validation and the size columns.
 """
@@ -34,7 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from PIL import ExifTags, Image
+from PIL import Image
+
+from core.images import DEFAULT_MAX_PIXELS, NormalizedImage, oriented_size
 
 __all__ = [
     "SAMPLE_MARKER",
@@ -50,11 +55,6 @@ __all__ = [
     "sample_is_current",
     "to_dataset",
 ]
-
-# EXIF orientations that rotate by 90/270 degrees: after `exif_transpose` (which `datasets.Image` applies on decode)
-# width and height are swapped relative to the file header.
-_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
-
 
 class DataError(ValueError):
     """A data file has problems; the message lists every one of them, not just the first.
@@ -188,8 +188,9 @@ def resolve_image_path(path: str | os.PathLike[str], images_root: str | os.PathL
 class ImageInfo:
     """What `inspect_images` learned about one row's image.
 
-    `size` is (width, height) as the image is decoded by `datasets.Image` (EXIF orientation applied), or None when
-    the image could not be read; `problem` is a ready-to-print message, or None when the image is fine.
+    `size` is (width, height) of the file's upright picture (EXIF orientation applied, as `core.images` decodes it;
+    before any downscale to a pixel budget), or None when the image could not be read; `problem` is a ready-to-print
+    message, or None when the image is fine.
     """
 
     path: Path | None
@@ -216,15 +217,12 @@ def _inspect_one(index: int, row: Mapping[str, Any], images_root: Any, id_key: s
         with Image.open(path) as image:
             image.verify()
         with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(ExifTags.Base.Orientation)
+            size = oriented_size(image)
             image.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale; a no-op for other formats
             image.load()
     except Exception as err:  # Pillow raises many unrelated types for bad files; all mean "cannot decode"
         return ImageInfo(path, None, f"{where}: cannot decode ({type(err).__name__}: {err})")
-    if orientation in _TRANSPOSING_ORIENTATIONS:
-        width, height = height, width
-    return ImageInfo(path, (width, height), None)
+    return ImageInfo(path, size, None)
 
 
 def inspect_images(
@@ -266,12 +264,16 @@ def check_images(
     return [info.problem for info in inspect_images(rows, images_root, id_key, image_key) if info.problem]
 
 
-def to_dataset(rows: Iterable[Mapping[str, Any]], image_column: str = "image") -> datasets.Dataset:
-    """A `datasets.Dataset` whose `image_column` holds file paths, decoded to RGB PIL images only when accessed.
+def to_dataset(
+    rows: Iterable[Mapping[str, Any]], image_column: str = "image", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> datasets.Dataset:
+    """A `datasets.Dataset` whose `image_column` holds file paths, decoded only when accessed.
 
     Paths should be absolute (see `resolve_image_path`). Storing paths keeps the Arrow table small and makes
-    building the dataset instant even for large sets; `Image(mode="RGB")` converts palette/grey/RGBA files on decode
-    so that every image reaching the processor has three channels.
+    building the dataset instant even for large sets. Decoding goes through `core.images.open_image` (the column is
+    a `NormalizedImage`): every image reaching the processor is upright 8-bit RGB with transparency on white, and at
+    most `max_pixels` (aspect kept; pass the processor's `core.vision.max_image_pixels`), i.e. exactly
+    `core.images.fit_size(*ImageInfo.size, max_pixels)`: record that size, not the file's, as what the model sees.
     """
     materialised = []
     for row in rows:
@@ -282,7 +284,7 @@ def to_dataset(rows: Iterable[Mapping[str, Any]], image_column: str = "image") -
     if not materialised:
         raise DataError(["no rows to build a dataset from"])
     dataset = datasets.Dataset.from_list(materialised)
-    return dataset.cast_column(image_column, datasets.Image(mode="RGB"))
+    return dataset.cast_column(image_column, NormalizedImage(max_pixels=max_pixels))
 
 
 # ------------------------------------------------------------------------------------------ offline sample folders

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["model_image_size"]
+__all__ = ["max_image_pixels", "model_image_size"]
 
 # Qwen2VLImageProcessor class defaults (transformers 5.23), used only when a processor carries no bounds at all.
 _QWEN_DEFAULT_MIN_PIXELS = 56 * 56
 _QWEN_DEFAULT_MAX_PIXELS = 28 * 28 * 1280
+# Fixed-size processors (Gemma-3: 896x896) stretch every image to (h, w); keeping up to twice each side before that
+# resize leaves it at least 2x2 source pixels per output pixel to average, so nothing the model sees is lost.
+FIXED_SIZE_OVERSAMPLING = 2
 
 
 def _get(container: Any, key: str) -> Any:
@@ -38,6 +41,39 @@ def _is_dynamic_qwen(image_processor: Any) -> bool:
     return type(image_processor).__name__.startswith("Qwen2VLImageProcessor")
 
 
+def _unwrap(image_processor: Any) -> Any:
+    """The image processor itself; a full `ProcessorMixin` is accepted too."""
+    return getattr(image_processor, "image_processor", None) or image_processor
+
+
+def _qwen_pixel_bounds(processor: Any) -> tuple[int, int]:
+    """(min_pixels, max_pixels) of a Qwen2VLImageProcessor, whichever spelling (see the module docstring) holds them."""
+    size = getattr(processor, "size", None)
+    min_pixels = _first(_get(size, "shortest_edge"), _get(size, "min_pixels"), getattr(processor, "min_pixels", None))
+    max_pixels = _first(_get(size, "longest_edge"), _get(size, "max_pixels"), getattr(processor, "max_pixels", None))
+    return int(_first(min_pixels, _QWEN_DEFAULT_MIN_PIXELS)), int(_first(max_pixels, _QWEN_DEFAULT_MAX_PIXELS))
+
+
+def max_image_pixels(image_processor: Any) -> int | None:
+    """The most pixels an image needs at load time for this processor; None when it cannot be told.
+
+    Qwen2-VL / Qwen2.5-VL / Qwen3-VL: the processor's `max_pixels` (`size["longest_edge"]`): `smart_resize` shrinks
+    anything larger to that budget anyway, so decoding more only costs time and memory. Fixed-size processors
+    (Gemma-3, `size={"height": h, "width": w}`): (2h) * (2w), see `FIXED_SIZE_OVERSAMPLING`. A processor that does
+    not resize, or one this module does not know: None (`core.images.DEFAULT_MAX_PIXELS` is the caller's fallback).
+    """
+    processor = _unwrap(image_processor)
+    if processor is None or getattr(processor, "do_resize", True) is False:
+        return None
+    if _is_dynamic_qwen(processor):
+        return _qwen_pixel_bounds(processor)[1]
+    size = getattr(processor, "size", None)
+    fixed_height, fixed_width = _get(size, "height"), _get(size, "width")
+    if fixed_height and fixed_width:
+        return int(fixed_height) * int(fixed_width) * FIXED_SIZE_OVERSAMPLING**2
+    return None
+
+
 def model_image_size(image_processor: Any, width: int, height: int) -> tuple[int, int]:
     """(width, height) of a `width` x `height` image after `image_processor` has resized it.
 
@@ -46,7 +82,7 @@ def model_image_size(image_processor: Any, width: int, height: int) -> tuple[int
     `size={"height": h, "width": w}`) stretch every image to that size. A full `ProcessorMixin` is accepted too (its
     `image_processor` is used). Anything else raises TypeError: guessing would silently corrupt coordinate rewards.
     """
-    processor = getattr(image_processor, "image_processor", None) or image_processor
+    processor = _unwrap(image_processor)
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if getattr(processor, "do_resize", True) is False:
@@ -58,18 +94,9 @@ def model_image_size(image_processor: Any, width: int, height: int) -> tuple[int
         from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
         factor = int(processor.patch_size) * int(processor.merge_size)
-        min_pixels = _first(
-            _get(size, "shortest_edge"), _get(size, "min_pixels"), getattr(processor, "min_pixels", None)
-        )
-        max_pixels = _first(
-            _get(size, "longest_edge"), _get(size, "max_pixels"), getattr(processor, "max_pixels", None)
-        )
+        min_pixels, max_pixels = _qwen_pixel_bounds(processor)
         resized_height, resized_width = smart_resize(
-            height,
-            width,
-            factor=factor,
-            min_pixels=int(_first(min_pixels, _QWEN_DEFAULT_MIN_PIXELS)),
-            max_pixels=int(_first(max_pixels, _QWEN_DEFAULT_MAX_PIXELS)),
+            height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels
         )
         return int(resized_width), int(resized_height)
 

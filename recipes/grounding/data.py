@@ -8,8 +8,10 @@ Record format (a `.json` list / `{"data": [...]}`, or `.jsonl` with one object p
      "solution": [x1, y1, x2, y2]}           # ground-truth box in ORIGINAL image pixels, x2 > x1, y2 > y1
 
 `solution` may also be a point `[x, y]` (a point target): then only point-style rewards apply (accuracy by
-distance; IoU returns None). Coordinates are in pixels of the image as decoded, i.e. after EXIF rotation, which is
-how `datasets` hands it to the processor.
+distance; IoU returns None). Coordinates are in pixels of the upright image, i.e. after EXIF rotation, at the file's
+full resolution. The model may get a smaller copy (`core.images`: an image above the processor's pixel budget is
+downscaled once at load time, aspect kept); `model_image_size` is computed from that copy, so the rewards' frame
+conversion (`rewards.to_original`) still lands in the file's pixels.
 
 `build_dataset` validates every row before returning and raises one `DataError` listing all problems (empty
 sentence, malformed/inverted/negative/out-of-image solution, missing or undecodable image, duplicate id).
@@ -48,7 +50,8 @@ from core.data import (
     sample_is_current,
     to_dataset,
 )
-from core.vision import model_image_size
+from core.images import DEFAULT_MAX_PIXELS, fit_size
+from core.vision import max_image_pixels, model_image_size
 
 PROMPT_TEMPLATE = "Locate {problem} in the image. Output its bounding box as [x1, y1, x2, y2] inside <answer></answer>."
 
@@ -98,9 +101,12 @@ def build_dataset(
 ) -> datasets.Dataset:
     """Load, validate and convert a grounding file into the dataset GRPOTrainer and the rewards expect.
 
-    Columns: `prompt` (conversational, image placeholder then text), `image` (path, decoded lazily to RGB PIL),
-    `solution` (floats, original pixels), `image_size` ([w, h] original), `model_image_size` ([w, h] after the
-    processor's resize; equals `image_size` without a processor), `id`, `problem` (the sentence, for logs).
+    Columns: `prompt` (conversational, image placeholder then text), `image` (path, decoded lazily by
+    `core.images.open_image`: RGB, transparency on white, downscaled to the processor's pixel budget
+    `core.vision.max_image_pixels`, else `core.images.DEFAULT_MAX_PIXELS`), `solution` (floats, original pixels),
+    `image_size` ([w, h] original: the frame of `solution`), `model_image_size` ([w, h] the model works in: the
+    processor's resize of the LOADED, possibly downscaled, image; without a processor the loaded size, which equals
+    `image_size` unless the image was over the budget), `id`, `problem` (the sentence, for logs).
     `images_root` defaults to the data file's folder. Raises `DataError` listing every problem found.
     """
     path = Path(path)
@@ -110,6 +116,8 @@ def build_dataset(
         raise DataError([f"{path}: no records"], source=path)
 
     images = inspect_images(records, root)
+    budget = max_image_pixels(image_processor) if image_processor is not None else None
+    budget = DEFAULT_MAX_PIXELS if budget is None else budget
     problems: list[str] = []
     rows: list[dict[str, Any]] = []
     ids = row_ids(records)
@@ -136,8 +144,11 @@ def build_dataset(
 
         seen_size = None
         if info.size is not None:
+            loaded_size = fit_size(*info.size, max_pixels=budget)  # what `to_dataset`'s decode hands the processor
             try:
-                seen_size = model_image_size(image_processor, *info.size) if image_processor is not None else info.size
+                seen_size = loaded_size
+                if image_processor is not None:
+                    seen_size = model_image_size(image_processor, *loaded_size)
             except ValueError as err:  # e.g. aspect ratio > 200; an unknown processor is a TypeError and propagates
                 row_problems.append(f"{label}: image {info.size[0]}x{info.size[1]} cannot be resized: {err}")
 
@@ -159,7 +170,7 @@ def build_dataset(
     problems += duplicate_id_problems(ids)
     if problems:
         raise DataError(problems, source=path)
-    return to_dataset(rows)
+    return to_dataset(rows, max_pixels=budget)
 
 
 # ------------------------------------------------------------------------------------------------ synthetic sample

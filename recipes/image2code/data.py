@@ -56,6 +56,7 @@ from core.data import (
     row_ids,
     sample_is_current,
 )
+from core.images import DEFAULT_MAX_PIXELS, NormalizedImage, open_image
 
 PROMPT = (
     "Write Python code using matplotlib that recreates this image exactly: the same chart type, data, colours, "
@@ -96,8 +97,10 @@ def build_dataset(
 ) -> datasets.Dataset:
     """Load and validate an image2code file into the dataset GRPOTrainer and the rewards expect.
 
-    Columns: `prompt` (conversational: image placeholder then `PROMPT`), `image` (RGB PIL on access: path records
-    are decoded lazily from their file, base64 records are stored as bytes), `reference_code`, `description`, `id`.
+    Columns: `prompt` (conversational: image placeholder then `PROMPT`), `image` (PIL on access, through
+    `core.images.open_image`: RGB with transparency on white, as `similarity` normalises the rendered candidate;
+    path records are decoded lazily from their file, base64 records are stored as bytes), `reference_code`,
+    `description`, `id`.
     `images_root` (for relative `image_path`) defaults to the data file's folder; `max_samples` keeps the first N
     records (only those are validated). Raises `DataError` listing every problem found.
     """
@@ -167,14 +170,15 @@ def build_dataset(
     if problems:
         raise DataError(problems, source=path)
     dataset = datasets.Dataset.from_list(rows)
-    return dataset.cast_column("image", datasets.Image(mode="RGB"))
+    return dataset.cast_column("image", NormalizedImage(max_pixels=DEFAULT_MAX_PIXELS))
 
 
 # -------------------------------------------------------------------------------------------------------- rendering
 
 
 def render_code(code: str) -> Image.Image:
-    """Run trusted reference code in-process (Agg, default style) and return the current figure as an RGB image.
+    """Run trusted reference code in-process (Agg, default style) and return the current figure as an RGB image
+    (`core.images.open_image`: a transparent figure background becomes white, as in the dataset and the reward).
 
     The rendering convention is the module docstring's. Only for OUR generated code: user/model code goes through
     the sandbox.
@@ -193,9 +197,7 @@ def render_code(code: str) -> Image.Image:
             figure.savefig(buffer, format="png", dpi=figure.dpi, metadata={"Software": None})
     finally:
         plt.close("all")
-    buffer.seek(0)
-    with Image.open(buffer) as image:
-        return image.convert("RGB")
+    return open_image(buffer.getvalue())
 
 
 # ------------------------------------------------------------------------------------------------- synthetic sample

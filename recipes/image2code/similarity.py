@@ -2,8 +2,10 @@
 
 Normalisation (done first, by `normalise_pair`)
 -----------------------------------------------
-* Colour space: both images become RGB; transparency (RGBA, LA, P with transparency) is composited over WHITE,
-  matplotlib's default figure background, so a transparent PNG of a chart matches the opaque one.
+* Colour space: both images go through the same `core.images.normalize_image` that loaded the reference into the
+  dataset: 8-bit RGB, transparency (RGBA, LA, P or L/RGB with a transparent colour) composited over WHITE,
+  matplotlib's default figure background, so a transparent PNG of a chart matches the opaque one and a reference
+  with a transparent background scores exactly 1 against its own rendering.
 * Size: the reference is downscaled (never upscaled), keeping its aspect ratio, so that its long side is at most
   `WORKING_SIZE` (256 px); the generated image is then resized to exactly that size (bilinear), whatever its own
   size or aspect ratio. A generated image of the wrong size is therefore not rejected, only compared after
@@ -40,6 +42,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
+
+from core.images import normalize_image
 
 __all__ = [
     "COMPONENTS",
@@ -92,20 +96,9 @@ class SimilarityWeights:
 # ----------------------------------------------------------------------------------------------------- normalisation
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB, with any transparency composited over white."""
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def normalise_pair(reference: Image.Image, generated: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     """Both images as float64 HxWx3 arrays (0..255) of the same size: the reference's, capped at WORKING_SIZE."""
-    reference, generated = _to_rgb(reference), _to_rgb(generated)
+    reference, generated = normalize_image(reference), normalize_image(generated)
     width, height = reference.size
     if width < 1 or height < 1:
         raise ValueError(f"reference image has no pixels ({width}x{height})")

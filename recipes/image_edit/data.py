@@ -23,6 +23,7 @@ import datasets
 from PIL import Image, ImageDraw
 
 from core.data import DataError, mark_sample_written, sample_is_current
+from core.images import DEFAULT_MAX_PIXELS, normalize_image
 
 HUB_NAME = "UCSC-VLAA/Complex-Edit"
 SPLITS = ("test_real", "test_syn")
@@ -62,7 +63,11 @@ def build_dataset(
     complexities: Sequence[int] = (1, 2, 3),
     max_samples: int | None = None,
 ) -> datasets.Dataset:
-    """Rows `prompt`, `image`, `instruction`, `complexity`, `id`; every problem reported at once."""
+    """Rows `prompt`, `image`, `instruction`, `complexity`, `id`; every problem reported at once.
+
+    `image` is `core.images.normalize_image` of the source picture (upright 8-bit RGB, transparency on white, at
+    most `DEFAULT_MAX_PIXELS`); train.py then resizes it to the pipeline's condition area as the pipeline would.
+    """
     bad = [c for c in complexities if not 1 <= int(c) <= MAX_COMPLEXITY]
     if bad:
         raise ValueError(f"complexities must be in 1..{MAX_COMPLEXITY}, got {bad}")
@@ -90,7 +95,7 @@ def build_dataset(
     images = []
     for r in rows:
         try:
-            images.append(tables[r["split"]][r["row"]]["image"].convert("RGB"))
+            images.append(normalize_image(tables[r["split"]][r["row"]]["image"], max_pixels=DEFAULT_MAX_PIXELS))
         except Exception as err:  # any decode failure is reported with its row
             problems.append(f"{r['id']}: image cannot be decoded ({type(err).__name__}: {err})")
     if problems:

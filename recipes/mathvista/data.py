@@ -44,7 +44,7 @@ from typing import Any
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageOps
+from PIL import Image
 from rewards import RewardConfig
 
 from core.data import (
@@ -56,6 +56,7 @@ from core.data import (
     resolve_image_path,
     sample_is_current,
 )
+from core.images import normalize_image
 
 HUB_NAME = "AI4Math/MathVista"
 DEFAULT_SPLIT = "testmini"
@@ -463,26 +464,10 @@ def _open_image(decoded: Any, image: Any, root: Path | None) -> Image.Image:
     return Image.open(file)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB with transparency flattened onto white: a plain convert would paint transparent chart backgrounds black."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return image.convert("RGB")
-
-
 def prepare_image(image: Image.Image, image_size: int) -> Image.Image:
-    """What the model sees of any picture (training rows, infer.py): RGB, longest side at most `image_size`."""
-    rgb = _to_rgb(image)
-    width, height = rgb.size
-    if max(width, height) > image_size:
-        scale = image_size / max(width, height)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        rgb = rgb.resize(size, Image.Resampling.LANCZOS)
-    return rgb
+    """What the model sees of any picture (training rows, infer.py): `core.images.normalize_image` (upright 8-bit
+    RGB, transparency on white, 16-bit greys kept), longest side at most `image_size` (downscaled once, never up)."""
+    return normalize_image(image, max_side=image_size)
 
 
 def _prepare_image(decoded: Any, image: Any, root: Path | None, image_size: int) -> tuple[dict | None, str | None]:
@@ -495,12 +480,11 @@ def _prepare_image(decoded: Any, image: Any, root: Path | None, image_size: int)
         with _open_image(decoded, image, root) as opened:
             source_format = opened.format
             opened.load()
-            rgb = _to_rgb(opened)
+            rgb = prepare_image(opened, image_size)
     except (LookupError, FileNotFoundError) as err:
         return None, str(err)
     except Exception as err:  # Pillow raises many unrelated types for bad data; all mean "cannot decode"
         return None, f"cannot decode image ({type(err).__name__}: {err})"
-    rgb = prepare_image(rgb, image_size)
     buffer = io.BytesIO()
     if source_format in ("JPEG", "MPO"):
         rgb.save(buffer, format="JPEG", quality=95)

@@ -54,7 +54,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from PIL import Image
-from similarity import COMPONENTS, SimilarityWeights, _to_rgb, image_similarity
+from similarity import COMPONENTS, SimilarityWeights, image_similarity, normalise_pair
 
 from core.rewards import completion_text, load_object
 
@@ -157,9 +157,10 @@ def extract_code(text: Any) -> str:
 
 
 def is_blank(image: Image.Image) -> bool:
-    """Whether an image is a single colour once composited over white (as similarity sees it): nothing was drawn."""
-    extrema = _to_rgb(image).getextrema()
-    return all(low == high for low, high in extrema)
+    """Whether an image is a single colour as the similarity measure sees it (normalised by
+    `similarity.normalise_pair`: RGB with transparency over white, at its working size): nothing was drawn."""
+    _, seen = normalise_pair(image, image)
+    return bool((seen.max(axis=(0, 1)) == seen.min(axis=(0, 1))).all())
 
 
 def effective_status(result: Any) -> str:

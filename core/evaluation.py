@@ -11,6 +11,8 @@ from transformers import AutoProcessor
 
 from core.config import VLMModelConfig, load_resolved_config
 from core.models import load_model, model_family, set_pixel_bounds
+from core.prompts import encode_prompts
+from core.trainer import VIDEO_COLUMN, VIDEO_FPS_COLUMN
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +46,46 @@ def load_trained_policy(run_dir: str | Path, device: str) -> tuple[Any, Any, str
 
 @torch.no_grad()
 def generate_greedy(
-    model: Any, processor: Any, rows: list[dict], max_new_tokens: int, streamer: Any = None
+    model: Any,
+    processor: Any,
+    rows: list[dict],
+    max_new_tokens: int,
+    streamer: Any = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Greedy completions for rows holding a conversational `prompt` and an `image`, as the recipes' datasets do.
+    """Greedy completions for dataset rows as the recipes build them: a conversational `prompt` with an `image` (or
+    `images`), or with a `video` (sampled frames, optionally `video_fps`).
 
-    Greedy, so an evaluation is repeatable; `streamer` (e.g. transformers' TextStreamer) sees tokens as they come.
+    The model inputs are the training ones (`encode_rows`): one `<bos>` for Gemma-3, not the two a
+    rendered-then-retokenised template gives, and a clip's frame rate as in training. Greedy, so an evaluation is
+    repeatable; `streamer` (e.g. transformers' TextStreamer) sees tokens as they come; `chat_template_kwargs` are the
+    run's, if it set any.
     """
-    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
-    inputs = processor(text=texts, images=[[r["image"]] for r in rows], padding=True, return_tensors="pt")
-    inputs = inputs.to(model.device)
+    inputs = encode_rows(processor, rows, **(chat_template_kwargs or {})).to(model.device)
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer)
     return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def encode_rows(processor: Any, rows: list[dict], **chat_template_kwargs: Any) -> Any:
+    """`core.prompts.encode_prompts` for dataset rows, their media read from the columns the trainer reads them from:
+    TRL 1.16's `GRPOTrainer._generate_and_score_completions` for `images`/`image` (a None image: a text-only prompt),
+    `VLMGRPOTrainer._generate_and_score_completions` for `video` and `video_fps` (the rate only when every row has
+    one, else the processor's default)."""
+    prompts = [r["prompt"] for r in rows]
+    if VIDEO_COLUMN in rows[0]:
+        fps = [r.get(VIDEO_FPS_COLUMN) for r in rows]
+        fps = fps if all(f is not None for f in fps) else None
+        videos = [r[VIDEO_COLUMN] for r in rows]
+        return encode_prompts(processor, prompts, videos=videos, fps=fps, **chat_template_kwargs)
+    if "images" in rows[0]:
+        images = [r.get("images") for r in rows]
+    elif "image" in rows[0]:
+        images = [[r["image"]] if r.get("image") is not None else None for r in rows]
+    else:
+        images = None
+    if images is not None and all(not imgs for imgs in images):
+        images = None
+    return encode_prompts(processor, prompts, images=images, **chat_template_kwargs)
 
 
 def load_trained_pipeline(run_dir: str | Path, device: str, edit: bool) -> tuple[Any, dict]:

@@ -22,6 +22,7 @@ from core.diffusion import PolicyRenderer, condition_images, template_system_pro
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient, JudgeRequest, parse_score
 from core.judge_server import start_local_judge_if_asked
+from core.prompts import encode_prompts
 from core.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -62,10 +63,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     judge = JudgeClient(judge_args)
     judge.check()
 
-    texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
     with torch.no_grad():
         side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "left"  # batched generation
-        enc = processor(text=texts, images=[[img] for img in images], padding=True, return_tensors="pt").to(device)
+        enc = encode_prompts(processor, [r["prompt"] for r in rows], images=[[img] for img in images]).to(device)
         processor.tokenizer.padding_side = side  # the embeddings pad as the pipeline does
         out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False)
         completion_ids = [

@@ -25,6 +25,7 @@ from core.diffusion import PolicyRenderer, template_system_prompt
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient
 from core.judge_server import start_local_judge_if_asked
+from core.prompts import encode_prompts
 from core.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -70,10 +71,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     judge = JudgeClient(judge_args)
     judge.check()
 
-    texts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
     with torch.no_grad():
         side, tokenizer.padding_side = tokenizer.padding_side, "left"  # batched generation
-        enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False).to(device)
+        enc = encode_prompts(tokenizer, [r["prompt"] for r in rows]).to(device)  # the ids training generates from
         tokenizer.padding_side = side  # the embeddings pad as the pipeline does
         out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False)
         completion_ids = [

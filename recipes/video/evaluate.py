@@ -13,27 +13,17 @@ import json
 import logging
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import torch
 from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import action_score, format_reward, parse_actions
 
-from core.evaluation import load_trained_policy
+from core.evaluation import generate_greedy, load_trained_policy
 from core.run import resolve_input_path
-from core.trainer import encode_video_prompts
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
-
-
-@torch.no_grad()
-def generate(model: Any, processor: Any, rows: list[dict], max_new_tokens: int) -> list[str]:
-    inputs = encode_video_prompts(processor, [r["prompt"] for r in rows], [r["video"] for r in rows])
-    inputs = inputs.to(model.device)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def set_iou(predicted: list[str], truth: list[str]) -> float:
@@ -98,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     clips: list[list[Image.Image]] = []
     for start in range(0, len(dataset), args.batch_size):
         rows = [dataset[i] for i in range(start, min(start + args.batch_size, len(dataset)))]
-        completions = generate(model, processor, rows, args.max_new_tokens)
+        completions = generate_greedy(model, processor, rows, args.max_new_tokens)  # frames and fps as in training
         formats = format_reward(completions)
         for row, text, fmt in zip(rows, completions, formats, strict=True):
             predicted = parse_actions(text)

@@ -107,8 +107,8 @@ def check_rewards_can_score(
     """
     from core.data import DataError, describe_row  # here: core.data pulls in `datasets`, which reward code need not
 
-    n = len(dataset)
-    indices = sorted({round(i * (n - 1) / max(num_rows - 1, 1)) for i in range(min(num_rows, n))}) if n else []
+    n, count = len(dataset), min(num_rows, len(dataset))
+    indices = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})  # first, last, evenly between
     checked, completions = [], []
     for index in indices:
         row = dataset[index]

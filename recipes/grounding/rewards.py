@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from core.rewards import completion_text, resolve_reward_funcs
@@ -108,6 +108,29 @@ def to_original(
             raise ValueError("frame 'pixels_resized' needs model_image_size (the processor-resized size)")
         scale_x, scale_y = width / float(model_image_size[0]), height / float(model_image_size[1])
     return [float(value) * (scale_x if i % 2 == 0 else scale_y) for i, value in enumerate(coords)]
+
+
+def from_original(
+    coords: Sequence[float],
+    frame: str,
+    image_size: Sequence[float] | None,
+    model_image_size: Sequence[float] | None = None,
+) -> list[float]:
+    """Inverse of `to_original`: original-image pixels -> `frame` (to write a reference answer as the model would)."""
+    unit = to_original([1.0] * len(coords), frame, image_size, model_image_size)
+    return [float(value) / scale for value, scale in zip(coords, unit, strict=True)]
+
+
+def reference_completion(frame: str) -> Callable[[Mapping[str, Any]], str]:
+    """A row's `solution` written as the model answers in `frame`: `<answer>[x1, y1, x2, y2]</answer>` (or [x, y]),
+    for `core.rewards.check_rewards_can_score` at start-up."""
+    _check_frame(frame)
+
+    def write(row: Mapping[str, Any]) -> str:
+        coords = from_original(row["solution"], frame, row.get("image_size"), row.get("model_image_size"))
+        return "<answer>[" + ", ".join(f"{value:.2f}" for value in coords) + "]</answer>"
+
+    return write
 
 
 # ----------------------------------------------------------------------------------------------------------- parsing

@@ -14,11 +14,12 @@ from typing import Any
 
 from data import build_dataset
 from datasets import Dataset
-from rewards import FRAMES, REWARD_NAMES, build_reward_funcs, frame_for_family
+from rewards import FRAMES, REWARD_NAMES, build_reward_funcs, frame_for_family, reference_completion
 
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor, model_family
+from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
@@ -76,6 +77,7 @@ def main() -> None:
 
     frame = frame_for_family(family) if script_args.coord_frame == "auto" else script_args.coord_frame
     reward_funcs = build_reward_funcs(script_args.reward_funcs, frame)
+    check_rewards_can_score(reward_funcs, train_dataset, reference_completion(frame), source=script_args.train_file)
 
     model = load_model(model_args)
     freeze_for_full_finetune(model, model_args)

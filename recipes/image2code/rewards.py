@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -339,6 +339,12 @@ def load_hook(path: str) -> Callable[..., float]:
     if not callable(func):
         raise ValueError(f"image2code hook {path!r} is not callable")
     return func
+
+
+def reference_completion(row: Mapping[str, Any]) -> str:
+    """The row's `reference_code` as a model answer (one fenced Python block), for
+    `core.rewards.check_rewards_can_score` at start-up: the reward renders it and compares it with the image."""
+    return f"```python\n{row['reference_code']}\n```"
 
 
 def build_reward_funcs(

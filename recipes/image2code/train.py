@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data import build_dataset
-from rewards import RewardConfig, build_reward_funcs
+from rewards import RewardConfig, build_reward_funcs, reference_completion
 
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
+from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.sandbox import Sandbox, SandboxLimits
 from core.trainer import VLMGRPOTrainer
@@ -88,18 +89,19 @@ def main() -> None:
     if training_args.reward_weights is None:
         training_args.reward_weights = weights
 
-    model = load_model(model_args)
-    freeze_for_full_finetune(model, model_args)
-    trainer = VLMGRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=processor,
-        peft_config=build_lora_config(model, model_args),
-    )
     try:
+        check_rewards_can_score(reward_funcs, train_dataset, reference_completion, source=script_args.train_file)
+        model = load_model(model_args)
+        freeze_for_full_finetune(model, model_args)
+        trainer = VLMGRPOTrainer(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=training_args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processor,
+            peft_config=build_lora_config(model, model_args),
+        )
         train_and_save(trainer, resume)
     finally:
         sandbox.close()

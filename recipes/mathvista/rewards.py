@@ -59,7 +59,7 @@ import ast
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -498,6 +498,18 @@ class CorrectnessReward:
             right = solution is not None and is_correct(solution, answers[i], **item)
             rewards.append(float(self.cfg.correctness_reward) if right else 0.0)
         return rewards
+
+
+def reference_completion(cfg: RewardConfig | None = None) -> Callable[[Mapping[str, Any]], str]:
+    """A well-formed answer holding the row's reference `answer` between the configured delimiters, for
+    `core.rewards.check_rewards_can_score` at start-up."""
+    cfg = _check_config(cfg or RewardConfig())
+
+    def write(row: Mapping[str, Any]) -> str:
+        reasoning = f"{cfg.reasoning_start}Reading the figure gives the answer.{cfg.reasoning_end}"
+        return f"{reasoning}{cfg.solution_start}{row['answer']}{cfg.solution_end}"
+
+    return write
 
 
 def build_reward_funcs(names: Sequence[str], cfg: RewardConfig | None = None) -> list[RewardFunc]:

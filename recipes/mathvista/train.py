@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data import HUB_NAME, build_dataset
-from rewards import REWARD_NAMES, RewardConfig, build_reward_funcs
+from rewards import REWARD_NAMES, RewardConfig, build_reward_funcs, reference_completion
 
 from core.backends import BACKENDS, check_backend, load_unsloth_policy, unsloth_grpo_trainer
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
+from core.rewards import check_rewards_can_score
 from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
@@ -100,6 +101,9 @@ def main() -> None:
         system_prompt=script_args.system_prompt,
     )
     reward_funcs = build_reward_funcs(script_args.reward_funcs, reward_cfg)
+    check_rewards_can_score(
+        reward_funcs, train_dataset, reference_completion(reward_cfg), source=script_args.dataset_name
+    )
 
     common = dict(reward_funcs=reward_funcs, args=training_args, train_dataset=train_dataset)
     if script_args.backend == "unsloth":

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
@@ -165,6 +165,12 @@ def ordered_accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> list[f
     """1.0 for the exact ordered list, else IoU * (0.5 + 0.4 * order agreement): wrong order never pays 1.0."""
     truths = _truths(kwargs, len(completions))
     return [action_score(parse_actions(c), t, ordered=True) for c, t in zip(completions, truths, strict=True)]
+
+
+def reference_completion(row: Mapping[str, Any]) -> str:
+    """A well-formed answer holding the row's reference actions (its `solution`), for
+    `core.rewards.check_rewards_can_score` at start-up."""
+    return f"<think>The clip shows these actions in this order.</think>{row['solution']}"
 
 
 def build_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float | None]]]:

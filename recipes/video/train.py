@@ -12,11 +12,12 @@ from pathlib import Path
 
 from data import build_dataset
 from datasets import Dataset
-from rewards import DEFAULT_WEIGHTS, REWARD_NAMES, build_reward_funcs
+from rewards import DEFAULT_WEIGHTS, REWARD_NAMES, build_reward_funcs, reference_completion
 
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
+from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
@@ -101,6 +102,7 @@ def main() -> None:
     train_dataset, eval_dataset = build_datasets(script_args)
 
     reward_funcs = build_reward_funcs(script_args.reward_funcs)
+    check_rewards_can_score(reward_funcs, train_dataset, reference_completion, source=script_args.train_file)
 
     model = load_model(model_args)
     freeze_for_full_finetune(model, model_args)

@@ -14,6 +14,7 @@ from collections import Counter
 
 from peft import LoraConfig
 from torch import nn
+from transformers import PreTrainedModel
 
 from core.config import VLMModelConfig
 
@@ -124,6 +125,39 @@ def freeze_for_full_finetune(model: nn.Module, model_args: VLMModelConfig) -> No
     groups = enabled_groups(model_args)
     for name, param in model.named_parameters():
         param.requires_grad_(module_group(name) in groups)
+
+
+def expose_vision_input_embeddings(model: nn.Module) -> list[str]:
+    """Give each vision tower that lacks one an input embedding (its patch embedding); returns the towers changed.
+
+    Why: activation checkpointing in reentrant mode (`use_reentrant=True`; TRL forces it for PEFT + ZeRO-3) only
+    back-propagates into a checkpointed block whose *input* requires grad: LoRA weights inside the block do not
+    count. TRL's GRPOTrainer (with PEFT) and transformers' `activation_checkpointing_enable` therefore call
+    `enable_input_require_grads()`, which hooks the output of every sub-model's `get_input_embeddings()` (transformers
+    5, `PreTrainedModel.enable_input_require_grads`, since huggingface/transformers#41993). Qwen2.5-VL's vision tower
+    answers with `patch_embed` (`_input_embed_layer = "patch_embed"`) and Gemma-3's SigLIP with its patch embedding,
+    but `Qwen3VLVisionModel` raises NotImplementedError, which that loop skips. The vision blocks' input then never
+    requires grad and, under reentrant checkpointing, no vision LoRA weight receives a gradient: the tower silently
+    stays at its initial weights. Naming `patch_embed` as the input embedding, exactly as transformers does for
+    Qwen2.5-VL, puts the hook where it belongs, for every caller of `enable_input_require_grads` (and is undone by
+    `disable_input_require_grads`). Only worth doing when the vision tower trains: otherwise the hook makes backward
+    run through the whole frozen tower for nothing (tests/test_vision_grads.py checks every family and mode).
+    """
+    changed = []
+    for name, module in model.named_modules():
+        if not isinstance(module, PreTrainedModel) or module_group(name) != "vision":
+            continue
+        try:
+            module.get_input_embeddings()
+            continue  # the tower already names its input embedding (Qwen2.5-VL, SigLIP)
+        except NotImplementedError:
+            pass
+        if isinstance(getattr(module, "patch_embed", None), nn.Module):
+            module._input_embed_layer = "patch_embed"  # read by PreTrainedModel.get_input_embeddings
+            if module.get_input_embeddings() is not module.patch_embed:
+                raise RuntimeError(f"could not expose {name}.patch_embed as the input embedding of {type(module)}")
+            changed.append(name)
+    return changed
 
 
 def trainable_report(model: nn.Module) -> str:

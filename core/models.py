@@ -15,6 +15,7 @@ from trl.trainer.utils import get_quantization_config
 
 from core.config import VLMModelConfig
 from core.logits_to_keep import ignore_logits_to_keep_if_needed
+from core.lora import expose_vision_input_embeddings
 from core.tiny import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,11 @@ def load_model(model_args: VLMModelConfig) -> PreTrainedModel:
     path = resolve_model_path(model_args.model_name_or_path)
     model = AutoModelForImageTextToText.from_pretrained(path, **model_init_kwargs(model_args))
     logger.info("loaded %s (%s) from %s", type(model).__name__, family, path)
+    if model_args.train_vision:
+        # Qwen3-VL's vision tower names no input embedding, so under reentrant checkpointing its LoRA would get no
+        # gradient (see expose_vision_input_embeddings); done at load so that TRL's own enable_input_require_grads()
+        # call, and transformers', cover it.
+        expose_vision_input_embeddings(model)
     return ignore_logits_to_keep_if_needed(model)
 
 

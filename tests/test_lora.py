@@ -17,6 +17,7 @@ from torch import nn
 from core.config import VLMModelConfig
 from core.lora import (
     build_lora_config,
+    expose_vision_input_embeddings,
     freeze_for_full_finetune,
     lora_target_names,
     projector_module_names,
@@ -315,3 +316,42 @@ def test_one_sgd_step_updates_only_enabled_adapters(family: str, train_vision: b
     assert vision_weights and not any(n in changed for n in vision_weights)
     projector = [n for n in before if group_of(family, n) == "projector"]
     assert projector and not any(n in changed for n in projector)
+
+
+VISION_INPUT_EMBEDDING = {
+    "qwen2_5_vl": ("model.visual", "model.visual.patch_embed"),
+    "qwen3_vl": ("model.visual", "model.visual.patch_embed"),
+    "gemma3": ("model.vision_tower", "model.vision_tower.embeddings.patch_embedding"),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_vision_hooks_the_patch_embedding_for_input_grads(family: str) -> None:
+    """With train_vision, enable_input_require_grads (what TRL calls for PEFT + checkpointing) makes the vision
+    tower's patch-embedding output require grad, which reentrant checkpointing needs to reach the vision LoRA weights.
+    Qwen3-VL's tower names no input embedding in transformers 5; load_model exposes it (the gradients themselves,
+    through the real trainer: tests/test_vision_grads.py). Without train_vision Qwen3-VL's tower stays unhooked, so
+    backward does not run through a frozen tower."""
+    tower_name, patch_name = VISION_INPUT_EMBEDDING[family]
+    args = make_args(family, train_vision=True)
+    model = load_model(args)
+    modules = dict(model.named_modules())
+    assert modules[tower_name].get_input_embeddings() is modules[patch_name]
+    assert expose_vision_input_embeddings(model) == []  # idempotent: nothing left to expose
+
+    outputs = {}
+    modules[patch_name].register_forward_hook(lambda m, i, o: outputs.setdefault("patch", o))
+    model.enable_input_require_grads()
+    with torch.no_grad():
+        model(**image_inputs(load_processor(args), family))
+    assert outputs["patch"].requires_grad
+
+    frozen_tower = load_model(make_args(family))
+    tower = dict(frozen_tower.named_modules())[tower_name]
+    if family == "qwen3_vl":
+        with pytest.raises(NotImplementedError):
+            tower.get_input_embeddings()
+        assert expose_vision_input_embeddings(frozen_tower) == [tower_name]
+        assert tower.get_input_embeddings() is tower.patch_embed
+    else:  # transformers already names these towers' patch embeddings; nothing to change
+        assert expose_vision_input_embeddings(frozen_tower) == []

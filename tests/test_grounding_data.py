@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import REPO_ROOT, load_recipe_module
+from image_fixtures import gradient_16bit, palette_with_transparency, transparent_with_black_square
 from PIL import Image
 
 from core.data import DataError
@@ -128,6 +129,50 @@ def test_build_dataset_reports_all_problems_together(tmp_path: Path) -> None:
     for fragment in expected:
         assert fragment in message, fragment
     assert len(problems) == 10
+
+
+def test_row_images_keep_16bit_levels_and_put_transparency_on_white(tmp_path: Path) -> None:
+    files = {
+        "g16": (gradient_16bit(tmp_path / "g16.png"), [0, 0, 9, 4]),
+        "rgba": (transparent_with_black_square(tmp_path / "rgba.png"), [10, 10, 20, 20]),
+        "pal": (palette_with_transparency(tmp_path / "pal.png"), [5, 5, 15, 15]),
+    }
+    records = [{"id": k, "image": f.name, "problem": "the shape", "solution": box} for k, (f, box) in files.items()]
+    rows = {row["id"]: row for row in D.build_dataset(_write_jsonl(tmp_path / "data.jsonl", records))}
+    grey = np.asarray(rows["g16"]["image"])
+    assert len(np.unique(grey[..., 0])) > 200 and grey[0, 0, 0] == 0 and grey[0, -1, 0] == 255  # was 5 levels
+    rgba = rows["rgba"]["image"]
+    assert rgba.mode == "RGB" and rgba.getpixel((0, 0)) == (255, 255, 255) and rgba.getpixel((15, 15)) == (0, 0, 0)
+    palette = rows["pal"]["image"]
+    assert palette.getpixel((0, 0)) == (255, 255, 255) and palette.getpixel((10, 10)) == (255, 0, 0)
+
+
+def test_over_budget_image_is_downscaled_once_with_consistent_size_columns(tmp_path: Path) -> None:
+    from transformers import Qwen2VLImageProcessor
+
+    rewards = load_recipe_module("grounding", "rewards")
+    budget = 28 * 28 * 64  # 50 176 pixels: a 1200x600 image is 14x over
+    processor = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=budget)
+    image = Image.new("RGB", (1200, 600), (255, 255, 255))
+    image.paste((0, 0, 0), (300, 150, 600, 300))
+    image.save(tmp_path / "big.png")
+    records = [{"id": "big", "image": "big.png", "problem": "the black box", "solution": [300, 150, 600, 300]}]
+    row = D.build_dataset(_write_jsonl(tmp_path / "data.jsonl", records), None, processor)[0]
+
+    width, height = row["image"].size
+    assert width * height <= budget and abs(width / height - 2.0) < 0.02  # downscaled at load, aspect kept
+    assert row["image_size"] == [1200, 600]  # the frame of `solution` is the file's
+    # model_image_size is what the processor really makes of the LOADED image (its patch grid x 14)
+    grid = processor(images=[row["image"]], return_tensors="np")["image_grid_thw"][0]
+    assert row["model_image_size"] == [int(grid[2]) * 14, int(grid[1]) * 14]
+    # ...so a box the model reads off its own input maps back onto the truth in the file's pixels
+    seen = np.asarray(row["image"].resize(tuple(row["model_image_size"]), Image.Resampling.BICUBIC).convert("L"))
+    ys, xs = np.nonzero(seen < 128)
+    box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    back = rewards.to_original(box, "pixels_resized", row["image_size"], row["model_image_size"])
+    assert np.allclose(back, [300, 150, 600, 300], atol=12)
+    columns = {key: [row[key]] for key in ("solution", "image_size", "model_image_size")}
+    assert rewards.IoUReward("pixels_resized")([f"<answer>{box}</answer>"], **columns)[0] > 0.9
 
 
 def test_build_dataset_rejects_empty_file(tmp_path: Path) -> None:

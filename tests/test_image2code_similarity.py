@@ -111,3 +111,22 @@ def test_weights() -> None:
     only_edge = S.SimilarityWeights(ssim=0, mse=0, cosine=0, histogram=0, edge=2.0)
     scores = S.image_similarity(a, b, only_edge)
     assert scores["combined"] == pytest.approx(scores["edge"])  # renormalised by the weight sum
+
+
+def test_reference_with_transparent_background_scores_one_against_its_own_rendering(tmp_path) -> None:
+    # The figure's background is transparent: the PNG's background pixels are (r, g, b, 0). The reference reaches
+    # the reward through the dataset, the candidate as the sandbox's RGBA PNG; both must be flattened the same way.
+    import json
+
+    from core.sandbox import render_code_in_process
+
+    code = BAR.format(colour="tab:green") + "fig.patch.set_alpha(0.0)\nax.patch.set_alpha(0.0)\n"
+    rendered = render_code_in_process(code)  # what the sandbox returns: the PNG as written, RGBA
+    assert rendered.mode == "RGBA" and rendered.getpixel((0, 0))[3] == 0
+    rendered.save(tmp_path / "ref.png")
+    record = {"id": "t", "image_path": "ref.png", "reference_code": code}
+    (tmp_path / "data.jsonl").write_text(json.dumps(record) + "\n")
+    reference = D.build_dataset(tmp_path / "data.jsonl")[0]["image"]
+    assert reference.getpixel((0, 0)) == (255, 255, 255)  # matplotlib's white, not the black under alpha 0
+    for candidate in (rendered, render_code_in_process(code), D.render_code(code)):
+        assert S.image_similarity(reference, candidate)["combined"] == pytest.approx(1.0, abs=1e-9)

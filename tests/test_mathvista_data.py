@@ -16,6 +16,7 @@ from PIL import Image
 
 from core.data import DataError
 from tests.helpers import REPO_ROOT, load_recipe_module
+from tests.image_fixtures import gradient_16bit, palette_with_transparency, transparent_with_black_square
 
 D = load_recipe_module("mathvista", "data")
 RewardConfig = D.RewardConfig
@@ -196,6 +197,19 @@ def test_sample_folder_loads_with_datasets_itself(sample: Path, tmp_path: Path) 
 
 
 # ----------------------------------------------------------------------------------------------------------- loading
+
+
+def test_rows_keep_16bit_levels_and_put_transparency_on_white(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    gradient_16bit(tmp_path / "images" / "1.png", width=400)  # under image_size: not resized, levels countable
+    transparent_with_black_square(tmp_path / "images" / "2.png")
+    palette_with_transparency(tmp_path / "images" / "3.png")
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(_row(pid)) + "\n" for pid in ("1", "2", "3")))
+    rows = {row["pid"]: row["image"] for row in D.build_dataset(tmp_path / "rows.jsonl")}
+    grey = np.asarray(rows["1"])
+    assert len(np.unique(grey[..., 0])) > 200 and grey[0, 0, 0] == 0 and grey[0, -1, 0] == 255  # was 5 levels
+    assert rows["2"].getpixel((0, 0)) == (255, 255, 255) and rows["2"].getpixel((15, 15)) == (0, 0, 0)
+    assert rows["3"].getpixel((0, 0)) == (255, 255, 255) and rows["3"].getpixel((10, 10)) == (255, 0, 0)
 
 
 def test_load_split_from_github_json_dict_keyed_by_pid(tmp_path: Path) -> None:

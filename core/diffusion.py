@@ -7,7 +7,8 @@ the pipeline uses as text encoder; the DiT (``transformer``) and the ``vae`` sta
    through the VLM's chat template, to exactly ``pipeline.prompt_template_encode.format(instruction)``);
 2. :func:`completion_prompt_embeds` runs the VLM over that prompt followed by the sampled completion ids and applies
    the pipeline's own post-processing (last hidden states, system turn dropped, padded with a mask), so with an empty
-   completion it reproduces ``pipeline.encode_prompt`` exactly;
+   completion it reproduces ``pipeline.encode_prompt`` exactly (for the edit pipeline: as it encodes with the image's
+   3-D positions, see :func:`completion_prompt_embeds`);
 3. :func:`run_edit` / :func:`run_t2i` render images from those embeddings with the frozen pipeline (no text encoding
    inside the pipeline), deterministically per seed, for a judge to score.
 
@@ -45,6 +46,9 @@ IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 DEFAULT_CONDITION_AREA = 1024 * 1024
 # QwenImagePipeline refuses max_sequence_length > 1024 and truncates prompt embeddings to it.
 MAX_T2I_SEQUENCE_LENGTH = 1024
+# Processor outputs with one value per token (the rest, e.g. pixel_values / image_grid_thw, are per image): re-laid out
+# with the ids when a completion is appended. The names TRL's GRPOTrainer extends over the completion the same way.
+PER_TOKEN_FIELDS = ("mm_token_type_ids", "token_type_ids")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Loading
@@ -254,6 +258,13 @@ def completion_prompt_embeds(
     returned as a tensor, where the pipeline returns ``None``); a completion of n tokens appends n positions and, the
     model being causal, leaves the prefix unchanged.
 
+    The forward gets every field the processor returned, as the policy's own forwards in TRL's GRPOTrainer do, so the
+    hidden states are the policy's for what it sampled. That includes ``mm_token_type_ids``, from which transformers 5
+    builds the image's 3-D (M-RoPE) positions (transformers 4 found the image tokens in the ids); diffusers 0.42's
+    edit pipelines do not pass it (huggingface/diffusers#14194), so their own ``encode_prompt`` there gives the image
+    sequential positions and differs from this (and from what the real DiT was trained with). Text-only prompts are
+    unaffected: their positions are 1-D either way.
+
     ``processor``: the edit pipeline's processor, or for text-to-image a processor or the tokenizer. No decorator:
     gradients flow when called with grad enabled (call it under ``torch.no_grad()`` for rewards). ``logits_to_keep=1``
     spares the full-vocabulary logits the hidden states do not need (``None``: do not pass it, for a forward that
@@ -296,8 +307,11 @@ def completion_prompt_embeds(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.full((n, longest), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((n, longest), dtype=torch.long)
-    for i, row in enumerate(rows):
-        span = slice(longest - row.numel(), longest) if tokenizer.padding_side == "left" else slice(0, row.numel())
+    spans = [
+        slice(longest - row.numel(), longest) if tokenizer.padding_side == "left" else slice(0, row.numel())
+        for row in rows
+    ]
+    for i, (row, span) in enumerate(zip(rows, spans, strict=True)):
         input_ids[i, span] = row
         attention_mask[i, span] = 1
 
@@ -307,13 +321,36 @@ def completion_prompt_embeds(
         "attention_mask": attention_mask.to(device),
         "output_hidden_states": True,
     }
-    for key in ("pixel_values", "image_grid_thw"):
-        if inputs.get(key) is not None:
-            forward[key] = inputs[key].to(device)
+    # Everything else the processor returned goes to the forward, as TRL's GRPOTrainer passes it to the policy's:
+    # image tensors as they are, per-token fields re-laid out with the ids. Qwen2.5-VL needs `mm_token_type_ids` for
+    # the image's 3-D (M-RoPE) positions: without it transformers 5 silently falls back to sequential positions
+    # (Qwen2_5_VLModel.compute_3d_position_ids), i.e. a different conditioning than the one the policy sampled under.
+    for key, value in inputs.items():
+        if key in ("input_ids", "attention_mask") or value is None:
+            continue
+        if key in PER_TOKEN_FIELDS:
+            value = _relayout_per_token(value, prompt_mask, completions, spans, longest)
+        forward[key] = value.to(device) if isinstance(value, torch.Tensor) else value
     if logits_to_keep is not None:
         forward["logits_to_keep"] = logits_to_keep
     hidden_states = text_encoder(**forward).hidden_states[-1]
     return _masked_hidden_to_embeds(hidden_states, forward["attention_mask"], drop_idx)
+
+
+def _relayout_per_token(
+    values: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completions: Sequence[torch.Tensor],
+    spans: Sequence[slice],
+    longest: int,
+) -> torch.Tensor:
+    """A per-token processor field (``mm_token_type_ids``: 0 text, 1 image, 2 video) laid out like the re-padded ids:
+    each prompt's valid entries, then 0 (text) for every completion token (as TRL's GRPOTrainer extends it over the
+    completion), 0 on padding."""
+    out = values.new_zeros((len(completions), longest))
+    for i, (row, mask, completion, span) in enumerate(zip(values, prompt_mask, completions, spans, strict=True)):
+        out[i, span] = torch.cat([row[mask], row.new_zeros(completion.numel())])
+    return out
 
 
 def _masked_hidden_to_embeds(

@@ -15,6 +15,7 @@ from diffusers import DiffusionPipeline, QwenImageEditPipeline, QwenImagePipelin
 from PIL import Image
 from transformers import AutoProcessor, AutoTokenizer
 from trl.data_utils import prepare_multimodal_messages
+from trl.trainer.utils import pad
 
 from core.diffusion import (
     END_TURN,
@@ -75,13 +76,72 @@ def encode(pipe: Any, instructions: list[str], completions: list[list[int]], **k
 
 
 def pipeline_encode(pipe: Any, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pipeline's own encode_prompt (mask None means all ones)."""
-    if is_edit_pipeline(pipe):
-        cond = condition_images(pipe, images()[: len(instructions)], AREA)
-        embeds, mask = pipe.encode_prompt(prompt=instructions, image=cond)
-    else:
+    """The pipeline's own encode_prompt (mask None means all ones).
+
+    For the edit pipeline the text encoder also gets the processor's ``mm_token_type_ids`` (built by the processor's
+    own ``create_mm_token_type_ids`` from the ids the pipeline passes): diffusers 0.42 drops them
+    (huggingface/diffusers#14194; the fix, #14189, forwards them), and without them transformers 5 gives the image
+    sequential positions instead of Qwen2.5-VL's 3-D ones, which transformers 4 derived from the ids alone and the
+    real DiT was trained with.
+    """
+    if not is_edit_pipeline(pipe):
         embeds, mask = pipe.encode_prompt(prompt=instructions)
+        return embeds, torch.ones(embeds.shape[:2], dtype=torch.long) if mask is None else mask
+
+    def add_token_types(_module: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        if kwargs.get("mm_token_type_ids") is None:
+            ids = kwargs["input_ids"]
+            kwargs["mm_token_type_ids"] = torch.tensor(pipe.processor.create_mm_token_type_ids(ids.tolist())).to(ids)
+        return args, kwargs
+
+    cond = condition_images(pipe, images()[: len(instructions)], AREA)
+    handle = pipe.text_encoder.register_forward_pre_hook(add_token_types, with_kwargs=True)
+    try:
+        embeds, mask = pipe.encode_prompt(prompt=instructions, image=cond)
+    finally:
+        handle.remove()
     return embeds, torch.ones(embeds.shape[:2], dtype=torch.long) if mask is None else mask
+
+
+def policy_hidden_states(
+    pipe: Any, instructions: list[str], completions: list[list[int]], *, token_types: bool = True
+) -> list[torch.Tensor]:
+    """Last hidden states of the policy's own forward over edit prompt + completion: per sample its valid tokens
+    after the pipeline's drop count.
+
+    Built as TRL 1.16's GRPOTrainer builds its forward, independently of core.diffusion: the GRPO prompt with its
+    image through the processor's chat template (``_tokenize_prompts``), prompts left-padded together with their
+    per-token ``mm_token_type_ids`` and completions right-padded, the types extended with zeros (text) over the
+    completion (``_generate_single_turn`` / ``_generate_and_score_completions``), and every other field the processor
+    returned. ``token_types=False`` leaves ``mm_token_type_ids`` out, as core.diffusion's forward did.
+    """
+    cond = condition_images(pipe, images()[: len(instructions)], AREA)
+    prompts = [
+        prepare_multimodal_messages(pipeline_prompt_messages(pipe, instruction), images=[image])
+        for instruction, image in zip(instructions, cond, strict=True)
+    ]
+    encoded = pipe.processor.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True, return_dict=True)
+    pad_id = pipe.processor.tokenizer.pad_token_id
+    prompts_ids = [torch.tensor(ids) for ids in encoded["input_ids"]]
+    completions_ids = [torch.tensor(ids, dtype=torch.long) for ids in completions]
+    completion_block = pad(completions_ids, pad_id, "right")
+    input_ids = torch.cat([pad(prompts_ids, pad_id, "left"), completion_block], dim=1)
+    attention_mask = torch.cat(
+        [
+            pad([torch.ones_like(ids) for ids in prompts_ids], 0, "left"),
+            pad([torch.ones_like(ids) for ids in completions_ids], 0, "right"),
+        ],
+        dim=1,
+    )
+    forward = {k: v for k, v in encoded.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    if token_types:
+        types = pad([torch.tensor(t) for t in encoded["mm_token_type_ids"]], 0, "left")
+        forward["mm_token_type_ids"] = torch.cat([types, torch.zeros_like(completion_block)], dim=1)
+    hidden = pipe.text_encoder(
+        input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **forward
+    ).hidden_states[-1]
+    drop = pipe.prompt_template_encode_start_idx
+    return [states[mask.bool()][drop:] for states, mask in zip(hidden, attention_mask, strict=True)]
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -262,6 +322,42 @@ def test_completion_extends_the_prompt_embeddings(kind: str, edit_pipe: Any, t2i
         assert not embeds[i, n + len(completions[i]) :].any()  # zero padding, as the pipeline pads
         assert embeds[i, n : n + len(completions[i])].abs().sum(dim=-1).gt(0).all()
     torch.testing.assert_close(logits_too, embeds, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_edit_embeddings_equal_the_policy_forward_with_its_image_positions(edit_pipe: Any, padding_side: str) -> None:
+    """The conditioning the reward renders from is the policy's own hidden states for what it sampled: same ids,
+    same image, same 3-D (M-RoPE) image positions from the processor's mm_token_type_ids, whichever side the
+    processor pads (the tiny one pads right; the reference is laid out as TRL lays it out, prompts left-padded)."""
+    tokenizer = edit_pipe.processor.tokenizer
+    completions = [
+        tokenizer.encode("The square turns blue.", add_special_tokens=False) + [tokenizer.eos_token_id],
+        tokenizer.encode("A red star.", add_special_tokens=False),
+    ]
+    image_pad = edit_pipe.text_encoder.config.image_token_id
+    drop = edit_pipe.prompt_template_encode_start_idx
+    original_side, tokenizer.padding_side = tokenizer.padding_side, padding_side
+    try:
+        with torch.no_grad():
+            embeds, mask = encode(edit_pipe, INSTRUCTIONS, completions)
+    finally:
+        tokenizer.padding_side = original_side
+    assert not bool(mask.all())  # the two samples differ in length: padding is exercised
+    with torch.no_grad():
+        policy = policy_hidden_states(edit_pipe, INSTRUCTIONS, completions)
+        sequential = policy_hidden_states(edit_pipe, INSTRUCTIONS, completions, token_types=False)
+    for i, expected in enumerate(policy):
+        n = int(mask[i].sum())
+        assert n == expected.shape[0]
+        torch.testing.assert_close(embeds[i, :n], expected, atol=1e-5, rtol=1e-5)
+        # The tiny model is position sensitive, so the check above has teeth: sequential positions (no
+        # mm_token_type_ids) leave <|vision_start|> and the first image token as they are (its 3-D position is
+        # (p, p, p), p being its sequential one) and move every later token far outside that tolerance.
+        ids = tokenizer(edit_pipe.prompt_template_encode.format(INSTRUCTIONS[i]))["input_ids"][drop:]
+        assert ids[1] == image_pad  # <|vision_start|>, then the image (the processor expands it to its tokens)
+        torch.testing.assert_close(sequential[i][:2], expected[:2], atol=1e-5, rtol=1e-5)
+        assert (sequential[i][2:] - expected[2:]).abs().amax(dim=-1).min() > 1e-4
+        assert (sequential[i] - expected).abs().max() > 1e-3
 
 
 def test_placeholder_tokens_in_a_completion_are_refused(edit_pipe: Any) -> None:

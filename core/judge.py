@@ -13,6 +13,10 @@ API call, and where it lives here:
   client's own retries (429/5xx/timeouts, with backoff; configured here, not re-implemented), or a reply `parse`
   rejects gives `None` for that sample - TRL's "cannot score", which the trainer ignores instead of learning that
   the sample was bad.
+* **A sample is scored whole or not at all**: a reward that asks several questions per sample (one TRL reward per
+  criterion) must not keep the answered ones when one failed - TRL nansums a sample's rewards, so the failed one
+  would count as 0 and a judge outage would lower the reward. `all_or_none` makes every column None for such a
+  sample; a per-request `parse` rejects a reply that answers only part of its request's checklist.
 * **A dead endpoint does not stall every step**: after `judge_breaker_failures` consecutive failed requests a circuit
   breaker opens and further requests fail at once (`None`); after `judge_breaker_cooldown_s` a single probe request
   is let through (half-open) and its success closes the breaker.
@@ -45,7 +49,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,7 +63,9 @@ __all__ = [
     "JudgeClient",
     "JudgeRequest",
     "JudgeUnavailable",
+    "all_or_none",
     "build_messages",
+    "image_digest",
     "parse_json_object",
     "parse_score",
     "request_key",
@@ -201,10 +207,27 @@ def parse_score(reply: str, key: str = "score", lo: float = 0, hi: float = 10) -
     return score
 
 
+def all_or_none(columns: Mapping[str, Sequence[T | None]]) -> dict[str, list[T | None]]:
+    """Each column as a list, with None in EVERY column at the samples where ANY column is None.
+
+    For rewards that ask the judge several questions per sample and return one TRL reward per question (image_edit's
+    Complex-Edit criteria): TRL turns None into NaN and sums a sample's weighted rewards with `nansum`, so one failed
+    question would count as 0 in the sample's total while the answered ones count. A sample None in every column is
+    an all-NaN row, which TRL leaves out as a whole (reward NaN, out of the group baseline, advantage 0).
+    """
+    lists = {name: list(values) for name, values in columns.items()}
+    lengths = {name: len(values) for name, values in lists.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"columns of different lengths: {lengths}")
+    count = next(iter(lengths.values()), 0)
+    complete = [all(values[i] is not None for values in lists.values()) for i in range(count)]
+    return {name: [v if ok else None for v, ok in zip(values, complete, strict=True)] for name, values in lists.items()}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # request keys, payloads, cache
 # --------------------------------------------------------------------------------------------------------------
-def _image_digest(image: Image.Image) -> str:
+def image_digest(image: Image.Image) -> str:
     """Hash of the decoded pixels (mode, size, bytes): the same picture hashes the same whatever file it came from."""
     digest = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
     digest.update(image.tobytes())
@@ -218,7 +241,7 @@ def request_key(request: JudgeRequest, model: str, temperature: float, max_token
         "model": model,
         "system": request.system,
         "prompt": request.prompt,
-        "images": [_image_digest(image) for image in request.images],
+        "images": [image_digest(image) for image in request.images],
         "temperature": temperature,
         "max_tokens": max_tokens,
     }
@@ -574,14 +597,26 @@ class JudgeClient:
         return JudgeUnavailable(f"{self.describe}: {what} failed: {reason}")
 
     # -- scoring -------------------------------------------------------------------------------------------------
-    def score(self, requests: list[JudgeRequest], parse: Callable[[str], T | None]) -> list[T | None]:
+    def score(
+        self,
+        requests: list[JudgeRequest],
+        parse: Callable[[str], T | None] | Sequence[Callable[[str], T | None]],
+    ) -> list[T | None]:
         """`parse(reply)` for every request, in order; None where the judge failed or `parse` rejected the reply.
+
+        `parse` is one parser for all requests, or one per request: a reply whose validity depends on its request
+        (a checklist must answer that request's keys) is then rejected here, so it counts as a parse failure, is
+        never cached and never reaches the reward half-read. Identical requests must have equivalent parsers (one
+        of them is sent and parsed for all).
 
         Never raises for a failed sample: a reward of None is "cannot score", which TRL ignores, whereas an
         exception would kill the run and a 0 would teach the policy that the sample was bad.
         """
         if not requests:
             return []
+        parsers = [parse] * len(requests) if callable(parse) else list(parse)
+        if len(parsers) != len(requests):
+            raise ValueError(f"{len(parsers)} parsers for {len(requests)} judge requests")
         args = self.args
         # Hashing pixels is CPU work: done here, in the caller's thread, not on the shared event loop.
         keys: list[str] = []
@@ -599,7 +634,8 @@ class JudgeClient:
                 first_of.setdefault(key, index)
         self._metrics.add("deduplicated", len(requests) - len(outcomes) - len(first_of))
         if first_of:
-            outcomes.update(self._run(self._score_unique({key: requests[i] for key, i in first_of.items()}, parse)))
+            unique = {key: (requests[i], parsers[i]) for key, i in first_of.items()}
+            outcomes.update(self._run(self._score_unique(unique)))
         failed = {key: reason for key, (_, reason) in outcomes.items() if reason is not None}
         if failed:
             causes = Counter(reason.split(" (", 1)[0] for reason in failed.values())
@@ -614,10 +650,10 @@ class JudgeClient:
         return [outcomes[key][0] for key in keys]
 
     async def _score_unique(
-        self, unique: dict[str, JudgeRequest], parse: Callable[[str], T | None]
+        self, unique: dict[str, tuple[JudgeRequest, Callable[[str], T | None]]]
     ) -> dict[str, tuple[T | None, str | None]]:
         keys = list(unique)
-        results = await asyncio.gather(*(self._score_one(key, unique[key], parse) for key in keys))
+        results = await asyncio.gather(*(self._score_one(key, *unique[key]) for key in keys))
         return dict(zip(keys, results, strict=True))
 
     @staticmethod

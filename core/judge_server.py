@@ -41,7 +41,15 @@ Markers in the request text (any message) target single samples:
 * ``[judge:500]`` - always HTTP 500;  ``[judge:429]`` - always HTTP 429;
 * ``[judge:garbage]`` - HTTP 200 with content that is not JSON;
 * ``[judge:timeout]`` - sleeps ``timeout_sleep_s`` before answering (the client times out first);
+* ``[judge:truncated]`` - HTTP 200 with only the first half of the normal reply (characters) and finish_reason
+  ``length``, as when a reply hits ``max_tokens``: a score reply becomes unparseable JSON, a checklist reply loses
+  its last keys;
 * ``[judge:slow=0.3]`` - 0.3 s of extra latency.
+
+Any marker may carry a condition, ``[judge:500~TEXT]``: it then applies only to requests whose text, markers removed,
+contains TEXT (case-sensitive, no ``]``). One sample's text reaches several prompts when a reward asks the judge
+several questions per sample (image_edit's criteria); ``[judge:500~IDENTITY PRESERVATION]`` in an instruction fails
+that sample's identity-preservation request only, i.e. exactly one part of the sample's judge scoring.
 
 Counters (`JudgeServerStats`, `handle.stats`) record every chat request (total and per request hash), status codes,
 model-list requests and the maximum number of chat requests in flight at once, so tests can check deduplication,
@@ -72,7 +80,8 @@ from PIL import Image
 
 __all__ = ["JudgeServerHandle", "JudgeServerStats", "score_images", "start_judge_server", "start_local_judge_if_asked"]
 
-_MARKER_RE = re.compile(r"\[judge:(500|429|garbage|timeout|slow=(\d+(?:\.\d*)?|\.\d+))\]")
+# (kind, seconds of a slow= marker, condition after ~); see "Faults" in the module docstring.
+_MARKER_RE = re.compile(r"\[judge:(500|429|garbage|timeout|truncated|slow=(\d+(?:\.\d*)?|\.\d+))(?:~([^\]]+))?\]")
 _GARBAGE_REPLY = "Honestly it looks pretty good to me, maybe a seven out of ten? Hard to say."
 
 
@@ -365,7 +374,8 @@ class _JudgeHandler(BaseHTTPRequestHandler):
         if model != self.server.model:
             raise _ClientError(404, f"The model `{model}` does not exist.", "invalid_request_error", "model_not_found")
         text, images = _split_messages(body.get("messages"))
-        markers = _MARKER_RE.findall(text)
+        bare = _MARKER_RE.sub("", text)  # a condition is looked up in the request's own text, not in other markers
+        markers = [(kind, slow) for kind, slow, condition in _MARKER_RE.findall(text) if condition in bare]
         self._sleep(options["latency_s"] + sum(float(slow) for _, slow in markers if slow))
         kinds = {kind for kind, slow in markers if not slow}
 
@@ -389,6 +399,9 @@ class _JudgeHandler(BaseHTTPRequestHandler):
         else:
             score, reason = score_images(images, text)
             content = json.dumps({"score": score, "reason": reason})
+        finish_reason = "stop"
+        if "truncated" in kinds:
+            content, finish_reason = content[: len(content) // 2], "length"
         prompt_tokens = len(text) // 4 + 85 * len(images)
         completion_tokens = max(1, len(content) // 4)
         self._send_json(
@@ -403,7 +416,7 @@ class _JudgeHandler(BaseHTTPRequestHandler):
                         "index": 0,
                         "message": {"role": "assistant", "content": content, "refusal": None},
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": finish_reason,
                     }
                 ],
                 "usage": {

@@ -116,7 +116,10 @@ def test_judge_500s_and_garbage_are_skipped_and_counted(tmp_path, sample):
     failures = sum(e["judge/failures/instruction_following"] + e["judge/failures/identity_preservation"] for e in steps)
     assert failures > 0
     assert all(e["judge/failures/perceptual_quality"] == 0 for e in steps)  # its prompt has no instruction
-    assert all(e["rewards/perceptual_quality/mean"] is not None for e in steps)
+    # ... and yet a poisoned sample's perceptual_quality is dropped with the rest of it: a sample is scored whole.
+    # Rows 0 and 1 of 4 are poisoned, so each step (2 prompts x 2 generations) loses 0, 2 or 4 of its 4 samples.
+    unscored = [e["image_edit/unscored"] for e in steps]
+    assert all(u in (0.0, 0.5, 1.0) for u in unscored) and sum(unscored) > 0
     assert (out / "reward_curve.png").is_file() and (out / "adapter_model.safetensors").is_file()
 
 

@@ -28,6 +28,7 @@ from core.judge import (
     JudgeClient,
     JudgeRequest,
     JudgeUnavailable,
+    all_or_none,
     build_messages,
     parse_json_object,
     parse_score,
@@ -407,3 +408,53 @@ def test_checklist_prompts_get_deterministic_key_answers():
     assert [line.split(": ")[0] for line in lines[1:]] == ["heart", "lungs", "Contains(heart, lungs)"]
     assert all(line.endswith((": yes", ": no")) for line in lines[1:])
     assert answer_keys([img], text) == reply  # same image, same answers
+
+
+def test_conditional_markers_fail_only_the_request_whose_text_holds_the_condition(server: JudgeServerHandle) -> None:
+    """`[judge:KIND~TEXT]`: one sample's text in several prompts fails only the prompt that also holds TEXT."""
+    sample = "[judge:500~IDENTITY] [judge:truncated~QUALITY] make it grey"
+    requests = [pair(60, f"{rubric}: {sample}") for rubric in ("FOLLOWING", "IDENTITY", "QUALITY")]
+    requests.append(pair(60, "[judge:500~IDENTITY] the condition is only inside a marker"))
+    with JudgeClient(judge_args(server.url, judge_max_retries=0)) as client:
+        scores = client.score(requests, parse_score)
+        raw = client.score(requests[2:3], lambda reply: reply)  # a truncated reply as the server sent it
+    assert scores == [expected_score(60), None, None, expected_score(60)]
+    full = json.dumps({"score": 8, "reason": score_images([solid(0), solid(60)])[1]})
+    assert raw == [full[: len(full) // 2]]  # the first half: no longer JSON
+    assert server.stats.status_counts == {200: 4, 500: 1}  # no retries: one 500, the rest answered
+
+
+def test_truncated_checklist_reply_loses_its_last_keys(server: JudgeServerHandle) -> None:
+    from core.judge_server import answer_keys
+
+    image = Image.new("RGB", (16, 16), (10, 200, 30))
+    keys = "KEYS: heart | lungs | blood | Contains(heart, lungs) | Causes(heart, blood)"
+    with JudgeClient(judge_args(server.url)) as client:
+        full, cut = client.score(
+            [JudgeRequest(f"Check.\n{keys}", (image,)), JudgeRequest(f"[judge:truncated] Check.\n{keys}", (image,))],
+            lambda reply: reply,
+        )
+    assert full == answer_keys([image], keys) and cut == full[: len(full) // 2]
+    assert 1 < len(cut.splitlines()) < len(full.splitlines())  # some keys answered, not all
+
+
+def test_per_request_parsers(server: JudgeServerHandle) -> None:
+    """A list of parsers: each reply is judged by its own request's parser, a rejected one counts as a failure."""
+    with JudgeClient(judge_args(server.url)) as client:
+        scores = client.score([pair(0), pair(60), pair(0, "other")], [parse_score, lambda r: None, parse_score])
+        assert scores == [10.0, None, 10.0]
+        assert client.pop_metrics()["judge/parse_failures"] == 1
+        with pytest.raises(ValueError, match="2 parsers for 1 judge requests"):
+            client.score([pair(0)], [parse_score, parse_score])
+
+
+def test_all_or_none_unscores_a_sample_in_every_column() -> None:
+    columns = {"a": [1.0, None, 0.5, 0.0], "b": [0.2, 0.3, None, 0.0], "c": [0.1, 0.1, 0.1, 0.0]}
+    assert all_or_none(columns) == {
+        "a": [1.0, None, None, 0.0],
+        "b": [0.2, None, None, 0.0],
+        "c": [0.1, None, None, 0.0],  # 0.0 is a score, not a failure
+    }
+    assert all_or_none({}) == {} and all_or_none({"a": []}) == {"a": []}
+    with pytest.raises(ValueError, match="different lengths"):
+        all_or_none({"a": [1.0], "b": []})

@@ -144,6 +144,20 @@ def test_reply_last_answer_wins_and_none_when_nothing():
     assert P.parse_judge_reply("glucose: perhaps", KG) is None
 
 
+def test_reply_must_answer_every_key_when_required():
+    """The reward's reading: a checklist answered in part is no verdict (None), not "no" for the rest."""
+    keys = [*KG["elements"], *KG["dependencies"]]
+    complete = "ANSWERS:\n" + "\n".join(f"{k}: {'yes' if i % 2 else 'no'}" for i, k in enumerate(keys))
+    assert P.parse_judge_reply(complete, KG, require_all=True) == {k: bool(i % 2) for i, k in enumerate(keys)}
+    cut = complete.rsplit("\n", 1)[0]  # the last key's line lost (a reply cut at max_tokens)
+    assert P.parse_judge_reply(cut, KG)["Causes(photosynthesis, glucose)"] is False  # protocol default: no
+    assert P.parse_judge_reply(cut, KG, require_all=True) is None
+    unsure = complete.replace("glucose: no", "glucose: maybe")
+    assert "glucose: maybe" in unsure and P.parse_judge_reply(unsure, KG, require_all=True) is None
+    twice = {"elements": ["sunlight", "Sunlight"], "dependencies": []}  # two keys, one normalised name: one line
+    assert P.parse_judge_reply("sunlight: yes", twice, require_all=True) == {"sunlight": True, "Sunlight": True}
+
+
 def test_prompt_and_request_with_real_kg():
     kg = P.parse_kg(json.dumps(KG))
     text = P.format_prompt(kg, "How plants make sugar.")

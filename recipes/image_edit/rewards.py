@@ -11,9 +11,11 @@ batch and shared by the three judge rewards, which follow the Complex-Edit proto
 * `perceptual_quality`     (edited image only):                    score_PQ / 10
 
 each in [0, 1] and logged on its own; the total is the `reward_weights`-weighted sum (default 1/3 each: the mean of
-the three, Complex-Edit's overall score / 10). A sample the judge cannot score (HTTP failure after retries, timeout,
-open circuit breaker, a reply that is not the strict JSON asked for) gets `None`, which TRL leaves out of that
-reward's mean — never a 0 and never a crash. Judge failures, cache hits and latency are logged per step.
+the three, Complex-Edit's overall score / 10). A sample is scored whole or not at all: if the judge cannot score ANY
+criterion of it (HTTP failure after retries, timeout, open circuit breaker, a reply that is not the strict JSON asked
+for), EVERY criterion of it is `None`: with only judge rewards TRL leaves such a sample out of the step (all-None
+row: no reward, out of the group mean, advantage 0) - never a 0, never a partial total, never a crash. `EditJudge` scores all criteria of a batch in one pass for that.
+Judge failures, cache hits and latency are logged per step and criterion, `image_edit/unscored` per step.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from PIL import Image
 
 from core.diffusion import PolicyRenderer
-from core.judge import JudgeClient, JudgeRequest, parse_score
+from core.judge import JudgeClient, JudgeRequest, all_or_none, image_digest, parse_score
 from core.rewards import resolve_reward_funcs
 
 RUBRIC_DIR = Path(__file__).resolve().parent / "rubric"
@@ -37,24 +39,95 @@ USES_ORIGINAL = {"instruction_following": True, "identity_preservation": True, "
 EditRenderer = PolicyRenderer
 
 
-class JudgeReward:
-    """One Complex-Edit criterion as a TRL reward function (`__name__` is the criterion, its log name)."""
+class EditJudge:
+    """The Complex-Edit judge of a batch: every criterion in use scored in ONE pass, shared by the per-criterion
+    rewards, with every criterion None for a sample any criterion of which the judge could not score.
 
-    def __init__(self, criterion: str, renderer: EditRenderer, judge: JudgeClient) -> None:
-        if criterion not in CRITERIA:
-            raise ValueError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
-        self.__name__ = criterion
+    Why one pass: TRL calls one reward function per criterion and sums a sample's weighted rewards with `nansum`
+    (None -> NaN), so if each criterion were judged on its own, a failed criterion would count as 0 in the sample's
+    total while the answered ones count - a judge outage would lower rewards instead of being skipped. The first
+    criterion called for a batch renders it (the renderer caches the batch) and judges all criteria; the others read
+    their column. A criterion called again for the same batch (a later step drew identical completions) starts a new
+    pass, so a failure is retried, not replayed.
+    """
+
+    def __init__(self, renderer: EditRenderer, judge: JudgeClient, criteria: Sequence[str] = CRITERIA) -> None:
+        unknown = [c for c in criteria if c not in CRITERIA]
+        if unknown:
+            raise ValueError(f"unknown criteria {unknown}; valid: {', '.join(CRITERIA)}")
         self.renderer, self.judge = renderer, judge
-        self.template = (RUBRIC_DIR / f"{criterion}.txt").read_text()
+        self.criteria = tuple(dict.fromkeys(criteria))
+        self.templates = {c: (RUBRIC_DIR / f"{c}.txt").read_text() for c in self.criteria}
+        self._batch: tuple | None = None
+        self._scores: dict[str, list[float | None]] = {}
+        self._unread: set[str] = set()
 
     def requests(
-        self, originals: Sequence[Image.Image], edited: Sequence[Image.Image], instructions: Sequence[str]
+        self,
+        criterion: str,
+        originals: Sequence[Image.Image],
+        edited: Sequence[Image.Image],
+        instructions: Sequence[str],
     ) -> list[JudgeRequest]:
-        pairs = USES_ORIGINAL[self.__name__]
+        pairs, template = USES_ORIGINAL[criterion], self.templates[criterion]
         return [
-            JudgeRequest(prompt=self.template.format(instruction=instr), images=(orig, out) if pairs else (out,))
+            JudgeRequest(prompt=template.format(instruction=instr), images=(orig, out) if pairs else (out,))
             for orig, out, instr in zip(originals, edited, instructions, strict=True)
         ]
+
+    def score(
+        self,
+        originals: Sequence[Image.Image],
+        edited: Sequence[Image.Image],
+        instructions: Sequence[str],
+        log_metric: Any = None,
+    ) -> dict[str, list[float | None]]:
+        """Each criterion's score / 10 per sample; None in every criterion for a sample with any criterion unscored."""
+        raw: dict[str, list[float | None]] = {}
+        for criterion in self.criteria:
+            scores = self.judge.score(self.requests(criterion, originals, edited, instructions), parse_score)
+            raw[criterion] = [None if s is None else s / 10.0 for s in scores]
+            if log_metric is not None:  # per criterion, as each call's counters are its own
+                for name, value in self.judge.pop_metrics().items():
+                    log_metric(f"{name}/{criterion}", value)
+        scored = all_or_none(raw)
+        if log_metric is not None and self.criteria:
+            column = scored[self.criteria[0]]
+            log_metric("image_edit/unscored", sum(s is None for s in column) / max(len(column), 1))
+        return scored
+
+    def column(
+        self,
+        criterion: str,
+        completion_ids: Sequence[Sequence[int]],
+        image: Sequence[Any],
+        instruction: Sequence[str],
+        log_metric: Any = None,
+    ) -> list[float | None]:
+        """`criterion`'s rewards for the batch, from this batch's one scoring pass (run now if not yet run)."""
+        originals = [img.convert("RGB") for img in image]
+        batch = (
+            tuple(instruction),
+            tuple(tuple(ids) for ids in completion_ids),
+            tuple(image_digest(img) for img in originals),
+        )
+        if batch != self._batch or criterion not in self._unread:
+            edited = self.renderer.render(instruction, completion_ids, originals)
+            self._scores = self.score(originals, edited, instruction, log_metric)
+            self._batch, self._unread = batch, set(self.criteria)
+        self._unread.discard(criterion)
+        return list(self._scores[criterion])
+
+
+class JudgeReward:
+    """One Complex-Edit criterion as a TRL reward function (`__name__` is the criterion, its log name): its column
+    of the batch's shared `EditJudge` pass."""
+
+    def __init__(self, criterion: str, scorer: EditJudge) -> None:
+        if criterion not in scorer.criteria:
+            raise ValueError(f"criterion {criterion!r} is not scored by this EditJudge ({', '.join(scorer.criteria)})")
+        self.__name__ = criterion
+        self.scorer = scorer
 
     def __call__(
         self,
@@ -65,16 +138,12 @@ class JudgeReward:
         log_metric: Any = None,
         **kwargs: Any,
     ) -> list[float | None]:
-        originals = [img.convert("RGB") for img in image]
-        edited = self.renderer.render(instruction, completion_ids, originals)
-        scores = self.judge.score(self.requests(originals, edited, instruction), parse_score)
-        if log_metric is not None:
-            for name, value in self.judge.pop_metrics().items():
-                log_metric(f"{name}/{self.__name__}", value)
-        return [None if s is None else s / 10.0 for s in scores]
+        return self.scorer.column(self.__name__, completion_ids, image, instruction, log_metric)
 
 
 def build_reward_funcs(names: Sequence[str], renderer: EditRenderer, judge: JudgeClient) -> list[Any]:
-    """Judge rewards by criterion name, or user rewards `package.module:function`."""
-    factories = {c: (lambda c=c: JudgeReward(c, renderer, judge)) for c in CRITERIA}
+    """Judge rewards by criterion name (one shared `EditJudge` over the criteria named), or user rewards
+    `package.module:function`."""
+    scorer = EditJudge(renderer, judge, [name for name in names if name in CRITERIA])
+    factories = {c: (lambda c=c: JudgeReward(c, scorer)) for c in CRITERIA}
     return resolve_reward_funcs(names, factories)

@@ -233,13 +233,16 @@ def _normalise_key(key: str) -> str:
     return re.sub(r"\s*([(),])\s*", r"\1", key)
 
 
-def parse_judge_reply(reply: str, kg: Mapping[str, Any]) -> dict[str, bool] | None:
+def parse_judge_reply(reply: str, kg: Mapping[str, Any], require_all: bool = False) -> dict[str, bool] | None:
     """{element or dependency string exactly as in `kg`: judged yes}, or None if no `key: yes|no` line is found.
 
     Lines are `key: yes|no`, case-insensitive, with markdown bullets (`-`, `*`, `1.`), `**bold**`, quotes and
     backticks tolerated, and whitespace inside the key (around brackets and commas) ignored. Text after the answer
     is ignored (`yes - the arrow shows it`). Lines whose key is not in the graph are prose. When a key is answered
-    several times the LAST answer wins (the final block comes after the description). Keys never answered are no.
+    several times the LAST answer wins (the final block comes after the description). Keys never answered are no,
+    unless `require_all`: then a reply that leaves any key unanswered is None. The training reward sets it: a
+    checklist answered in part (a reply cut at max_tokens, a mis-copied key, an answer other than yes/no) is a
+    failed judge call, not a verdict of "no" on the rest.
     """
     if not isinstance(reply, str):
         return None
@@ -259,7 +262,7 @@ def parse_judge_reply(reply: str, kg: Mapping[str, Any]) -> dict[str, bool] | No
                 for original in originals:
                     answers[original] = match.group(1).lower() == "yes"
                 break
-    if not answers:
+    if not answers or (require_all and len(answers) < len(set(keys))):
         return None
     return {key: answers.get(key, False) for key in keys}
 

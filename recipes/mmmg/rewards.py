@@ -5,8 +5,10 @@ the CURRENT policy over [system + user(prompt) + assistant + completion], the sy
 pipeline's `encode_prompt` drops them — and runs the frozen DiT/VAE. The judge then answers yes/no for every element
 and dependency of the prompt's knowledge graph (`judge_prompt.txt`), and the reward is MMMG's knowledge fidelity
 (`protocol.knowledge_fidelity`: 1 − GED / (|V1| + |V2| + |E1| + |E2|) between the reference graph and the graph of
-what the judge saw), times the readability term R when it is switched on. A sample the judge cannot score gets
-`None` (TRL leaves it out), never a 0.
+what the judge saw), times the readability term R when it is switched on. A sample is scored whole or not at all:
+when the judge call fails (HTTP error after retries, timeout, open breaker) or its reply leaves ANY element or
+dependency without a yes/no answer (cut at max_tokens, a mis-copied key, "maybe"), the sample gets `None` (TRL
+leaves it out), never a 0 and never a partial score that reads the unanswered keys as "no".
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from protocol import judge_request, knowledge_fidelity, parse_judge_reply
@@ -22,6 +25,7 @@ from core.diffusion import PolicyRenderer
 from core.judge import JudgeClient
 from core.rewards import resolve_reward_funcs
 
+# A reply with at least one `key: yes|no` line (evaluate.py's check before `protocol.parse_judge_reply`).
 ANSWER_LINE = re.compile(r"^[\s*\-\d.`'\"]*[^:\n]+?\**\s*:\s*\**\s*(yes|no)\b", re.IGNORECASE | re.MULTILINE)
 
 
@@ -48,11 +52,12 @@ class KnowledgeFidelityReward:
         images = self.renderer.render(text, completion_ids)
         graphs = [json.loads(kg) for kg in knowledge_graph]
         requests = [judge_request(img, kg, ann or "") for img, kg, ann in zip(images, graphs, annotation, strict=True)]
-        # Strict at the client: a reply with no `key: yes|no` line is a failure (never cached, scored None).
-        replies = self.judge.score(requests, lambda reply: reply if ANSWER_LINE.search(reply) else None)
+        # Each reply parsed against its own graph at the client: one that does not answer every key is a parse
+        # failure there (counted, never cached, retried on the next identical request) and the sample is None.
+        parsers = [partial(parse_judge_reply, kg=kg, require_all=True) for kg in graphs]
+        verdicts = self.judge.score(requests, parsers)
         rewards: list[float | None] = []
-        for reply, kg, img in zip(replies, graphs, images, strict=True):
-            judged = None if reply is None else parse_judge_reply(reply, kg)
+        for judged, kg, img in zip(verdicts, graphs, images, strict=True):
             if judged is None:
                 rewards.append(None)
                 continue

@@ -114,6 +114,14 @@ class VLMGRPOTrainer(GRPOTrainer):
             if suppress:
                 self.generation_kwargs["suppress_tokens"] = suppress
                 self.generation_config.suppress_tokens = suppress
+        # TRL left-pads prompt ids but re-runs the processor (`padding=True`) for the log-prob forwards' image fields;
+        # with a right-padding tokenizer (Qwen-Image-Edit's pipeline.processor) the per-token mm_token_type_ids /
+        # token_type_ids of every shorter prompt land beside the wrong tokens, so old, reference and current
+        # log-probs use other image positions than generation did.
+        tokenizer = getattr(self.processing_class, "tokenizer", None)
+        if tokenizer is not None and getattr(tokenizer, "padding_side", "left") != "left":
+            logger.info("processor padded on the %s: set to left, as TRL pads prompts", tokenizer.padding_side)
+            tokenizer.padding_side = "left"
         self.trainable_summary = trainable_report(self.model)
         if self.accelerator.is_main_process:
             print(self.trainable_summary, flush=True)

@@ -221,3 +221,27 @@ def test_resume_on_a_generation_boundary_gives_the_uninterrupted_weights(tmp_pat
     assert any(not torch.equal(final_full[k], start[k]) for k in final_full)  # steps 3-4 did train
     for key in final_full:
         torch.testing.assert_close(final_resumed[key], final_full[key], rtol=0, atol=1e-6, msg=key)
+
+
+# -------------------------------------------------------------------------------------------------- prompt padding
+def test_right_padding_processor_is_left_padded_so_image_positions_match_the_prompt(tmp_path, grounding_rows):
+    """Qwen-Image-Edit's pipeline processor pads on the right; TRL left-pads prompt ids but re-runs the processor
+    for the log-prob forwards' mm_token_type_ids. Every image-token position must be typed 1 in those forwards."""
+    trainer = tiny_trainer(tmp_path, grounding_rows, [even_token_fraction], max_steps=1)
+    trainer.processing_class.tokenizer.padding_side = "right"
+    trainer = VLMGRPOTrainer(
+        model=trainer.model,
+        reward_funcs=[even_token_fraction],
+        args=trainer.args,
+        train_dataset=trainer.train_dataset,
+        processing_class=trainer.processing_class,
+    )
+    assert trainer.processing_class.tokenizer.padding_side == "left"
+    rows = [trainer.train_dataset[i] for i in range(4)]
+    assert len({len(row["problem"]) for row in rows}) > 1  # prompts of different lengths: padding matters
+    trainer.model.train()
+    output = trainer._generate_and_score_completions(rows)
+    ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+    image = ids == trainer.model.config.image_token_id
+    assert image.any(dim=1).all()
+    assert torch.equal(output["mm_token_type_ids"] == 1, image)

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 }
             )
             if len(grid_images) < args.grid_size:
-                grid_images.append(row["image"])
+                # back to the frame of solution/prediction: an over-budget image was downscaled at load (core.images)
+                grid_images.append(row["image"].resize(tuple(row["image_size"])))
         logger.info("evaluated %d/%d", len(records), len(dataset))
 
     box_scores = [r["iou"] for r in records if r["iou"] is not None]

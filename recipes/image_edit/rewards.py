@@ -14,8 +14,9 @@ each in [0, 1] and logged on its own; the total is the `reward_weights`-weighted
 the three, Complex-Edit's overall score / 10). A sample is scored whole or not at all: if the judge cannot score ANY
 criterion of it (HTTP failure after retries, timeout, open circuit breaker, a reply that is not the strict JSON asked
 for), EVERY criterion of it is `None`: with only judge rewards TRL leaves such a sample out of the step (all-None
-row: no reward, out of the group mean, advantage 0) - never a 0, never a partial total, never a crash. `EditJudge` scores all criteria of a batch in one pass for that.
-Judge failures, cache hits and latency are logged per step and criterion, `image_edit/unscored` per step.
+row: no reward, out of the group mean, advantage 0) - never a 0, never a partial total, never a crash. `EditJudge`
+scores all criteria of a batch in one pass for that. Judge failures, cache hits and latency are logged per step and
+criterion, `image_edit/unscored` (the share of samples left unscored) per step.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ A GRPO step asks for thousands of renders, and every program is hostile until pr
       └─ unshare --net --pid --fork --mount-proc   (when the OS allows it; the trainer's pid is invisible inside)
            └─ fork server (pid 1 there)  imported matplotlib/numpy once, scrubbed env; mounts read-only empty
                 │                        tmpfs over /tmp, /var/tmp, /run/lock, /dev/shm; enforces wall time
-                └─ job child (root)      unshare(CLONE_NEWPID): its next child is init of a fresh pid namespace
+                └─ job child (root)      unshare(CLONE_NEWIPC, CLONE_NEWPID): its next child is init of a fresh
+                     │                   pid namespace, and the job has its own SysV/POSIX IPC namespace
                      └─ job init (pid 1) setgid/setuid to a per-slot uid, no_new_privs, parent-death SIGKILL
                           └─ program     rlimits, fresh workdir, stdin=/dev/null, exec(code), save the figure
 
@@ -16,13 +17,26 @@ A GRPO step asks for thousands of renders, and every program is hostile until pr
   pid namespace's init dies the kernel kills every process in it, `setsid` or not. Without pid namespaces the job
   child is a child subreaper that kills its remaining descendants, and the server (also a subreaper) kills any
   orphan that reaches it.
+* **A slot is empty before its next program**: the kernel kills a pid namespace's processes asynchronously, and a
+  timed-out fork bomb's processes, rationed to one slot's CPU share, can take a second or more to exit, while they
+  keep the slot's uid (its RLIMIT_NPROC count, its files) and cgroup. So the server answers for a job only once no
+  process of the slot's uid is left (without the uid drop: once no orphan is), SIGKILLing leftovers every few ms and
+  moving them to its own CPU cgroup to let them exit; the parent hands the slot its next program only after that
+  answer. What cannot be killed within `cleanup_s` (uninterruptible sleep, a zombie nobody reaps) retires the
+  slot's uid: the slot goes on under a spare uid of the Sandbox's block, or out of service when none is left (a
+  render with every slot out of service raises). After a killed, unresponsive server and at `close()` the parent
+  kills what is left of the block's uids the same way.
 * **Privileges**: as root, each concurrently running program gets its own uid (`uid_base + slot`, gid nogroup; every
   Sandbox draws its own random block of uids, so trainer ranks sharing a node never share one), so
   RLIMIT_NPROC is per program (a fork bomb cannot starve its neighbours) and programs cannot signal or read each
   other, the server or the trainer. The job dir is root-owned; only its `work/` subfolder belongs to the program.
-* **Files**: programs write only in `work/`; in the server's private mount namespace /tmp, /var/tmp, /run/lock and
-  /dev/shm are read-only empty tmpfs, and a 0700 directory on the interpreter's path (pyenv under /root) is covered
-  by a tmpfs with only the interpreter's entries bound back, so its other contents (tokens, caches) stay hidden.
+* **Files**: programs write only in `work/` (fresh per job, deleted after it); in the server's private mount
+  namespace /tmp, /var/tmp, /run/lock and /dev/shm are read-only empty tmpfs, and a 0700 directory on the
+  interpreter's path (pyenv under /root) is covered by a tmpfs with only the interpreter's entries bound back, so its
+  other contents (tokens, caches) stay hidden. Where those folders stay writable (no mount namespace), what the
+  slot's uid left at their top is deleted once the slot is empty, before its next program (same uid) could read it.
+* **IPC**: SysV shared memory, semaphores and message queues and POSIX message queues outlive their creator; each
+  job's own IPC namespace takes them along when its last process exits.
 * **CPU**: as root with a writable cgroup cpu controller (v1 or v2), each slot is a cgroup of equal weight, so a
   fork bomb's processes together get one program's share of the CPU, not most of the machine.
 * **Output**: the program's own `savefig` calls are intercepted (recorded, not written); afterwards the sandbox saves
@@ -41,8 +55,9 @@ A GRPO step asks for thousands of renders, and every program is hostile until pr
 
 Degraded modes (logged once, visible in `Sandbox.protections`): without `unshare` (default Docker) there is no
 network/pid/mount namespace, so the trainer's pids are visible (the uid drop still keeps its environ and signals out),
-/tmp stays writable and the network reachable; not as root there is no uid drop and no cgroup either, only rlimits,
-the scrubbed environment and the tree kill (subreaper + /proc scan).
+/tmp stays writable (cleaned per slot as above) and the network reachable; not as root there is no uid drop, no
+per-job namespace and no cgroup either, only rlimits, the scrubbed environment and the tree kill (subreaper + /proc
+scan), and the processes of a server killed as unresponsive cannot be found by uid any more.
 """
 
 from __future__ import annotations
@@ -79,12 +94,13 @@ STATUSES = ("ok", "syntax_error", "runtime_error", "timeout", "killed", "no_imag
 
 OUTPUT_NAME = "_sandbox_output.png"
 _UID_BASE = 2_147_000_000  # far from real users and from the usual subuid ranges (100000+)
-_UID_BLOCK = 256  # uids per Sandbox (slots beyond that share)
+_UID_BLOCK = 256  # uids per Sandbox: at most this many slots, the rest replace uids retired with leftover processes
 _UID_BLOCKS = 8_000_000  # blocks to draw from: uids stay below 2**32 - 2
 _GID = 65534  # nogroup
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RESULT_CAP = 16384
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWIPC = 0x08000000
 _CLONE_NEWPID = 0x20000000
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
@@ -108,6 +124,7 @@ class SandboxLimits:
     file_size_mb: int = 32  # RLIMIT_FSIZE (also caps stdout/stderr files)
     open_files: int = 64  # RLIMIT_NOFILE
     processes: int = 64  # RLIMIT_NPROC (per uid; each running program has its own uid when run as root)
+    cleanup_s: float = 3.0  # after a program ends, how long its slot's leftover processes may take to die
     max_pixels: int = 4_000_000  # cap on the saved figure's width*height (dpi is clamped)
     max_output_bytes: int = 65536  # stdout/stderr kept per program (the head), the rest dropped
 
@@ -152,21 +169,28 @@ def _serve(jobs_root: str, private_mounts: bool) -> None:
 
     libc = _libc()
     root_fd = os.open(jobs_root, os.O_RDONLY | os.O_DIRECTORY)
-    caps = {"uid_drop": os.geteuid() == 0, "hidden_tmp": False, "exposed_python": False, "pid_namespace_per_job": False}
+    caps = {
+        "uid_drop": os.geteuid() == 0,
+        "hidden_tmp": False,
+        "exposed_python": False,
+        "pid_namespace_per_job": False,
+        "ipc_namespace_per_job": False,
+    }
+    shared_tmp = [path for path in _HIDDEN_WRITABLE if os.path.isdir(path)]  # writable by programs: cleaned per job
     if private_mounts and os.geteuid() == 0:
-        hidden = 0
-        for path in _HIDDEN_WRITABLE:
-            if os.path.isdir(path) and _hide_keeping_python(libc, path):
-                hidden += 1
         # Only in a private mount namespace (pid 1 under `unshare --mount-proc`); elsewhere this would hit the host.
-        caps["hidden_tmp"] = hidden > 0
+        shared_tmp = [path for path in shared_tmp if not _hide_keeping_python(libc, path)]
+        caps["hidden_tmp"] = len(shared_tmp) < len([p for p in _HIDDEN_WRITABLE if os.path.isdir(p)])
         caps["exposed_python"] = _expose_python(libc)
     _preimport()
-    # Probe a per-job pid namespace once: a throwaway child tries unshare(CLONE_NEWPID).
+    # Probe per-job pid and IPC namespaces once: a throwaway child tries unshare(CLONE_NEWPID), unshare(CLONE_NEWIPC).
     pid = os.fork()
     if pid == 0:
-        os._exit(0 if libc.unshare(_CLONE_NEWPID) == 0 else 1)
-    caps["pid_namespace_per_job"] = os.waitpid(pid, 0)[1] == 0
+        os._exit((libc.unshare(_CLONE_NEWPID) == 0) | (libc.unshare(_CLONE_NEWIPC) == 0) << 1)
+    status = os.waitpid(pid, 0)[1]
+    probed = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0
+    caps["pid_namespace_per_job"] = bool(probed & 1)
+    caps["ipc_namespace_per_job"] = bool(probed & 2)
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     gc.collect()
     gc.freeze()  # children's garbage collections skip the server's objects: no copy-on-write of the whole heap
@@ -181,12 +205,15 @@ def _serve(jobs_root: str, private_mounts: bool) -> None:
     out.flush()
 
     jobs: dict[int, dict] = {}  # pid -> job
+    draining: list[dict] = []  # ended jobs whose slot may still hold processes: replied to once the slot is empty
     buf = b""
     stdin_fd = sys.stdin.fileno()
     open_input = True
-    while open_input or jobs:
+    while open_input or jobs or draining:
         now = time.monotonic()
         timeout = min((j["deadline"] - now for j in jobs.values()), default=1.0)
+        if draining:
+            timeout = min(timeout, 0.005)
         try:
             ready, _, _ = select.select([stdin_fd, rfd] if open_input else [rfd], [], [], max(0.0, min(timeout, 1.0)))
         except InterruptedError:
@@ -208,7 +235,14 @@ def _serve(jobs_root: str, private_mounts: bool) -> None:
                 line, buf = buf.split(b"\n", 1)
                 req = json.loads(line)
                 pid = _start_job(req, root_fd, caps, libc)
-                jobs[pid] = {"id": req["id"], "deadline": time.monotonic() + req["limits"]["wall_s"], "timeout": False}
+                jobs[pid] = {
+                    "id": req["id"],
+                    "uid": int(req["uid"]),
+                    "deadline": time.monotonic() + req["limits"]["wall_s"],
+                    "cleanup_s": float(req["limits"]["cleanup_s"]),
+                    "cgroup": req.get("cgroup"),
+                    "timeout": False,
+                }
         now = time.monotonic()
         for pid, job in jobs.items():
             if not job["timeout"] and now >= job["deadline"]:
@@ -229,7 +263,25 @@ def _serve(jobs_root: str, private_mounts: bool) -> None:
                 reply["signal"] = os.WTERMSIG(status)
             else:
                 reply["code"] = os.WEXITSTATUS(status)
-            out.write(json.dumps(reply) + "\n")
+            job["reply"], job["drain_deadline"] = reply, time.monotonic() + job["cleanup_s"]
+            draining.append(job)
+        for job in list(draining):
+            # The slot takes its next job only after the reply, so nothing of this job may outlive it: the job
+            # child is gone, but a timed-out fork bomb's processes (or a pid namespace still being torn down) can
+            # live on for a while with the slot's uid, cgroup and RLIMIT_NPROC count, next to the next program.
+            left = _leftovers(job["uid"], caps, jobs)
+            if left and time.monotonic() < job["drain_deadline"]:
+                for pid in left:
+                    _kill(pid)
+                if job["cgroup"]:
+                    _move_out_of_slot(left, job["cgroup"], job.setdefault("moved", set()))
+                continue  # reaped above by the next rounds (orphans are ours), or by their namespace's init
+            draining.remove(job)
+            if left:  # unkillable (uninterruptible sleep, or a zombie whose parent is not ours): retire the uid
+                job["reply"]["leftovers"] = len(left)
+            elif caps["uid_drop"]:
+                _remove_owned_by(job["uid"], shared_tmp)
+            out.write(json.dumps(job["reply"]) + "\n")
             out.flush()
         if not caps["pid_namespace_per_job"]:
             for orphan in _children_of(os.getpid()):
@@ -352,6 +404,104 @@ def _children_of(ppid: int) -> list[int]:
     return found
 
 
+def _processes_of(uids: set[int]) -> dict[int, int]:
+    """pid -> uid of the processes (zombies included: they still count against RLIMIT_NPROC) whose real uid is in
+    `uids`, as this process's /proc shows them."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                uid = int(next(line for line in f if line.startswith(b"Uid:")).split()[1])
+        except (OSError, StopIteration, ValueError):
+            continue
+        if uid in uids:
+            found[int(name)] = uid
+    return found
+
+
+def _kill_uids(uids: set[int], wait_s: float) -> set[int]:
+    """SIGKILL every process of `uids` until none is left or `wait_s` has passed; the uids still in use then."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = _processes_of(uids)
+        if not left or time.monotonic() >= deadline:
+            return set(left.values())
+        for pid in left:
+            _kill(pid)
+        time.sleep(0.01)
+
+
+def _leftovers(uid: int, caps: dict, jobs: dict) -> list[int]:
+    """The processes still alive of an ended job whose programs ran as `uid` (in the server).
+
+    With the uid drop the slot's uid names them exactly: every process of a job but the (reaped) job child runs as
+    that uid and cannot change it (no privileges, no_new_privs), and no other running job has it. The slot's cgroup
+    would name the same processes, but cgroup v1 has no `cgroup.kill` and a uid, unlike a cgroup, can be retired.
+    Without the uid drop everything of an ended job is an orphan that reached this server (a subreaper or pid 1):
+    any child that is not a running job's child.
+    """
+    if caps["uid_drop"]:
+        return list(_processes_of({uid}))
+    return [pid for pid in _children_of(os.getpid()) if pid not in jobs]
+
+
+def _move_out_of_slot(pids: list[int], slot_cgroup: str, moved: set[int]) -> None:
+    """Move killed processes from the slot's CPU cgroup to this server's own (where they would be without the
+    sandbox's cgroups). A process needs CPU time to exit, and a fork bomb's 64 killed processes rationed to one slot's
+    share die one by one: about a second on a loaded machine, while the slot cannot take its next program. Killed,
+    they can never run the program's code again, so this lends nothing to it. Best effort: cgroup v1 or v2, a pid
+    per write, zombies (already exited) refused."""
+    base = os.path.dirname(os.path.dirname(slot_cgroup))
+    v2 = os.path.isfile(os.path.join(base, "cgroup.controllers"))
+    target = None
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if (controllers == "") if v2 else ("cpu" in controllers.split(",")):
+                    target = os.path.join(base, path.lstrip("/"), "cgroup.procs")
+                    break
+        fd = os.open(target, os.O_WRONLY) if target else -1
+    except (OSError, ValueError):
+        return
+    if fd < 0:
+        return
+    try:
+        for pid in pids:
+            if pid not in moved:
+                moved.add(pid)
+                try:
+                    os.write(fd, str(pid).encode())
+                except OSError:
+                    pass
+    finally:
+        os.close(fd)
+
+
+def _remove_owned_by(uid: int, folders: list[str]) -> None:
+    """Delete what `uid` left at the top of the shared temporary folders (only where there is no private, read-only
+    /tmp), so that the slot's next program, same uid, cannot read it. Called once no process of `uid` is left, so
+    nothing races the deletion; rmtree does not follow symlinks."""
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if st.st_uid != uid:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+
 def _start_job(req: dict, root_fd: int, caps: dict, libc) -> int:
     pid = os.fork()
     if pid:
@@ -380,6 +530,11 @@ def _start_job(req: dict, root_fd: int, caps: dict, libc) -> int:
                     f.write(str(os.getpid()))
             except OSError:
                 pass
+        if caps["ipc_namespace_per_job"]:
+            # SysV shared memory, semaphores, message queues and POSIX message queues outlive their creator (a
+            # segment is kept until IPC_RMID): in the job's own IPC namespace they die with its last process instead
+            # of waiting there for the slot's next program (same uid) or piling up on the host.
+            _check(libc.unshare(_CLONE_NEWIPC), "unshare(CLONE_NEWIPC)")
         in_ns = caps["pid_namespace_per_job"] and libc.unshare(_CLONE_NEWPID) == 0
         if not in_ns:
             libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -626,8 +781,13 @@ class Sandbox:
 
     def __init__(self, limits: SandboxLimits = SandboxLimits(), workers: int | None = None):
         self.limits = limits
-        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.workers = min(_UID_BLOCK, max(1, workers or os.cpu_count() or 1))  # no two slots share a uid
         self.uid_base = _UID_BASE + secrets.randbelow(_UID_BLOCKS) * _UID_BLOCK
+        # A slot's uid is retired (replaced by a spare one) when processes of it could not be killed; a slot with no
+        # spare uid left is taken out of service.
+        self._slot_uids = [self.uid_base + slot for slot in range(self.workers)]
+        self._spare_uids = list(range(self.uid_base + _UID_BLOCK - 1, self.uid_base + self.workers - 1, -1))
+        self._out_of_service: set[int] = set()
         self._lock = threading.Lock()
         self._next_id = 0
         self._proc: subprocess.Popen | None = None
@@ -635,7 +795,9 @@ class Sandbox:
         self.jobs_root = tempfile.mkdtemp(prefix="vlm-sandbox-")
         os.chmod(self.jobs_root, 0o711)
         self._cgroup_root, self._cgroups = _make_cgroups(self.workers)
-        self._finalizer = weakref.finalize(self, Sandbox._cleanup, [None], self.jobs_root, self._cgroup_root)
+        self._finalizer = weakref.finalize(
+            self, Sandbox._cleanup, [None], self.jobs_root, self._cgroup_root, self.uid_base
+        )
         self.protections: dict[str, bool] = {}
         self._start()
 
@@ -651,7 +813,9 @@ class Sandbox:
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True, start_new_session=True
         )
         self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, Sandbox._cleanup, [self._proc], self.jobs_root, self._cgroup_root)
+        self._finalizer = weakref.finalize(
+            self, Sandbox._cleanup, [self._proc], self.jobs_root, self._cgroup_root, self.uid_base
+        )
         hello = self._read_line(time.monotonic() + 60)
         if hello is None or "hello" not in hello:
             self._stop()
@@ -662,6 +826,7 @@ class Sandbox:
             "network_namespace": "--net" in prefix,
             "pid_namespace": "--pid" in prefix,  # the trainer's pids are invisible to programs
             "pid_namespace_per_job": bool(caps["pid_namespace_per_job"]),  # tree kill via the namespace's init
+            "ipc_namespace_per_job": bool(caps["ipc_namespace_per_job"]),  # SysV/POSIX IPC objects die with the job
             "uid_drop": bool(caps["uid_drop"]),
             "private_tmp": bool(caps["hidden_tmp"]) and in_mount_ns,
             "rlimits": True,
@@ -717,10 +882,12 @@ class Sandbox:
         proc.stdout.close()
 
     @staticmethod
-    def _cleanup(procs: list, jobs_root: str, cgroup_root: str | None) -> None:
+    def _cleanup(procs: list, jobs_root: str, cgroup_root: str | None, uid_base: int) -> None:
         for proc in procs:
             if proc is not None and proc.poll() is None:
                 Sandbox._kill_server(proc)
+        if os.geteuid() == 0:  # a server killed without its pid namespace leaves its programs' processes behind
+            _kill_uids(set(range(uid_base, uid_base + _UID_BLOCK)), 1.0)
         shutil.rmtree(jobs_root, ignore_errors=True)
         _remove_cgroups(cgroup_root)
 
@@ -752,10 +919,15 @@ class Sandbox:
             except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
                 results[i] = RenderResult("syntax_error", None, _exception_line(exc), 0.0)
         pending.reverse()
-        free_slots = list(range(self.workers - 1, -1, -1))
+        free_slots = [slot for slot in range(self.workers - 1, -1, -1) if slot not in self._out_of_service]
         inflight: dict[int, tuple[int, int, str, float]] = {}  # job id -> (index, slot, dir, start)
-        backstop = self.limits.wall_s + 5.0
+        backstop = self.limits.wall_s + self.limits.cleanup_s + 5.0
         while pending or inflight:
+            if pending and not free_slots and not inflight:
+                raise RuntimeError(
+                    f"every sandbox slot is out of service: processes of all {_UID_BLOCK} uids of this Sandbox "
+                    "could not be killed (see the errors logged above)"
+                )
             while pending and free_slots:
                 i = pending.pop()
                 slot = free_slots.pop()
@@ -769,11 +941,18 @@ class Sandbox:
             if reply is None:  # server dead or hung: restart it, everything in flight timed out
                 logger.warning("sandbox fork server unresponsive; restarting it")
                 self._stop(force=True)
+                # Without a pid namespace the programs outlive the killed server; with one they may still be dying.
+                stuck = set()
+                if self.protections["uid_drop"]:
+                    stuck = _kill_uids(set(self._slot_uids), self.limits.cleanup_s)
                 for i, slot, job_dir, start in inflight.values():
                     results[i] = RenderResult("timeout", None, "sandbox server unresponsive", time.monotonic() - start)
                     shutil.rmtree(job_dir, ignore_errors=True)
                     free_slots.append(slot)
                 inflight.clear()
+                for slot in list(free_slots):
+                    if self._slot_uids[slot] in stuck and not self._retire(slot, "processes left by the killed server"):
+                        free_slots.remove(slot)
                 self._start()
                 continue
             i, slot, job_dir, start = inflight.pop(reply["id"])
@@ -781,11 +960,28 @@ class Sandbox:
                 results[i] = self._collect(reply, job_dir, time.monotonic() - start)
             finally:
                 shutil.rmtree(job_dir, ignore_errors=True)
-                free_slots.append(slot)
+                leftovers = int(reply.get("leftovers", 0))
+                if not leftovers or self._retire(slot, f"{leftovers} process(es) of its last program"):
+                    free_slots.append(slot)
         return results  # type: ignore[return-value]
 
     def _uid(self, slot: int) -> int:
-        return self.uid_base + slot % _UID_BLOCK
+        return self._slot_uids[slot]
+
+    def _retire(self, slot: int, what: str) -> bool:
+        """Give up the slot's uid, whose processes could not be killed within `cleanup_s` (a process in
+        uninterruptible sleep, a zombie nobody reaps): the slot's next program must not share their uid, and with it
+        their RLIMIT_NPROC count, signals and files. True if the slot goes on with a spare uid, False if it is out of
+        service."""
+        uid = self._slot_uids[slot]
+        why = f"sandbox slot {slot}: {what} could not be killed within {self.limits.cleanup_s:g} s"
+        if self._spare_uids:
+            self._slot_uids[slot] = self._spare_uids.pop()
+            logger.error("%s; uid %d retired, the slot now uses uid %d", why, uid, self._slot_uids[slot])
+            return True
+        self._out_of_service.add(slot)
+        logger.error("%s and no spare uid is left: slot out of service", why)
+        return False
 
     def _limits(self) -> dict:
         lim = self.limits
@@ -797,6 +993,7 @@ class Sandbox:
             "open_files": lim.open_files,
             "processes": lim.processes,
             "max_pixels": lim.max_pixels,
+            "cleanup_s": lim.cleanup_s,
         }
 
     def _send(self, req: dict) -> None:
@@ -812,7 +1009,9 @@ class Sandbox:
         os.mkdir(work, 0o700)
         if self.protections.get("uid_drop"):
             os.chown(work, self._uid(slot), _GID)
-        with open(os.path.join(job_dir, "program.py"), "w", encoding="utf-8", errors="surrogatepass") as f:
+        # 0600: read by the job child as root; the programs of other slots, running meanwhile, cannot read it.
+        fd = os.open(os.path.join(job_dir, "program.py"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with open(fd, "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(code)
         return self._next_id, job_dir
 

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -148,10 +149,11 @@ def test_trainer_survives_signal_attempts(sb):
 
 def test_protections_reported(sb):
     p = sb.protections
-    for key in ("network_namespace", "pid_namespace", "pid_namespace_per_job", "uid_drop", "rlimits", "scrubbed_env"):
+    keys = ("network_namespace", "pid_namespace", "pid_namespace_per_job", "ipc_namespace_per_job", "uid_drop")
+    for key in (*keys, "rlimits", "scrubbed_env"):
         assert key in p and isinstance(p[key], bool)
     if os.geteuid() == 0:
-        assert p["uid_drop"]
+        assert p["uid_drop"] and p["ipc_namespace_per_job"] == p["pid_namespace_per_job"]  # both need CAP_SYS_ADMIN
 
 
 def test_state_does_not_leak_between_programs(sb):
@@ -233,7 +235,7 @@ def test_render_code_in_process_baseline():
 
 def test_hung_server_is_replaced():
     """The parent's own backstop: a server that stops answering is killed and restarted; in-flight jobs time out."""
-    with Sandbox(SandboxLimits(wall_s=0.5), workers=1) as box:
+    with Sandbox(SandboxLimits(wall_s=0.5, cleanup_s=0.5), workers=1) as box:
         assert box.render([SIMPLE])[0].status == "ok"
         old = box._proc
         server = sandbox_mod._children_of(old.pid) or [old.pid]  # the server under `unshare`, or itself
@@ -241,6 +243,135 @@ def test_hung_server_is_replaced():
         t = time.monotonic()
         (r,) = box.render([SIMPLE])
         assert r.status == "timeout" and "unresponsive" in r.error
-        assert time.monotonic() - t < 0.5 + 7.0
+        assert time.monotonic() - t < 0.5 + 0.5 + 7.0  # the backstop (wall_s + cleanup_s + 5 s), then a restart
         assert box._proc is not old and old.poll() is not None
         assert box.render([SIMPLE])[0].status == "ok"
+
+
+# Run right after a fork bomb in the same slot: counts the processes of its own uid that are neither itself nor its
+# parent (the job's init), as seen in /proc at the moment it starts, then draws a known figure (100x50, red).
+COUNT_SLOT_PROCESSES = """
+import os
+me = int(os.readlink('/proc/self'))
+with open('/proc/self/status') as f:
+    parent = int(next(line for line in f if line.startswith('PPid:')).split()[1])
+others = []
+for name in os.listdir('/proc'):
+    if name.isdigit() and int(name) not in (me, parent):
+        try:
+            with open(f'/proc/{name}/status') as f:
+                uid = int(next(line for line in f if line.startswith('Uid:')).split()[1])
+        except (OSError, StopIteration):
+            continue
+        if uid == os.getuid():
+            others.append(name)
+print('leftover', len(others))
+import matplotlib.pyplot as plt
+fig = plt.figure(figsize=(2, 1), dpi=50)
+fig.patch.set_facecolor('red')
+"""
+
+
+@pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "no_unshare"])
+def test_slot_is_empty_before_its_next_job(namespaces, monkeypatch):
+    """A fork bomb's processes are all gone before the same slot (same uid, same cgroup) runs the next program."""
+    if os.geteuid() != 0:
+        pytest.skip("one uid per slot needs root")
+    if not namespaces:
+        monkeypatch.setattr(sandbox_mod, "_probe_unshare", lambda: [])
+    limits = SandboxLimits(wall_s=1.0, cpu_s=1.0, processes=16)  # the bomb is capped by the sandbox's own RLIMIT_NPROC
+    with Sandbox(limits, workers=1) as box:  # one slot: the second program runs where the bomb ran
+        bomb, plot = box.render([_hostile_code("fork_bomb"), COUNT_SLOT_PROCESSES])
+        assert bomb.status == "timeout", bomb
+        assert plot.status == "ok", plot
+        assert plot.output == "leftover 0\n", plot.output
+        assert plot.image.size == (100, 50)
+        assert plot.image.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+        assert _leftover_processes(box) == []
+
+
+# Leaves state behind in every place a program of the same slot (same uid) could look next: files in the shared
+# temporary folders (writable only where there is no private mount namespace), its workdir, a SysV shared memory
+# segment (survives its creator unless the job has its own IPC namespace).
+LEAVE_STATE = """
+import ctypes, os
+for path in ('/tmp', '/var/tmp', '/dev/shm'):
+    try:
+        with open(f'{path}/sandbox_slot_state___TOKEN__', 'w') as f:
+            f.write('left')
+    except OSError:
+        pass
+open('left_in_workdir', 'w').close()
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+shm = libc.shmget(__KEY__, 4096, 0o1000 | 0o600)  # IPC_CREAT
+assert shm >= 0, os.strerror(ctypes.get_errno())
+addr = libc.shmat(shm, None, 0)
+ctypes.memmove(addr, b'left', 4)
+libc.shmdt(ctypes.c_void_p(addr))
+"""
+FIND_STATE = """
+import ctypes, os
+found = [p for p in ('/tmp', '/var/tmp', '/dev/shm') if os.path.exists(f'{p}/sandbox_slot_state___TOKEN__')]
+found += os.listdir('.')
+if ctypes.CDLL(None).shmget(__KEY__, 0, 0) >= 0:
+    found.append('shm')
+print('found', found)
+"""
+
+
+@pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "no_unshare"])
+def test_no_state_passes_to_the_next_job_in_a_slot(namespaces, monkeypatch):
+    """Files in /tmp-like folders, the workdir and SysV IPC objects of a job are gone before its slot's next job."""
+    if os.geteuid() != 0:
+        pytest.skip("one uid per slot needs root")
+    if not namespaces:
+        monkeypatch.setattr(sandbox_mod, "_probe_unshare", lambda: [])
+    key = int(TOKEN[:7], 16)
+    leave, find = (c.replace("__TOKEN__", TOKEN).replace("__KEY__", str(key)) for c in (LEAVE_STATE, FIND_STATE))
+    try:
+        with Sandbox(SandboxLimits(wall_s=5.0), workers=1) as box:
+            left, found = box.render([leave, find])
+            assert left.status == "no_image", left
+            assert found.status == "no_image" and found.output == "found []\n", found
+        assert not any(Path(p, f"sandbox_slot_state_{TOKEN}").exists() for p in ("/tmp", "/var/tmp", "/dev/shm"))
+        assert f" {key} " not in Path("/proc/sysvipc/shm").read_text()  # nothing left on the host either
+    finally:  # the code before the fix left both behind
+        for p in ("/tmp", "/var/tmp", "/dev/shm"):
+            Path(p, f"sandbox_slot_state_{TOKEN}").unlink(missing_ok=True)
+        subprocess.run(["ipcrm", "-M", str(key)], capture_output=True)
+
+
+def test_slot_with_unkillable_leftovers_gets_a_fresh_uid(monkeypatch, caplog):
+    """A process of the slot's uid that cannot be killed (here a zombie whose parent, this test, does not reap it)
+    outlives `cleanup_s`: the slot's uid is retired and its next program runs under a spare one; with no spare left
+    the slot goes out of service and a render says so instead of hanging."""
+    if os.geteuid() != 0:
+        pytest.skip("one uid per slot needs root")
+    monkeypatch.setattr(sandbox_mod, "_probe_unshare", lambda: [])  # the server sees this test's processes
+    with Sandbox(SandboxLimits(wall_s=2.0, cleanup_s=0.3), workers=1) as box:
+        uid = box._uid(0)
+        zombie = subprocess.Popen(["true"], user=uid, group=65534, extra_groups=[])
+        try:
+            deadline = time.monotonic() + 5.0
+            while Path(f"/proc/{zombie.pid}/stat").read_text().split()[2] != "Z" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            t = time.monotonic()
+            first, second = box.render([SIMPLE, "import os\nprint(os.getuid())"])
+            assert time.monotonic() - t < 2 * (2.0 + 0.3)
+            assert first.status == "ok" and second.status == "no_image", (first, second)
+            assert int(second.output) == box._uid(0) != uid
+            assert f"uid {uid} retired" in caplog.text
+        finally:
+            zombie.wait()
+    monkeypatch.setattr(sandbox_mod, "_UID_BLOCK", 1)  # one uid per Sandbox: no spare
+    with Sandbox(SandboxLimits(wall_s=2.0, cleanup_s=0.3), workers=1) as box:
+        zombie = subprocess.Popen(["true"], user=box._uid(0), group=65534, extra_groups=[])
+        try:
+            deadline = time.monotonic() + 5.0
+            while Path(f"/proc/{zombie.pid}/stat").read_text().split()[2] != "Z" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with pytest.raises(RuntimeError, match="out of service"):
+                box.render([SIMPLE, SIMPLE])
+        finally:
+            zombie.wait()

@@ -552,8 +552,10 @@ class JudgeClient:
     def check(self) -> None:
         """Raise `JudgeUnavailable` unless the endpoint answers, accepts the key and serves the model.
 
-        `GET /models` (OpenAI and vLLM both serve it; free) checks URL and key; if the model is not listed (or the
-        endpoint has no model list), one 1-token chat request decides, since some gateways serve unlisted models.
+        `GET /models` (OpenAI and vLLM both serve it; free) checks URL and key and names the served models; then one
+        1-token chat request with the scoring requests' own `temperature` and token-limit field decides, since some
+        gateways serve unlisted models and a listed model may still reject those parameters (OpenAI's reasoning
+        models answer `max_tokens` or `temperature: 0` with HTTP 400), which would leave every sample unscored.
         Short timeout, no retries: an unreachable URL fails in seconds, before any GPU work.
         """
         self._run(self._check())
@@ -571,11 +573,12 @@ class JudgeClient:
             pass  # no model list on this endpoint: the chat request below decides
         except openai.APIError as err:
             raise self._unavailable("GET /models", err, timeout) from err
-        if listed is not None and model in listed:
-            return
         try:
             await client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": "Reply with OK."}], max_tokens=1, temperature=0
+                model=model,
+                messages=[{"role": "user", "content": "Reply with OK."}],
+                max_tokens=1,
+                temperature=self.args.judge_temperature,
             )
         except openai.NotFoundError as err:
             served = "" if listed is None else f"; the endpoint lists: {', '.join(listed[:20]) or '(no models)'}"
@@ -583,7 +586,8 @@ class JudgeClient:
                 f"{self.describe}: model {model!r} is unknown to the endpoint ({_describe_error(err)}){served}"
             ) from err
         except openai.APIError as err:
-            raise self._unavailable("a 1-token chat request", err, timeout) from err
+            what = f"a 1-token chat request with the scoring parameters (temperature={self.args.judge_temperature:g}, "
+            raise self._unavailable(what + "max_tokens)", err, timeout) from err
 
     def _unavailable(self, what: str, err: openai.APIError, timeout: float) -> JudgeUnavailable:
         if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):

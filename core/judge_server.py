@@ -34,7 +34,9 @@ Server-wide options of `start_judge_server` (and the CLI):
 * ``timeout_sleep_s`` - how long a ``[judge:timeout]`` request hangs (set it above the client's timeout);
 * ``retry_after_s`` - the ``retry-after-ms`` header sent with injected 429/500 replies (None: no header, so the
   client falls back to its own exponential backoff, 0.5 s and up);
-* ``api_key`` - if set, the bearer token must equal it (else 401); by default any non-empty token is accepted.
+* ``api_key`` - if set, the bearer token must equal it (else 401); by default any non-empty token is accepted;
+* ``unsupported_params`` - request fields answered with HTTP 400 "Unsupported parameter", as OpenAI's reasoning
+  models answer ``max_tokens`` or a non-default ``temperature``.
 
 Markers in the request text (any message) target single samples:
 
@@ -373,6 +375,10 @@ class _JudgeHandler(BaseHTTPRequestHandler):
         model = body.get("model")
         if model != self.server.model:
             raise _ClientError(404, f"The model `{model}` does not exist.", "invalid_request_error", "model_not_found")
+        for name in options["unsupported_params"]:
+            if name in body:
+                message = f"Unsupported parameter: '{name}' is not supported with this model."
+                raise _ClientError(400, message, "invalid_request_error", "unsupported_parameter")
         text, images = _split_messages(body.get("messages"))
         bare = _MARKER_RE.sub("", text)  # a condition is looked up in the request's own text, not in other markers
         markers = [(kind, slow) for kind, slow, condition in _MARKER_RE.findall(text) if condition in bare]
@@ -478,6 +484,7 @@ def start_judge_server(
     timeout_sleep_s: float = 10.0,
     retry_after_s: float | None = 0.05,
     api_key: str | None = None,
+    unsupported_params: tuple[str, ...] = (),
 ) -> JudgeServerHandle:
     """Start the judge in a background thread on `host:port` (port 0: a free one) and return its handle.
 
@@ -492,6 +499,7 @@ def start_judge_server(
         "timeout_sleep_s": float(timeout_sleep_s),
         "retry_after_s": retry_after_s,
         "api_key": api_key,
+        "unsupported_params": tuple(unsupported_params),
     }
     return JudgeServerHandle(_JudgeHTTPServer((host, port), model, options))
 

@@ -354,7 +354,19 @@ def test_score_works_from_threads_and_inside_a_running_loop(server: JudgeServerH
 def test_check_passes_on_a_served_model(server: JudgeServerHandle) -> None:
     with JudgeClient(judge_args(server.url)) as client:
         client.check()
-    assert server.stats.model_list_requests == 1 and server.stats.total == 0
+    assert server.stats.model_list_requests == 1 and server.stats.total == 1  # one 1-token chat request
+
+
+@pytest.mark.parametrize("param", ["temperature", "max_tokens"])
+def test_check_fails_when_the_served_model_rejects_the_scoring_parameters(param: str) -> None:
+    """A listed model that rejects a scoring parameter (o3: `max_tokens`, `temperature: 0`) answered every scoring
+    request with HTTP 400, leaving every sample unscored; the check now sends those parameters once, at start-up."""
+    with start_judge_server(MODEL, unsupported_params=(param,)) as server:
+        with JudgeClient(judge_args(server.url)) as client:
+            with pytest.raises(JudgeUnavailable, match=f"Unsupported parameter: '{param}'") as info:
+                client.check()
+        assert server.stats.model_list_requests == 1  # the model is listed: only the chat request could tell
+    assert "temperature=0" in str(info.value) and "max_tokens" in str(info.value)
 
 
 def test_check_fails_fast_on_a_closed_port() -> None:

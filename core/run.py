@@ -3,6 +3,7 @@ trainer → train → save."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -43,6 +44,14 @@ def resolve_resume(training_args: GRPOConfig) -> str | None:
     return value
 
 
+def resolve_exact_resume(training_args: GRPOConfig) -> str | None:
+    """`resolve_resume`, refusing a checkpoint that is not on a generation boundary (`check_resume_checkpoint`)."""
+    checkpoint = resolve_resume(training_args)
+    if checkpoint is not None:
+        check_resume_checkpoint(checkpoint, training_args)
+    return checkpoint
+
+
 def setup_run(training_args: GRPOConfig, *configs: Any) -> str | None:
     """Logging, a guard against training over an earlier run's checkpoints, and the resolved-config record.
 
@@ -50,7 +59,7 @@ def setup_run(training_args: GRPOConfig, *configs: Any) -> str | None:
     """
     setup_logging(training_args)
     check_save_steps(training_args)
-    resume = resolve_resume(training_args)
+    resume = resolve_exact_resume(training_args)
     out = Path(training_args.output_dir)
     if resume is None and out.is_dir() and any(out.glob("checkpoint-*")):
         raise FileExistsError(
@@ -71,43 +80,88 @@ def generation_interval(training_args: GRPOConfig) -> float:
     return micro / training_args.gradient_accumulation_steps
 
 
-def save_steps_problem(training_args: GRPOConfig, save_steps: float | None = None) -> str | None:
-    """Why checkpoints every `save_steps` optimizer steps (default: the config's, when it is an absolute step count)
-    cannot be resumed exactly, or None when they can.
+def boundary_unit(training_args: GRPOConfig) -> int:
+    """The smallest number of optimizer steps that ends on a generation boundary; every boundary is a multiple of it.
 
-    A checkpoint is exact only on a generation boundary: TRL keeps the unused rest of a generation batch in memory
-    (`_buffered_inputs`) and does not save it, and a resumed trainer restarts its micro-batch counter at 0, so a run
-    resumed inside a generation batch regenerates at different steps and ends with different weights.
+    A checkpoint is exact only there: TRL keeps the unused rest of a generation batch in memory (`_buffered_inputs`)
+    and does not save it, and a resumed trainer restarts its micro-batch counter at 0, so a run resumed inside a
+    generation batch regenerates at different steps and ends with different weights.
     """
-    if str(getattr(training_args.save_strategy, "value", training_args.save_strategy)) != "steps":
-        return None
-    save_steps = training_args.save_steps if save_steps is None else save_steps
-    if save_steps is None or save_steps < 1:  # a fraction of all steps: checked once the step count is known
-        return None
     micro = training_args.steps_per_generation * training_args.num_iterations
-    accumulation = training_args.gradient_accumulation_steps
-    if (int(save_steps) * accumulation) % micro == 0:
-        return None
-    unit = micro // math.gcd(micro, accumulation)  # the smallest save_steps on a generation boundary
-    suggestion = max(unit, (int(save_steps) // unit) * unit)
+    return micro // math.gcd(micro, training_args.gradient_accumulation_steps)
+
+
+def _boundary_problem(what: str, steps: int, training_args: GRPOConfig) -> str:
+    unit = boundary_unit(training_args)
+    below, above = (steps // unit) * unit, (steps // unit + 1) * unit
+    suggestion = f"{below} or {above}" if below else f"{above}"
+    micro = training_args.steps_per_generation * training_args.num_iterations
     return (
-        f"save_steps={int(save_steps)} puts checkpoints inside a generation batch: TRL generates once every "
+        f"{what}={steps} puts a checkpoint inside a generation batch: TRL generates once every "
         f"steps_per_generation x num_iterations = {micro} micro-batches, i.e. every "
-        f"{generation_interval(training_args):g} optimizer steps with gradient_accumulation_steps={accumulation}, "
-        "and does not save the unused part of a "
-        "generation batch, so a run resumed from such a checkpoint regenerates at different steps and diverges. "
-        f"Use a save_steps that is a multiple of {unit} (e.g. --save_steps {suggestion})"
-        + (", or set steps_per_generation equal to gradient_accumulation_steps." if training_args.num_iterations == 1
-           else ".")
+        f"{generation_interval(training_args):g} optimizer steps with gradient_accumulation_steps="
+        f"{training_args.gradient_accumulation_steps}, and does not save the unused part of a generation batch, so a "
+        f"run resumed from such a checkpoint regenerates at different steps and diverges. Use a {what} that is a "
+        f"multiple of {unit} (e.g. --{what} {suggestion})"
+        + (
+            ", or set steps_per_generation equal to gradient_accumulation_steps."
+            if training_args.num_iterations == 1
+            else "."
+        )
     )
 
 
-def check_save_steps(training_args: GRPOConfig, save_steps: float | None = None) -> None:
-    """Raise ValueError (with the fix) when checkpoints would fall inside a generation batch; see
-    `save_steps_problem`. Called before any data or model is loaded."""
-    problem = save_steps_problem(training_args, save_steps)
+def save_steps_problem(
+    training_args: GRPOConfig, save_steps: float | None = None, max_steps: int | None = None
+) -> str | None:
+    """Why the checkpoints of this run could not be resumed exactly (see `boundary_unit`), or None.
+
+    Checks every `save_steps` (default: the config's, when it is an absolute step count; a fraction is checked once the
+    trainer knows it) and the final checkpoint that Trainer writes at `max_steps` (default: the config's, when set).
+    """
+    if str(getattr(training_args.save_strategy, "value", training_args.save_strategy)) != "steps":
+        return None
+    unit = boundary_unit(training_args)
+    save_steps = training_args.save_steps if save_steps is None else save_steps
+    if save_steps is not None and save_steps >= 1 and int(save_steps) % unit:
+        return _boundary_problem("save_steps", int(save_steps), training_args)
+    max_steps = training_args.max_steps if max_steps is None else max_steps
+    if max_steps is not None and max_steps > 0 and max_steps % unit:
+        return _boundary_problem("max_steps", int(max_steps), training_args)
+    return None
+
+
+def check_save_steps(training_args: GRPOConfig, save_steps: float | None = None, max_steps: int | None = None) -> None:
+    """Raise ValueError (with the fix) when a checkpoint would fall inside a generation batch; see
+    `save_steps_problem`. Called before any data or model is loaded, and again when training starts."""
+    problem = save_steps_problem(training_args, save_steps, max_steps)
     if problem:
         raise ValueError(problem)
+
+
+def check_resume_checkpoint(checkpoint: str | os.PathLike[str], training_args: GRPOConfig) -> None:
+    """Refuse to resume from a checkpoint saved inside a generation batch (by an earlier run with other settings, or
+    copied in): it would continue with different samples than the run that wrote it. Names the checkpoints that are
+    on a boundary."""
+    state_file = Path(checkpoint) / "trainer_state.json"
+    if not state_file.is_file():
+        return
+    step = int(json.loads(state_file.read_text()).get("global_step", 0))
+    unit = boundary_unit(training_args)
+    if step % unit == 0:
+        return
+    good = sorted(
+        (p for p in Path(checkpoint).parent.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    good = [p.name for p in good if int(p.name.split("-")[-1]) % unit == 0]
+    hint = f"resume from {good[-1]} (the newest on a boundary)" if good else "start the run again"
+    raise ValueError(
+        f"{checkpoint} was saved at step {step}, inside a generation batch (one generation every "
+        f"{generation_interval(training_args):g} optimizer steps: boundaries are multiples of {unit}); TRL did not "
+        f"save the rest of that batch, so resuming from it would diverge from the run that wrote it. "
+        f"Pass --resume_from_checkpoint {Path(checkpoint).parent}/<checkpoint> to {hint}."
+    )
 
 
 def train_and_save(trainer: GRPOTrainer, resume: str | None, final_dir: str | Path | None = None) -> dict[str, float]:

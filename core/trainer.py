@@ -30,7 +30,7 @@ from trl import GRPOTrainer
 from core.lora import trainable_report
 from core.plots import PLOT_NAME, plot_reward_curves
 from core.prompts import encode_prompts
-from core.run import check_save_steps
+from core.run import boundary_unit, check_save_steps
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +53,18 @@ class RewardPlotCallback(TrainerCallback):
 
 
 class GenerationBoundaryCallback(TrainerCallback):
-    """Refuses, before the first step, checkpoints that fall inside a generation batch when `save_steps` is a fraction
-    of all steps (an absolute save_steps is checked at start-up by `core.run.setup_run`)."""
+    """Refuses, before the first step, checkpoints that fall inside a generation batch once Trainer has resolved
+    `save_steps` (a fraction of all steps) and `max_steps` (from epochs); absolute values are checked at start-up by
+    `core.run.setup_run`."""
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        check_save_steps(args, state.save_steps)
+        check_save_steps(args, state.save_steps, state.max_steps)
+        if state.global_step % boundary_unit(args):  # resumed (by any path) from a checkpoint inside a batch
+            raise ValueError(
+                f"resuming at step {state.global_step}, inside a generation batch (boundaries are multiples of "
+                f"{boundary_unit(args)} steps): the run would diverge from the one that wrote the checkpoint; resume "
+                "from a checkpoint on a boundary"
+            )
 
 
 class UnscoredRewardsError(RuntimeError):

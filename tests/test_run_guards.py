@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -179,9 +180,14 @@ def test_checkpoints_inside_a_generation_batch_are_refused_with_the_fix(tmp_path
     with pytest.raises(ValueError) as err:
         check_save_steps(args)
     message = str(err.value)
-    assert f"save_steps={unit + 1} puts checkpoints inside a generation batch" in message
-    assert f"multiple of {unit} (e.g. --save_steps {unit})" in message
+    assert f"save_steps={unit + 1} puts a checkpoint inside a generation batch" in message
+    assert f"multiple of {unit} (e.g. --save_steps {unit} or {2 * unit})" in message
     assert save_steps_problem(config(tmp_path, save_steps=2 * unit, **overrides)) is None
+    # The final checkpoint, written at max_steps, must be on a boundary too.
+    with pytest.raises(ValueError, match=f"max_steps={2 * unit + 1} puts a checkpoint inside a generation batch"):
+        check_save_steps(config(tmp_path, save_steps=2 * unit, max_steps=2 * unit + 1, **overrides))
+    assert save_steps_problem(config(tmp_path, save_steps=2 * unit, max_steps=4 * unit, **overrides)) is None
+    assert save_steps_problem(config(tmp_path, save_strategy="no", max_steps=2 * unit + 1, **overrides)) is None
 
 
 def test_setup_run_refuses_before_writing_anything(tmp_path):
@@ -197,10 +203,33 @@ def test_fractional_save_steps_are_checked_when_training_starts(tmp_path):
     callback = GenerationBoundaryCallback()
     state = TrainerState()
     state.save_steps = 3  # 0.25 x 12 steps, as Trainer resolves it
-    with pytest.raises(ValueError, match="save_steps=3 puts checkpoints inside a generation batch"):
+    state.max_steps = 12
+    with pytest.raises(ValueError, match="save_steps=3 puts a checkpoint inside a generation batch"):
         callback.on_train_begin(args, state, TrainerControl())
     state.save_steps = 4
     callback.on_train_begin(args, state, TrainerControl())
+    state.max_steps = 13  # resolved from epochs: the final checkpoint would fall inside a batch
+    with pytest.raises(ValueError, match="max_steps=13 puts a checkpoint inside a generation batch"):
+        callback.on_train_begin(args, state, TrainerControl())
+    state.max_steps, state.global_step = 12, 3  # resumed inside a batch, by whatever path
+    with pytest.raises(ValueError, match="resuming at step 3, inside a generation batch"):
+        callback.on_train_begin(args, state, TrainerControl())
+
+
+def test_resume_refuses_a_checkpoint_inside_a_generation_batch_and_names_the_good_one(tmp_path):
+    """An earlier run with another max_steps (or default settings) left checkpoint-3; generation every 2 steps."""
+    out = tmp_path / "out"
+    for step in (2, 3):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    args = config(tmp_path, steps_per_generation=2, save_steps=2, max_steps=6, resume_from_checkpoint="true")
+    with pytest.raises(ValueError) as err:
+        setup_run(args)
+    message = str(err.value)
+    assert f"{out / 'checkpoint-3'} was saved at step 3, inside a generation batch" in message
+    assert "resume from checkpoint-2 (the newest on a boundary)" in message
+    args.resume_from_checkpoint = str(out / "checkpoint-2")
+    assert setup_run(args) == str(out / "checkpoint-2")
 
 
 @pytest.mark.slow

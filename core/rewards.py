@@ -91,6 +91,7 @@ def check_rewards_can_score(
     reference_completion: Callable[[Mapping[str, Any]], str | None],
     num_rows: int = 8,
     source: str | None = None,
+    full_marks: Mapping[str, float] | None = None,
 ) -> dict[str, list[float | None]]:
     """Score every reward on the reference answers of up to `num_rows` rows spread over `dataset`, before any model
     loads, and raise `core.data.DataError` naming the reward and rows when a reward cannot score this data at all.
@@ -99,6 +100,8 @@ def check_rewards_can_score(
     trains nothing while the run looks healthy (loss 0, unchanged weights): grounding's `iou_reward` on point
     answers is the classic case. A reward that raises would crash the first training step after the model loaded.
     Both are refused here. A reward that scores some rows and returns None for others (boxes and points mixed) passes.
+    `full_marks` names rewards whose maximum a reference answer must earn (e.g. an accuracy reward's 1.0): a row whose
+    reference scores less is a row the reward can never pay for (an answer it cannot parse), refused with its score.
 
     `reference_completion(row)` writes a row's reference answer in the form the recipe's rewards read (None: the row
     has no reference, skipped). Rewards are called as TRL calls them: `prompts`, `completions` (conversational when
@@ -145,6 +148,14 @@ def check_rewards_can_score(
             problems.append(f"reward {name!r} returned {len(values)} values for {len(rows)} completions ({labels})")
             continue
         scores[name] = values
+        if name in (full_marks or {}):
+            for (index, row), completion, value in zip(checked, completions, values, strict=True):
+                if value is not None and value < full_marks[name] - 1e-6:
+                    problems.append(
+                        f"{describe_row(index, row.get('id', row.get('pid')))}: reward {name!r} gives the reference "
+                        f"answer {completion_text(completion)!r} {value:g}, not its full {full_marks[name]:g}, so it "
+                        "can never pay for this row; fix the row's answer or drop the row"
+                    )
         if all(value is None for value in values):
             problems.append(
                 f"reward {name!r} returned None (cannot score) for the reference answer of every row checked: "

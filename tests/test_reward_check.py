@@ -69,6 +69,25 @@ def test_a_reward_that_raises_is_refused_with_its_error(grounding):
         check_rewards_can_score([needs_a_column], boxes, rewards.reference_completion("pixels_resized"))
 
 
+def test_a_row_whose_reference_cannot_earn_full_marks_is_refused(grounding):
+    rewards, boxes, _, _ = grounding
+
+    def half_on_row_2(completions, id, **kwargs):  # noqa: A002 - the dataset column's name
+        return [0.5 if row_id == "train-0002" else 1.0 for row_id in id]
+
+    half_on_row_2.__name__ = "picky"
+    funcs = [*rewards.build_reward_funcs(["accuracy_reward_coord"], "norm1000"), half_on_row_2]
+    marks = {**rewards.REFERENCE_FULL_MARKS, "picky": 1.0}
+    with pytest.raises(DataError) as err:
+        check_rewards_can_score(funcs, boxes, rewards.reference_completion("norm1000"), num_rows=6, full_marks=marks)
+    assert len(err.value.problems) == 1
+    problem = err.value.problems[0]
+    assert problem.startswith("row 2 (id 'train-0002'): reward 'picky' gives the reference answer '<answer>[")
+    assert "0.5, not its full 1, so it can never pay for this row" in problem
+    scores = check_rewards_can_score(funcs, boxes, rewards.reference_completion("norm1000"), full_marks={"picky": 0.5})
+    assert scores["accuracy_reward_coord"] == [1.0] * 6  # full marks are a floor only for the rewards named
+
+
 def test_rows_checked_spread_over_the_dataset_and_rows_without_reference_are_skipped(grounding):
     _, boxes, _, _ = grounding
     seen: list[list[str]] = []

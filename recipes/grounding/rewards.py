@@ -121,6 +121,11 @@ def from_original(
     return [float(value) / scale for value, scale in zip(coords, unit, strict=True)]
 
 
+# What a reference answer must earn at the start-up check (core.rewards.check_rewards_can_score). Not format_reward
+# (it pays boxes only, so point rows get 0) nor iou_reward (the 2-decimal reference is ~1, not exactly 1).
+REFERENCE_FULL_MARKS = {"accuracy_reward_coord": 1.0}
+
+
 def reference_completion(frame: str) -> Callable[[Mapping[str, Any]], str]:
     """A row's `solution` written as the model answers in `frame`: `<answer>[x1, y1, x2, y2]</answer>` (or [x, y]),
     for `core.rewards.check_rewards_can_score` at start-up."""

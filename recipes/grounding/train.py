@@ -14,7 +14,14 @@ from typing import Any
 
 from data import build_dataset
 from datasets import Dataset
-from rewards import FRAMES, REWARD_NAMES, build_reward_funcs, frame_for_family, reference_completion
+from rewards import (
+    FRAMES,
+    REFERENCE_FULL_MARKS,
+    REWARD_NAMES,
+    build_reward_funcs,
+    frame_for_family,
+    reference_completion,
+)
 
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
@@ -77,7 +84,13 @@ def main() -> None:
 
     frame = frame_for_family(family) if script_args.coord_frame == "auto" else script_args.coord_frame
     reward_funcs = build_reward_funcs(script_args.reward_funcs, frame)
-    check_rewards_can_score(reward_funcs, train_dataset, reference_completion(frame), source=script_args.train_file)
+    check_rewards_can_score(
+        reward_funcs,
+        train_dataset,
+        reference_completion(frame),
+        source=script_args.train_file,
+        full_marks=REFERENCE_FULL_MARKS,
+    )
 
     model = load_model(model_args)
     freeze_for_full_finetune(model, model_args)

@@ -94,24 +94,36 @@ def test_reward_per_status() -> None:
 
 
 def test_blank_figure_counts_as_no_image() -> None:
-    """A figure with nothing drawn on it is an empty answer: no execution credit, no similarity to a blank canvas
-    (which is about 0.6 of the maximum on a mostly-white chart)."""
+    """A figure with (almost) nothing drawn on it is an empty answer: no execution credit, no similarity to a blank
+    canvas (which is about 0.6 of the maximum on a mostly-white chart). Almost nothing: under 0.1% of the pixels
+    differ from the most common colour by more than 8/255 in a channel."""
     ref = _reference()
     one_dot = Image.new("RGB", ref.size, "white")
     one_dot.putpixel((5, 5), (0, 0, 0))
+    faint = Image.new("RGB", ref.size, "white")
+    ImageDraw.Draw(faint).rectangle([10, 10, 60, 50], fill=(250, 250, 250))  # within 8/255 of white: no ink
+    small_mark = Image.new("RGB", ref.size, "white")
+    ImageDraw.Draw(small_mark).rectangle([5, 5, 14, 14], fill=(0, 0, 0))  # 100 of 6912 pixels: 1.4% ink
     results = {
         "white": FakeResult("ok", Image.new("RGB", ref.size, "white")),
         "black": FakeResult("ok", Image.new("RGB", ref.size, "black")),
         "transparent": FakeResult("ok", Image.new("RGBA", ref.size, (255, 0, 0, 0))),  # over white: all white
         "one_dot": FakeResult("ok", one_dot),
+        "faint": FakeResult("ok", faint),
+        "small_mark": FakeResult("ok", small_mark),
         "perfect": FakeResult("ok", ref.copy()),
     }
     config = R.RewardConfig(no_image_penalty=-0.25)
     scores = R.Image2CodeReward(FakeSandbox(results), config)(list(results), image=[ref] * len(results))
-    assert scores[:3] == [-0.25, -0.25, -0.25]  # scored exactly as no_image, whatever its penalty
-    assert 0.3 < scores[3] < 1.0 and scores[4] == pytest.approx(1.0)
-    assert [R.effective_status(results[name]) for name in results] == ["no_image"] * 3 + ["ok"] * 2
+    assert scores[:5] == [-0.25] * 5  # scored exactly as no_image, whatever its penalty
+    assert 0.3 < scores[5] < 1.0 and scores[6] == pytest.approx(1.0)
+    assert [R.effective_status(results[name]) for name in results] == ["no_image"] * 5 + ["ok"] * 2
     assert R.score_result(results["white"], ref, R.RewardConfig()) == (0.0, "no_image", None)
+    assert R.ink_fraction(one_dot) == pytest.approx(1 / (96 * 72))
+    assert R.ink_fraction(faint) == 0.0 and R.ink_fraction(small_mark) == pytest.approx(100 / (96 * 72))
+    inverted = Image.new("RGB", ref.size, "black")  # the dominant colour, not white, is the background
+    inverted.putpixel((5, 5), (255, 255, 255))
+    assert R.is_blank(inverted) and not R.is_blank(ref)
 
 
 def test_config_changes_formula() -> None:
@@ -264,3 +276,38 @@ def test_empty_and_repeated_code_blocks_in_real_sandbox() -> None:
         scores = R.Image2CodeReward(sandbox)(list(completions.values()), image=[image] * len(completions))
     expected = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
     assert dict(zip(completions, scores, strict=True)) == pytest.approx(dict(zip(completions, expected, strict=True)))
+
+
+
+@pytest.mark.slow
+def test_almost_no_ink_is_no_image_in_real_sandbox(tmp_path: Path) -> None:
+    """A figure with next to no ink (a near-white speck, one dot) is an empty answer: exactly the no_image value, not
+    the ~0.6 a blank canvas earns against a mostly-white chart. Every sample chart still scores 1.0 against itself,
+    and empty axes (a drawing attempt) are still "ok"."""
+    import json
+
+    sandbox_module = pytest.importorskip("core.sandbox")
+    data = load_recipe_module("image2code", "data")
+    rows = [json.loads(line) for line in data.create_sample(tmp_path, n=16, seed=0).read_text().splitlines()]
+    charts = [Image.open(tmp_path / row["image_path"]) for row in rows]
+    figure = "import matplotlib.pyplot as plt\nfig = plt.figure(figsize=(3, 2.4), dpi=64)\n"
+    nothing = [
+        figure + "fig.text(.5, .5, '.', color=(.99, .99, .99))",  # a near-white speck
+        figure + "fig.text(.5, .5, '.', color='black')",  # one black dot
+        figure + "fig.add_artist(plt.Circle((.5, .5), .005, color='black'))",  # one tiny disc
+    ]
+    empty_axes = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2.4), dpi=64)"
+    config = R.RewardConfig(no_image_penalty=-0.25)
+    with sandbox_module.Sandbox() as sandbox:
+        if sandbox.render(["import matplotlib.pyplot as plt\nplt.plot([1])"])[0].status != "ok":
+            pytest.skip("core.sandbox cannot render here")
+        reward = R.Image2CodeReward(sandbox, config)
+        codes = [*nothing, empty_axes]
+        references = charts[: len(codes)]
+        scores = reward([_fenced(code) for code in codes], image=references)
+        results = reward.cache.render(codes)
+        own = reward([_fenced(row["reference_code"]) for row in rows], image=charts)
+    assert scores[:3] == [-0.25] * 3  # exactly no_image, whatever the reference
+    assert [R.effective_status(result) for result in results] == ["no_image"] * 3 + ["ok"]
+    assert 0.3 < scores[3] < 1.0  # empty axes: an attempt, scored by similarity
+    assert own == pytest.approx([1.0] * len(rows), abs=1e-6)

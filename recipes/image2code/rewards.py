@@ -16,10 +16,12 @@ with `execution_success` = 1 only for status "ok" (the code ran AND a figure was
     killed         killed_penalty         (-0.5)       -> -0.5  (memory/resource limit: a runtime failure too)
     no_image       no_image_penalty       ( 0.0)       ->  0.0  (ran cleanly but drew nothing: no success, no penalty)
 
-An "ok" result without an image counts as "no_image", and so does an "ok" image of a single colour: a figure with
-nothing drawn on it (`plt.figure()`) is an empty answer like the empty program (no figure at all), and paying it the
-execution weight plus the similarity of a blank canvas to a mostly-white chart (about 0.6 in total on the sample
-charts) would teach the policy to draw nothing. An unknown status counts as "runtime_error". So the order is
+An "ok" result without an image counts as "no_image", and so does an "ok" image with almost no ink (`is_blank`:
+under 0.1% of the pixels differ from the image's most common colour by more than 8/255 in a channel): a figure with
+nothing drawn on it (`plt.figure()`), or only a speck or one dot, is an empty answer like the empty program (no
+figure at all), and paying it the execution weight plus the similarity of a blank canvas to a mostly-white chart
+(about 0.6 in total on the sample charts) would teach the policy to draw nothing. Empty axes (`plt.subplots()`,
+about 4% ink) are an attempt and scored as "ok". An unknown status counts as "runtime_error". So the order is
 ok > no_image > runtime failures > syntax error, which is what GRPO's group-relative advantages need. A completion
 whose reference image is missing scores None (TRL then ignores it). If similarity scoring itself fails on an "ok"
 image (e.g. a degenerate image), similarity is 0 and the failure is logged.
@@ -34,10 +36,11 @@ Rendering once per batch: all completions of a batch go to the sandbox in ONE `r
 parallelises). `RenderCache` remembers the last few batches by the tuple of codes, so the main reward and a custom
 hook reward - separate TRL reward functions, called one after the other on the same completions - share one render.
 
-Custom scoring hook: `--image2code_hook package.module:function` (loaded with `core.rewards.load_object`) names a
+Custom scoring hook: `--custom_score_fn package.module:function` (loaded with `core.rewards.load_object`) names a
 function `f(code: str, reference_image: PIL.Image, result: RenderResult) -> float`. It becomes its own TRL reward
 function whose `__name__` is the function's name (TRL logs `rewards/<name>/mean`) with its own weight in
-`reward_weights`. A hook that raises on one completion scores None there (logged), not a crashed step.
+`reward_weights` (`--custom_score_weight`). A hook that raises on one completion scores None there (logged), not a
+crashed step.
 
 Metrics (via TRL's `log_metric`, averaged per logging step): `image2code/execution_success`,
 `image2code/status/<status>` for every status (rates), `image2code/similarity/<component>` for every similarity
@@ -53,6 +56,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
+import numpy as np
 from PIL import Image
 from similarity import COMPONENTS, SimilarityWeights, image_similarity, normalise_pair
 
@@ -65,6 +69,8 @@ REWARD_NAME = "image2code_reward"
 METRIC_PREFIX = "image2code"
 
 __all__ = [
+    "BLANK_INK_FRACTION",
+    "INK_TOLERANCE",
     "REWARD_NAME",
     "STATUSES",
     "HookReward",
@@ -74,6 +80,7 @@ __all__ = [
     "build_reward_funcs",
     "effective_status",
     "extract_code",
+    "ink_fraction",
     "is_blank",
     "score_result",
 ]
@@ -156,16 +163,43 @@ def extract_code(text: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------- scoring
 
 
-def is_blank(image: Image.Image) -> bool:
-    """Whether an image is a single colour as the similarity measure sees it (normalised by
-    `similarity.normalise_pair`: RGB with transparency over white, at its working size): nothing was drawn."""
+# "Ink": a pixel differing from the image's dominant colour by more than INK_TOLERANCE (0..255) in some channel.
+# An image whose ink fraction is below BLANK_INK_FRACTION is blank. Measured at the similarity working size
+# (`similarity.normalise_pair`): the 40 charts of `data.create_sample` (seed 0) have 3.5% (sparse scatter plots) to
+# 51% (area charts) ink, empty axes 3.9-4.5%, one word of text 0.4%; a single '.' or a 1-point-radius disc drawn on
+# an empty figure 0.007-0.034%, a near-white (0.99) speck 0% (within the tolerance). 0.1% is 35x below the
+# sparsest chart and 3x above one dot.
+INK_TOLERANCE = 8
+BLANK_INK_FRACTION = 0.001
+
+
+def ink_fraction(image: Image.Image) -> float:
+    """Share of pixels (as the similarity measure sees the image: `similarity.normalise_pair`, RGB with transparency
+    over white, at its working size) that differ from the image's most common colour by more than INK_TOLERANCE in
+    any channel."""
     _, seen = normalise_pair(image, image)
-    return bool((seen.max(axis=(0, 1)) == seen.min(axis=(0, 1))).all())
+    pixels = np.rint(seen).astype(np.int64).reshape(-1, 3)
+    keys = (pixels[:, 0] << 16) | (pixels[:, 1] << 8) | pixels[:, 2]
+    colours, counts = np.unique(keys, return_counts=True)
+    dominant = colours[counts.argmax()]
+    background = np.array([(dominant >> 16) & 255, (dominant >> 8) & 255, dominant & 255])
+    return float((np.abs(pixels - background).max(axis=1) > INK_TOLERANCE).mean())
+
+
+def is_blank(image: Image.Image) -> bool:
+    """Whether next to nothing was drawn: `ink_fraction(image)` < BLANK_INK_FRACTION (0.1% of the pixels).
+
+    A single colour is blank, and so is a figure with one speck or dot on it: paying those the execution weight plus
+    the similarity of an empty canvas to a mostly-white chart (about 0.6) would teach drawing nothing. Empty axes
+    (`plt.subplots()`, ~4% ink) are an attempt and are scored. A reference chart this sparse would be unlearnable
+    (its own code scores no_image), but real charts have 35x more ink than the bound (see BLANK_INK_FRACTION).
+    """
+    return ink_fraction(image) < BLANK_INK_FRACTION
 
 
 def effective_status(result: Any) -> str:
-    """The status the reward uses: "ok" without an image, or with a blank (single-colour) one, is "no_image"; an
-    unknown status is "runtime_error"."""
+    """The status the reward uses: "ok" without an image, or with a blank one (`is_blank`: almost no ink), is
+    "no_image"; an unknown status is "runtime_error"."""
     status = getattr(result, "status", None)
     if status not in STATUSES:
         return "runtime_error"

@@ -82,12 +82,27 @@ class UnscoredStepGuard:
         self.reward_names = reward_names
         self.max_unscored_steps = max_unscored_steps
         self.consecutive = 0
+        self.consecutive_per_reward = [0] * len(reward_names)  # one reward None everywhere while others score
+        self.warned: set[str] = set()
 
     def update(self, rewards_per_func: torch.Tensor) -> None:
         """`rewards_per_func`: (completions, rewards) across all processes, NaN where a reward returned None. Every
         process sees the same gathered tensor, so all of them raise at the same step."""
         unscored = torch.isnan(rewards_per_func)
-        if rewards_per_func.numel() == 0 or not bool(unscored.all(dim=1).all()):
+        if rewards_per_func.numel() == 0:
+            return
+        for i, (name, column) in enumerate(zip(self.reward_names, unscored.T, strict=True)):
+            self.consecutive_per_reward[i] = self.consecutive_per_reward[i] + 1 if bool(column.all()) else 0
+            if self.max_unscored_steps and self.consecutive_per_reward[i] == self.max_unscored_steps:
+                if name not in self.warned and not bool(unscored.all()):
+                    self.warned.add(name)
+                    logger.warning(
+                        "reward %s returned None for every completion in %d generation batches in a row: it "
+                        "contributes nothing to the advantages (the other rewards still train)",
+                        name,
+                        self.max_unscored_steps,
+                    )
+        if not bool(unscored.all(dim=1).all()):
             self.consecutive = 0
             return
         self.consecutive += 1

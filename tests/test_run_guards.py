@@ -62,6 +62,20 @@ def test_guard_names_the_rewards_that_returned_none_everywhere():
     assert "rewards accuracy, format, judge returned None" in str(err.value)
 
 
+def test_guard_warns_once_about_a_reward_that_never_scores_while_others_do(caplog):
+    guard = UnscoredStepGuard(["judge", "always_none"], max_unscored_steps=2)
+    rewards = torch.tensor([[0.5, NAN], [0.2, NAN]])
+    with caplog.at_level("WARNING", logger="core.trainer"):
+        for _ in range(5):
+            guard.update(rewards)
+    warnings = [r.getMessage() for r in caplog.records if "always_none" in r.getMessage()]
+    assert warnings == [
+        "reward always_none returned None for every completion in 2 generation batches in a row: it contributes "
+        "nothing to the advantages (the other rewards still train)"
+    ]
+    assert guard.consecutive == 0  # the run itself is scored: no stop
+
+
 def test_guard_disabled_with_zero():
     guard = UnscoredStepGuard(["accuracy"], max_unscored_steps=0)
     for _ in range(50):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,3 +166,55 @@ def check_rewards_can_score(
     if problems:
         raise DataError(problems, source=source)
     return scores
+
+
+# Characters of a visible category (letters, symbols) that nevertheless render as blank space. Models and users emit
+# them to look like "something" to a filter that only strips whitespace: the braille pattern blank (So), the Hangul
+# fillers (Lo: choseong/jungseong fillers, the compatibility filler and its halfwidth form).
+BLANK_GLYPHS = frozenset("\u2800\u115f\u1160\u3164\uffa0")
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether `text` holds at least one visible character, i.e. whether an answer block is really filled.
+
+    A character counts only when its Unicode general category is a letter, number, punctuation or symbol (L*, N*,
+    P*, S*) and it is not one of the known blank glyphs (`BLANK_GLYPHS`). So whitespace and separators (Z*), control
+    characters and NUL (Cc), invisible format characters such as the zero-width space, BOM or soft hyphen (Cf),
+    lone combining marks and variation selectors such as U+034F or U+FE0F (M*: they decorate a character, alone they
+    show nothing), private-use and unassigned code points (Co, Cn) and the blank glyphs do not. Why it matters: a
+    format reward that pays for an empty-looking block teaches GRPO to emit the bare tag skeleton, and the policy
+    finds any invisible filler the check lets through.
+    """
+    return any(unicodedata.category(char)[0] in "LNPS" and char not in BLANK_GLYPHS for char in text)
+
+
+def _occurrences(text: str, delimiter: str, ignore_case: bool, limit: int) -> list[int]:
+    """Start offsets of up to `limit` occurrences of the literal `delimiter`, overlapping ones included ("aa" is in
+    "aaa" twice). Linear in len(text): a zero-width lookahead per position, stopped after `limit` hits."""
+    pattern = re.compile(f"(?={re.escape(delimiter)})", re.IGNORECASE if ignore_case else 0)
+    found: list[int] = []
+    for match in pattern.finditer(text):
+        found.append(match.start())
+        if len(found) == limit:
+            break
+    return found
+
+
+def single_block(text: str, start: str, end: str, *, ignore_case: bool = False) -> tuple[int, int] | None:
+    """The (begin, stop) offsets of the content between `start` and `end` when each delimiter occurs exactly once
+    in `text` and `start` ends before `end` begins, else None; the content is `text[begin:stop]`.
+
+    This is what a format reward pays for: one block of a kind. Counting each delimiter over the whole text excludes
+    repeated blocks (`<a>x</a><a>y</a>`), nested ones (`<a><a>x</a></a>`), stray delimiters and floods of them alike,
+    which a block-matching regex does not (it finds one clean block inside the nest), and it is linear-time where the
+    obvious regex is quadratic on degenerate repetitions (RL policies do produce those). Delimiters are literal;
+    `ignore_case` matches them case-insensitively (`<THINK>` is `<think>`).
+    """
+    if not start or not end:
+        raise ValueError("block delimiters must be non-empty strings")
+    starts = _occurrences(text, start, ignore_case, limit=2)
+    ends = _occurrences(text, end, ignore_case, limit=2)
+    if len(starts) != 1 or len(ends) != 1:
+        return None
+    begin, stop = starts[0] + len(start), ends[0]
+    return (begin, stop) if begin <= stop else None

@@ -4,8 +4,6 @@ completions (strings and chat messages), custom delimiters/amounts, and user rew
 from __future__ import annotations
 
 import math
-import random
-import re
 import time
 from types import SimpleNamespace
 
@@ -57,28 +55,6 @@ def score(reward, completions: list, gold="14", question_type="free_form", answe
 # --------------------------------------------------------------------------------------------------------------- blocks
 
 
-def test_count_blocks() -> None:
-    assert R.count_blocks("", "<S>", "</S>") == 0
-    assert R.count_blocks("<S>a</S>", "<S>", "</S>") == 1
-    assert R.count_blocks("<S>a</S> text <S>b\nc</S>", "<S>", "</S>") == 2  # DOTALL
-    assert R.count_blocks("<S>a</S></S>", "<S>", "</S>") == 1
-    assert R.count_blocks("<S>a <S>b</S>", "<S>", "</S>") == 1  # non-greedy from the first start
-    assert R.count_blocks("<S>unclosed", "<S>", "</S>") == 0
-    assert R.count_blocks("[a+b] [c]", "[", "]") == 2  # literal delimiters, not regex syntax
-    assert R.count_blocks("a.*b", ".*", "b") == 1
-
-
-def test_count_blocks_matches_the_regex_definition() -> None:
-    # count_blocks is the linear-time equivalent of re.findall(re.escape(start) + "(.*?)" + re.escape(end), DOTALL).
-    rng = random.Random(0)
-    delimiters = [("<S>", "</S>"), ("aa", "a"), ("ab", "ba"), ("(", ")"), ("x", "x")]
-    for _ in range(2000):
-        text = "".join(rng.choice(["<S>", "</S>", "a", "b", "x", "(", ")", "\n"]) for _ in range(rng.randint(0, 20)))
-        for start, end in delimiters:
-            pattern = re.escape(start) + "(.*?)" + re.escape(end)
-            assert R.count_blocks(text, start, end) == len(re.findall(pattern, text, re.DOTALL)), (text, start, end)
-
-
 def test_extract_solution_and_format_ok() -> None:
     assert R.extract_solution(answer("  14 \n"), CFG) == "14"
     assert R.extract_solution("<SOLUTION>\n3.5\n</SOLUTION>", CFG) == "3.5"
@@ -86,6 +62,8 @@ def test_extract_solution_and_format_ok() -> None:
     assert R.extract_solution("<SOLUTION>14", CFG) is None  # unclosed
     assert R.extract_solution("<SOLUTION>14</SOLUTION><SOLUTION>15</SOLUTION>", CFG) is None  # ambiguous
     assert R.extract_solution("<SOLUTION></SOLUTION>", CFG) == ""
+    assert R.extract_solution("<SOLUTION>14</SOLUTION></SOLUTION>", CFG) is None  # a stray delimiter: not one block
+    assert R.extract_solution("<SOLUTION><SOLUTION>14</SOLUTION></SOLUTION>", CFG) is None  # nested
     assert R.format_ok(answer("14"), CFG) is True
     assert R.format_ok("<SOLUTION>14</SOLUTION>", CFG) is False
     assert R.format_ok("<REASONING>a</REASONING><REASONING>b</REASONING><SOLUTION>14</SOLUTION>", CFG) is False
@@ -128,10 +106,21 @@ SKELETON = "<REASONING></REASONING><SOLUTION></SOLUTION>"
         ("<REASONING>think</REASONING><SOLUTION> </SOLUTION>", 1.0, 0.0),  # filled reasoning, empty solution
         ("<REASONING></REASONING><SOLUTION>14</SOLUTION>", 1.0, 2.0),  # empty reasoning, right solution
         ("<REASONING>a</REASONING><REASONING></REASONING><SOLUTION>14</SOLUTION>", 1.0, 2.0),  # 2nd block empty
+        ("<REASONING>\u2800</REASONING><SOLUTION>\u2800</SOLUTION>", 0.0, 0.0),  # braille blanks (So)
+        ("<REASONING>\u3164\u115f\u1160\uffa0</REASONING><SOLUTION>14</SOLUTION>", 1.0, 2.0),  # Hangul fillers (Lo)
+        ("<REASONING>\u034f\ufe0f\u0301</REASONING><SOLUTION>\x00\x07</SOLUTION>", 0.0, 0.0),  # marks, controls
+        ("<REASONING><REASONING>a</REASONING></REASONING><SOLUTION>14</SOLUTION>", 1.0, 2.0),  # nested reasoning
+        ("<REASONING>a</REASONING><SOLUTION><SOLUTION>14</SOLUTION></SOLUTION>", 1.0, 0.0),  # nested solution
+        ("<REASONING>a</REASONING></REASONING><SOLUTION>14</SOLUTION>", 1.0, 2.0),  # a stray closing delimiter
+        (WELL_FORMED + "</SOLUTION>", 1.0, 0.0),
+        ("<REASONING>" * 200_000 + "</REASONING>" * 200_000 + "<SOLUTION>14</SOLUTION>", 1.0, 2.0),  # flood
+        ("<REASONING>a</REASONING>" + "<SOLUTION>" * 200_000 + "14" + "</SOLUTION>" * 200_000, 1.0, 0.0),
     ],
 )
 def test_empty_and_repeated_blocks_earn_no_formatting_credit(text: str, formatting: float, correctness: float) -> None:
+    start = time.perf_counter()
     assert R.FormattingReward(CFG)(completions=[text, conv(text)]) == [formatting, formatting]
+    assert time.perf_counter() - start < 0.2  # linear scanning, also on a 200k-delimiter flood
     assert score(R.CorrectnessReward(CFG), [text]) == [correctness]
     assert R.format_ok(text, CFG) is (formatting == 2.0)
 
@@ -194,6 +183,22 @@ def test_reward_config_from_object_and_validation() -> None:
         R.FormattingReward(R.RewardConfig(solution_end=""))
     with pytest.raises(ValueError, match="reasoning_start"):
         R.build_reward_funcs(["correctness_reward"], R.RewardConfig(reasoning_start=""))
+
+
+@pytest.mark.parametrize(
+    ("delimiters", "message"),
+    [
+        ({"solution_start": "**", "solution_end": "**"}, "solution_start '\\*\\*' occurs inside solution_end"),
+        ({"solution_start": "SOL", "solution_end": "/SOL"}, "solution_start 'SOL' occurs inside solution_end '/SOL'"),
+        ({"reasoning_start": "<S>", "solution_start": "<S>"}, "reasoning_start '<S>' occurs inside solution_start"),
+        ({"reasoning_end": "</R>", "solution_start": "</R><S>"}, "reasoning_end '</R>' occurs inside solution_start"),
+    ],
+)
+def test_delimiters_that_contain_one_another_are_refused(delimiters: dict, message: str) -> None:
+    # A block pays only when each of its delimiters occurs once; a delimiter inside another occurs at least twice in
+    # every well-formed answer, so that half of the formatting reward could never pay: refused at start-up.
+    with pytest.raises(ValueError, match=message):
+        R.FormattingReward(R.RewardConfig(**delimiters))
 
 
 # ---------------------------------------------------------------------------------------------------- normalisation
@@ -385,7 +390,7 @@ def test_correctness_reward_per_row_columns() -> None:
 
 
 def test_degenerate_long_completions_stay_fast() -> None:
-    # RL policies emit degenerate repetitions; the regex form of count_blocks needs ~3 s for the first of these.
+    # RL policies emit degenerate repetitions; a block-matching regex needs ~3 s for the first of these.
     formatting, correctness = R.build_reward_funcs(list(R.REWARD_NAMES), CFG)
     texts = [
         "<SOLUTION>" * 8000,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from helpers import load_recipe_module
 
@@ -91,6 +93,49 @@ def test_empty_and_repeated_blocks_earn_no_format_credit(text: str, fmt: float, 
     assert R.format_reward([conversational(text)]) == [pytest.approx(fmt)]
     assert R.accuracy_reward([text], actions=[TRUTH]) == [pytest.approx(accuracy)]
     assert R.ordered_accuracy_reward([text], actions=[TRUTH]) == [pytest.approx(accuracy)]
+
+
+BLANKS = ["\u2800", "\u3164", "\u115f", "\u1160", "\uffa0", "\u034f", "\ufe0f", "\u0301", "\x00", "\x07", "\u200b"]
+
+
+@pytest.mark.parametrize("blank", BLANKS, ids=[f"U+{ord(c):04X}" for c in BLANKS])
+def test_invisible_characters_do_not_fill_a_block(blank: str) -> None:
+    # Braille blank, Hangul fillers, combining marks, variation selectors, control characters: blank to the eye.
+    assert R.format_reward([f"<think>{blank}</think><answer>{blank}</answer>"]) == [0.0]
+    assert R.format_reward([f"<think>{blank * 3}</think>" + SOLUTION]) == [pytest.approx(0.3)]
+    assert R.format_reward([f"<think>{blank}x</think>" + SOLUTION]) == [pytest.approx(1.0)]  # one visible char fills
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "accuracy"),
+    [
+        ("<think><think>a</think></think>" + SOLUTION, 0.3, 1.0),  # nested think: its part and the order part lost
+        ("<think>a</think><answer>" + SOLUTION + "</answer>", 0.3, 1.0),  # nested answer (accuracy reads the last)
+        ("<think>a</think></think>" + SOLUTION, 0.3, 1.0),  # a stray closing tag is a second delimiter
+        ("<think>a</think>" + SOLUTION + "</answer>", 0.3, 1.0),
+        ("</think>a<think>" + SOLUTION, 0.3, 1.0),  # closed before it opens: no think block
+        ("<think>a</THINK><Think>" + SOLUTION, 0.3, 1.0),  # tags are case-insensitive, so <Think> is a second one
+        ("<THINK>a</Think>" + SOLUTION.upper(), 1.0, 1.0),  # ... and a well-formed answer in capitals is still one
+        ("<think>" * 200_000 + "a" + "</think>" * 200_000 + SOLUTION, 0.3, 1.0),  # a flood of think delimiters
+        ("<think>a</think>" + "<answer>" * 200_000 + "(1) x" + "</answer>" * 200_000, 0.3, 0.0),
+    ],
+    ids=[
+        "nested-think",
+        "nested-answer",
+        "stray-think-end",
+        "stray-answer-end",
+        "reversed",
+        "case",
+        "capitals",
+        "think-flood",
+        "answer-flood",
+    ],
+)
+def test_nested_stray_and_flooded_delimiters_earn_no_format_credit(text: str, fmt: float, accuracy: float) -> None:
+    start = time.perf_counter()
+    assert R.format_reward([text]) == [pytest.approx(fmt)]
+    assert time.perf_counter() - start < 0.2  # linear scanning, also on a 200k-delimiter flood
+    assert R.accuracy_reward([text], actions=[TRUTH]) == [pytest.approx(accuracy)]
 
 
 # -------------------------------------------------------------------------------------------------------- accuracy

@@ -5,20 +5,25 @@ The model answers `<REASONING>...</REASONING><SOLUTION>...</SOLUTION>` (delimite
 Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset columns arrive as kwargs)
 --------------------------------------------------------------------------------------------------------
 * `formatting_reward` (as in the original project): + `formatting_reward` (1.0) when there is exactly one reasoning
-  block and it holds content, + `formatting_reward` when there is exactly one solution block and it holds content,
+  block and it is filled, + `formatting_reward` when there is exactly one solution block and it is filled,
   independently: 0, 1 or 2 by default. A duplicated block pays 0 for its half, so the policy cannot farm the reward
   by repeating tags; an empty block pays 0 too (the original paid 2.0 for `<REASONING></REASONING><SOLUTION>
-  </SOLUTION>`). A block holds content when it has a visible character: whitespace and invisible format characters
-  (zero-width space, BOM, soft hyphen: Unicode category Cf) do not count.
+  </SOLUTION>`). A block is filled when it holds a visible character (`core.rewards.has_visible_text`: a letter,
+  number, punctuation or symbol that is not a blank glyph such as the braille blank or a Hangul filler; whitespace,
+  control characters, invisible format characters, lone combining marks and variation selectors do not count).
 * `correctness_reward` (the original's 2.0 / 0.0 scale): `correctness_reward` when there is exactly one solution
   block and its content is right by `is_correct`, else 0.0. A missing or duplicated solution block is 0.0: with two
   solution blocks we cannot tell which one is the answer, and paying either would reward hedging. An empty solution
   reads as nothing (`normalize_prediction` gives None) and is wrong: 0.0.
 
-A block is a non-overlapping, non-greedy `start ... end` span (`count_blocks`): exactly what
-`re.findall(re.escape(start) + "(.*?)" + re.escape(end), text, re.DOTALL)` finds, but found with `str.find` in linear
-time. The regex is quadratic on degenerate repetitions (80k characters of `<SOLUTION>` take ~3 s per completion),
-and RL policies do produce those.
+"Exactly one block" means that the block's start delimiter and its end delimiter each occur exactly once in the
+whole completion, the start first (`core.rewards.single_block`; delimiters are literal). That one rule excludes
+repeated blocks, nested ones (`<SOLUTION><SOLUTION>14</SOLUTION></SOLUTION>`, whose inner text "<SOLUTION>14" would
+otherwise read as 14), stray delimiters and floods of them, and it is found in linear time: the obvious
+`re.findall(re.escape(start) + "(.*?)" + re.escape(end), text, re.DOTALL)` is quadratic on degenerate repetitions
+(80k characters of `<SOLUTION>` take ~3 s per completion), and RL policies do produce those. Because a delimiter
+that occurs inside another (`**` and `**`, `SOL` and `/SOL`) would make every block count twice, such delimiters
+are refused when a reward is built.
 
 Answer normalisation (`normalize_prediction`, `is_correct`)
 -----------------------------------------------------------
@@ -58,12 +63,11 @@ from __future__ import annotations
 import ast
 import math
 import re
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from core.rewards import RewardFunc, completion_text, resolve_reward_funcs
+from core.rewards import RewardFunc, completion_text, has_visible_text, resolve_reward_funcs, single_block
 
 REWARD_NAMES = ("formatting_reward", "correctness_reward")
 
@@ -73,10 +77,9 @@ __all__ = [
     "FormattingReward",
     "RewardConfig",
     "build_reward_funcs",
-    "count_blocks",
+    "block_content",
     "extract_solution",
     "format_ok",
-    "has_content",
     "is_correct",
     "normalize_prediction",
     "single_filled_block",
@@ -100,63 +103,50 @@ class RewardConfig:
         return cls(**{f.name: getattr(obj, f.name) for f in fields(cls) if hasattr(obj, f.name)})
 
 
+_DELIMITERS = ("reasoning_start", "reasoning_end", "solution_start", "solution_end")
+
+
 def _check_config(cfg: RewardConfig) -> RewardConfig:
-    """Fail at start-up, not mid-training: an empty delimiter would match everywhere."""
-    for name in ("reasoning_start", "reasoning_end", "solution_start", "solution_end"):
+    """Fail at start-up, not mid-training: an empty delimiter would match everywhere, and a delimiter that occurs
+    inside another one occurs twice in every well-formed answer, so the block it belongs to could never count as
+    exactly one (that half of the formatting reward, or the whole correctness reward, would silently pay 0)."""
+    for name in _DELIMITERS:
         value = getattr(cfg, name)
         if not isinstance(value, str) or not value:
             raise ValueError(f"RewardConfig.{name} must be a non-empty string, got {value!r}")
+    for inner in _DELIMITERS:
+        for outer in _DELIMITERS:
+            inner_value, outer_value = getattr(cfg, inner), getattr(cfg, outer)
+            if inner != outer and inner_value in outer_value:
+                raise ValueError(
+                    f"RewardConfig.{inner} {inner_value!r} occurs inside {outer} {outer_value!r}: every delimiter "
+                    "must occur exactly once in a well-formed answer, so none may contain another"
+                )
     return cfg
 
 
 # ------------------------------------------------------------------------------------------------------------ blocks
 
 
-def _blocks(text: str, start: str, end: str) -> list[str]:
-    """Contents of the non-overlapping, non-greedy start...end blocks, left to right.
-
-    Same result as `re.findall(re.escape(start) + "(.*?)" + re.escape(end), text, re.DOTALL)`, in linear time: the
-    leftmost start, then the first end after it; when no end follows a start, none follows any later start either.
-    """
-    if not start or not end:
-        raise ValueError("block delimiters must be non-empty strings")
-    found: list[str] = []
-    pos = 0
-    while True:
-        begin = text.find(start, pos)
-        if begin < 0:
-            return found
-        content_start = begin + len(start)
-        stop = text.find(end, content_start)
-        if stop < 0:
-            return found
-        found.append(text[content_start:stop])
-        pos = stop + len(end)
-
-
-def count_blocks(text: str, start: str, end: str) -> int:
-    """Number of non-overlapping start...end blocks (literal delimiters, non-greedy, spanning newlines)."""
-    return len(_blocks(text, start, end))
+def block_content(text: str, start: str, end: str) -> str | None:
+    """The text between `start` and `end` when each occurs exactly once in `text`, the start first; None otherwise
+    (missing, repeated, nested or stray delimiters). Literal delimiters, spanning newlines, linear time."""
+    span = single_block(text, start, end)
+    return None if span is None else text[span[0] : span[1]]
 
 
 def extract_solution(text: str, cfg: RewardConfig) -> str | None:
-    """The stripped content of the solution block when there is exactly one; None when it is missing or duplicated
-    (two answers are ambiguous, and paying for either would reward hedging)."""
-    solutions = _blocks(text, cfg.solution_start, cfg.solution_end)
-    return solutions[0].strip() if len(solutions) == 1 else None
-
-
-def has_content(text: str) -> bool:
-    """Whether a block holds something visible: a character that is neither whitespace nor an invisible format
-    character (Unicode category Cf: zero-width space, BOM, soft hyphen, ...). An empty-looking block must not earn
-    format credit, or GRPO teaches the policy to emit the bare tag skeleton."""
-    return any(not char.isspace() and unicodedata.category(char) != "Cf" for char in text.strip())
+    """The stripped content of the solution block when there is exactly one (`block_content`); None when it is
+    missing, duplicated or nested (two answers are ambiguous, and paying for either would reward hedging)."""
+    solution = block_content(text, cfg.solution_start, cfg.solution_end)
+    return None if solution is None else solution.strip()
 
 
 def single_filled_block(text: str, start: str, end: str) -> bool:
-    """Exactly one start...end block, and it holds content: what earns one half of `formatting_reward`."""
-    blocks = _blocks(text, start, end)
-    return len(blocks) == 1 and has_content(blocks[0])
+    """Exactly one start...end block (`block_content`), and it holds visible text: what earns one half of
+    `formatting_reward`."""
+    content = block_content(text, start, end)
+    return content is not None and has_visible_text(content)
 
 
 def format_ok(text: str, cfg: RewardConfig) -> bool:
@@ -432,7 +422,7 @@ def _column(values: Any, name: str, n: int) -> list[Any]:
 
 class FormattingReward:
     """`formatting_reward` for exactly one filled reasoning block plus `formatting_reward` for exactly one filled
-    solution block (empty or repeated blocks pay nothing).
+    solution block (empty, repeated, nested or flooded blocks pay nothing).
 
     The two halves are independent (0, 1 or 2 by default), as in the original project, so a completion that gets
     one block right is still better than one that gets none: a denser signal early in training."""

@@ -14,14 +14,17 @@ leading/trailing punctuation and a trailing connective ("and", "then", "and then
 
 Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset columns arrive as kwargs)
 --------------------------------------------------------------------------------------------------------
-* `format_reward` = 0.3 * [exactly one `<think>...</think>` block, and it holds content]
-  + 0.3 * [exactly one `<answer>...</answer>` block, and it holds content]
+* `format_reward` = 0.3 * [exactly one filled think block] + 0.3 * [exactly one filled answer block]
   + 0.4 * [both of those, the think block ending before the answer block starts]; in {0, 0.3, 0.6, 1.0}.
-  A block holds content when it has a visible character: whitespace and invisible format characters (zero-width
-  space, BOM, soft hyphen: Unicode category Cf) do not count. So the empty skeleton
-  `<think></think><answer></answer>` scores 0.0, and a repeated block (two think or two answer blocks, empty or not)
-  earns nothing for its part nor the order part: structure is paid only for one filled block of each kind, the rule
-  the grounding recipe's `format_reward` follows ("exactly one <answer> holding a box").
+  "Exactly one" means that the block's opening tag and its closing tag each occur exactly once in the whole
+  completion (case-insensitively), the opening one first: a repeated block, a nested one (`<think><think>a</think>
+  </think>`), a stray closing tag or a flood of tags earns nothing for its part nor the order part
+  (`core.rewards.single_block`, linear-time). A block is filled when it holds a visible character
+  (`core.rewards.has_visible_text`: a letter, number, punctuation or symbol that is not a blank glyph such as the
+  braille blank or a Hangul filler; whitespace, control characters, invisible format characters, lone combining
+  marks and variation selectors do not count). So the empty skeleton `<think></think><answer></answer>` scores
+  0.0: structure is paid only for one filled block of each kind, the rule the grounding recipe's `format_reward`
+  follows ("exactly one <answer> holding a box").
 * `accuracy_reward` (the original project's), with P the predicted action list and T the true one (the `actions`
   column, or the parsed `solution` column when `actions` is absent):
 
@@ -46,19 +49,17 @@ The original project's weights are `DEFAULT_WEIGHTS` (format 0.3, accuracy 0.7);
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
-from core.rewards import completion_text, resolve_reward_funcs
+from core.rewards import completion_text, has_visible_text, resolve_reward_funcs, single_block
 
 REWARD_NAMES = ("format_reward", "accuracy_reward", "ordered_accuracy_reward")
 DEFAULT_WEIGHTS = {"format_reward": 0.3, "accuracy_reward": 0.7, "ordered_accuracy_reward": 0.7}
 
 # Tempered: a match cannot contain another <answer>, which keeps repeated unclosed tags linear instead of quadratic.
 _ANSWER_RE = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL | re.IGNORECASE)
-_THINK_RE = re.compile(r"<think>((?:(?!<think>).)*?)</think>", re.DOTALL | re.IGNORECASE)
 _MARKER_RE = re.compile(r"\(\s*\d+\s*\)")
 _EDGE_PUNCT = " \t\n\r.,;:!?-–—\"'`*"
 _TRAILING_CONNECTIVE_RE = re.compile(r"(?:[\s,;.:!?]+|\b(?:and|then)\b)+$")
@@ -83,34 +84,29 @@ def parse_actions(text: Any) -> list[str]:
         return []
 
 
-def has_content(text: str) -> bool:
-    """Whether a block holds something visible: a character that is neither whitespace nor an invisible format
-    character (Unicode category Cf: zero-width space, BOM, soft hyphen, ...). An empty-looking block must not earn
-    format credit, or GRPO teaches the policy to emit the bare tag skeleton."""
-    return any(not char.isspace() and unicodedata.category(char) != "Cf" for char in text.strip())
-
-
-def _single_filled(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
-    """The block when `text` has exactly one `pattern` block and it holds content; None when it is missing, empty or
-    repeated (repeating a block must not pay, as in the grounding recipe's format_reward)."""
-    blocks = list(pattern.finditer(text))
-    return blocks[0] if len(blocks) == 1 and has_content(blocks[0].group(1)) else None
+def _single_filled(text: str, tag: str) -> tuple[int, int] | None:
+    """The (begin, stop) offsets of the `<tag>` block's content when the opening and the closing tag each occur once
+    (case-insensitively) and the content is visible; None when the block is missing, empty, repeated or nested
+    (repeating a block must not pay, as in the grounding recipe's format_reward)."""
+    span = single_block(text, f"<{tag}>", f"</{tag}>", ignore_case=True)
+    return span if span is not None and has_visible_text(text[span[0] : span[1]]) else None
 
 
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
     """0.3 for one filled think block, 0.3 for one filled answer block, 0.4 when both and the think block comes first
-    (max 1.0); empty or repeated blocks earn nothing (module doc)."""
+    (max 1.0); empty, repeated, nested or flooded blocks earn nothing (module doc)."""
     rewards: list[float | None] = []
     for completion in completions:
         text = completion_text(completion)
-        think = _single_filled(_THINK_RE, text)
-        answer = _single_filled(_ANSWER_RE, text)
+        think = _single_filled(text, "think")
+        answer = _single_filled(text, "answer")
         score = 0.0
         if think:
             score += 0.3
         if answer:
             score += 0.3
-        if think and answer and think.end() <= answer.start():
+        # the think block's closing tag ends before the answer block's opening tag starts
+        if think and answer and think[1] + len("</think>") <= answer[0] - len("<answer>"):
             score += 0.4
         rewards.append(round(score, 10))
     return rewards

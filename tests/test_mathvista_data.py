@@ -379,6 +379,38 @@ def test_build_dataset_reports_every_problem_with_row_and_pid(tmp_path: Path) ->
     assert len(problems) == 18
 
 
+def test_build_dataset_refuses_answers_the_correctness_reward_cannot_match_to_themselves(tmp_path: Path) -> None:
+    # Each of these passes the format checks, yet correctness_reward scores its own answer 0 against itself: such a
+    # row could never pay, whatever the model writes. All are reported, by row and pid, before training.
+    _png(tmp_path / "images" / "x.png")
+    image = "images/x.png"
+    rows = [
+        _row("flat", image=image, answer_type="list", answer="[1, 2.5, 'a']"),  # a flat list scores: kept
+        _row("nested", image=image, answer_type="list", answer="[[1, 2], [3, 4]]"),
+        _row("emptylist", image=image, answer_type="list", answer="[]"),
+        _row("stars", image=image, answer_type="text", answer="**"),  # nothing left once markdown is removed
+        # multiple choice is asked for by letter: option texts that read as letters still score ("A" is option B)
+        _row("letters", image=image, question_type="multi_choice", answer_type="text", choices=["B", "A"], answer="A"),
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError) as info:
+        D.build_dataset(path)
+    assert info.value.problems == [
+        f"row {index} (id {pid!r}): answer {answer!r} can never be rewarded: correctness_reward does not read it as "
+        f"a list answer, so not even the answer itself scores as correct{why}"
+        for index, pid, answer, why in (
+            (1, "nested", "[[1, 2], [3, 4]]", " (a list answer holds numbers or strings, one level deep)"),
+            (2, "emptylist", "[]", " (a list answer holds numbers or strings, one level deep)"),
+        )
+    ] + [
+        "row 3 (id 'stars'): answer '**' can never be rewarded: correctness_reward does not read it as a text answer, "
+        "so not even the answer itself scores as correct"
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in (rows[0], rows[4])))
+    assert D.build_dataset(path)["answer"] == ["[1, 2.5, 'a']", "A"]
+
+
 def test_build_dataset_reports_missing_columns(tmp_path: Path) -> None:
     (tmp_path / "d.jsonl").write_text(json.dumps({"pid": "1", "question": "q"}) + "\n")
     with pytest.raises(DataError, match=r"missing column\(s\) \['answer', 'answer_type', 'question_type'"):

@@ -45,7 +45,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
-from rewards import RewardConfig
+from rewards import RewardConfig, is_correct
 
 from core.data import (
     DataError,
@@ -445,7 +445,32 @@ def _row_problems(row: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
         "grade": metadata.get("grade"),
         "category": metadata.get("category"),
     }
+    if not problems:
+        unscorable = _unscorable_answer(clean)
+        if unscorable:
+            problems.append(unscorable)
     return problems, clean
+
+
+def _unscorable_answer(clean: Mapping[str, Any]) -> str | None:
+    """What is wrong when `correctness_reward` cannot match the row's answer even to itself, else None.
+
+    Such a row passes every format check ("[[1, 2], [3, 4]]" is a list) but can never pay: no completion scores
+    correct, so it costs generation time and teaches nothing. The answer is written as the prompt asks for it: the
+    option's letter for multiple choice (an option text like "A" would read as a letter), the answer itself otherwise.
+    """
+    answer, answer_type = clean["answer"], clean["answer_type"]
+    reference = answer
+    if clean["question_type"] == "multi_choice":
+        reference = CHOICE_LETTERS[clean["choices"].index(answer)]
+    item = {key: clean[key] for key in ("question_type", "answer_type", "choices", "precision", "unit")}
+    if is_correct(reference, answer, **item):
+        return None
+    why = " (a list answer holds numbers or strings, one level deep)" if answer_type == "list" else ""
+    return (
+        f"answer {answer!r} can never be rewarded: correctness_reward does not read it as a {answer_type} answer, "
+        f"so not even the answer itself scores as correct{why}"
+    )
 
 
 def _open_image(decoded: Any, image: Any, root: Path | None) -> Image.Image:

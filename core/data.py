@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from PIL import Image
 
-from core.images import DEFAULT_MAX_PIXELS, NormalizedImage, oriented_size
+from core.images import DEFAULT_MAX_PIXELS, NormalizedImage, open_lazy, oriented_size
 
 __all__ = [
     "SAMPLE_MARKER",
@@ -214,9 +213,10 @@ def _inspect_one(index: int, row: Mapping[str, Any], images_root: Any, id_key: s
     try:
         # verify() checks structure/checksums cheaply but leaves the image unusable, hence the second open;
         # the reduced-size decode then catches truncated pixel data that verify() misses.
-        with Image.open(path) as image:
+        # open_lazy: up to core.images.MAX_DECODE_PIXELS (Pillow's decompression-bomb guard refuses a 195 MP scan).
+        with open_lazy(path) as image:
             image.verify()
-        with Image.open(path) as image:
+        with open_lazy(path) as image:
             size = oriented_size(image)
             image.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale; a no-op for other formats
             image.load()

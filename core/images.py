@@ -22,7 +22,11 @@ so training rows, evaluation rows and reward references are all the same picture
   which is much faster and visually the same); JPEGs are decoded at a reduced DCT scale first (`Image.draft`) when
   the target is at least 2x smaller. Images are never upscaled. The budget is the processor's
   (`core.vision.max_image_pixels`), else `DEFAULT_MAX_PIXELS`, so a 10000x10000 scan costs what the model can use of
-  it, not 100 megapixels per step.
+  it, not 100 megapixels per step. Greyscale ("1", "L") images are downscaled before they become RGB (the same
+  pixels, a quarter of the memory: Pillow holds RGB in 4 bytes per pixel).
+* Very large files: Pillow's decompression-bomb guard (a warning above ~89 megapixels, an error above ~179) is
+  replaced, for files opened here (`open_lazy`, `open_image`), by one bound, `MAX_DECODE_PIXELS` (1 gigapixel):
+  a 15000x13000 scan loads (and is downscaled at once); a file claiming more is refused with an error naming it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -37,20 +42,41 @@ from typing import Any, BinaryIO
 import datasets
 import numpy as np
 from datasets.features.features import register_feature
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MAX_DECODE_PIXELS",
+    "ImageTooLargeError",
     "NormalizedImage",
     "fit_size",
     "normalize_image",
+    "normalize_opened",
     "open_image",
+    "open_lazy",
     "oriented_size",
 ]
 
 # Fallback budget when no processor tells one: the largest default of any processor these recipes use (Qwen3-VL's
 # image processor, size["longest_edge"] = 16 777 216 = 4096^2). Anything above it is never seen whole by a model.
 DEFAULT_MAX_PIXELS = 4096 * 4096
+
+# The largest image (width * height, as the file's header claims) that is decoded at all. Pillow's own guard
+# (`Image.MAX_IMAGE_PIXELS`: warn above ~89 MP, refuse above ~179 MP) exists for servers decoding untrusted uploads;
+# here the images are the user's own data, each read once and downscaled at once to the model's budget, so a 195 MP
+# scan or map is legitimate. A bound is still needed: a decoded image costs up to 4 bytes per pixel in Pillow (RGB,
+# RGBA), 4 GB at 1 gigapixel, plus the downscale, per data-loading thread; and a PNG of a few kilobytes can claim
+# 100000 x 100000 pixels. Above 1 gigapixel the file is a mistake or a bomb: downscale it before training.
+MAX_DECODE_PIXELS = 1 << 30
+
+# Pillow's guard is one module global checked inside `Image.open`; it is lifted only around that call, under a lock,
+# so concurrent loads here (thread pools in core.data) restore it correctly.
+_PILLOW_GUARD_LOCK = threading.Lock()
+
+
+class ImageTooLargeError(ValueError):
+    """An image file whose header claims more than `MAX_DECODE_PIXELS` pixels."""
+
 
 # EXIF orientations 5..8 rotate by 90/270 degrees: the upright image's width and height are the file's swapped.
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
@@ -136,8 +162,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _normalize(image: Image.Image, target: tuple[int, int] | None) -> Image.Image:
     """Orientation, colour, then (if `target` is smaller than the upright image) one Lanczos downscale to `target`."""
     upright = ImageOps.exif_transpose(image) if image.getexif().get(ExifTags.Base.Orientation) is not None else image
+    width, height = upright.size
+    shrink = target is not None and target != (width, height) and target[0] <= width and target[1] <= height
+    if shrink and upright.mode in ("1", "L") and "transparency" not in upright.info:
+        # Grey: downscale before widening to RGB; identical pixels (three equal channels), a quarter of the memory.
+        return upright.convert("L").resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0).convert("RGB")
     rgb = _to_rgb(upright)
-    if target is not None and target != rgb.size and target[0] <= rgb.width and target[1] <= rgb.height:
+    if shrink:
         rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
     return rgb
 
@@ -152,25 +183,66 @@ def normalize_image(image: Image.Image, max_pixels: int | None = None, max_side:
     return _normalize(image, target)
 
 
+def _describe(source: Any) -> str:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes of image data>"
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "name", None) or "<image file object>")
+
+
+def open_lazy(source: str | os.PathLike[str] | bytes | BinaryIO) -> ImageFile.ImageFile:
+    """`PIL.Image.open` (header read, pixels not decoded) of a path, raw bytes or a binary file object, with the
+    `MAX_DECODE_PIXELS` bound instead of Pillow's decompression-bomb guard (see the constant for why).
+
+    Raises `ImageTooLargeError` naming the file, its size and the bound when the header claims more pixels. Use it
+    as a context manager like `Image.open`.
+    """
+    name = _describe(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(source))
+    with _PILLOW_GUARD_LOCK:
+        guard = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            image = Image.open(source)
+        finally:
+            Image.MAX_IMAGE_PIXELS = guard
+    width, height = image.size
+    if width * height > MAX_DECODE_PIXELS:
+        image.close()
+        raise ImageTooLargeError(
+            f"{name}: {width}x{height} image ({width * height / 1e6:.0f} megapixels) is above the bound of "
+            f"{MAX_DECODE_PIXELS} pixels that are decoded (core.images.MAX_DECODE_PIXELS, 1 gigapixel); "
+            "downscale it before training"
+        )
+    return image
+
+
+def normalize_opened(image: Image.Image, max_pixels: int | None = None, max_side: int | None = None) -> Image.Image:
+    """`normalize_image` of a just-opened file (`open_lazy`), decoding it: a JPEG far above the budget is decoded
+    at a reduced DCT scale first (`Image.draft`, at least the target size, so the final Lanczos step still sets the
+    exact size), which makes a 100-megapixel photo cost milliseconds instead of seconds. An image already loaded is
+    simply normalised."""
+    upright = oriented_size(image)
+    target = fit_size(*upright, max_pixels=max_pixels, max_side=max_side)
+    if image.format == "JPEG" and target[0] * 2 <= upright[0] and target[1] * 2 <= upright[1]:
+        transposed = upright != image.size
+        image.draft(None, (target[1], target[0]) if transposed else target)
+    image.load()
+    return _normalize(image, target)
+
+
 def open_image(
     source: str | os.PathLike[str] | bytes | BinaryIO, max_pixels: int | None = None, max_side: int | None = None
 ) -> Image.Image:
     """Open a file path, raw bytes or a binary file object and return `normalize_image` of it, fully loaded.
 
-    Same result size as `normalize_image`; a JPEG far above the budget is decoded at a reduced DCT scale first
-    (`Image.draft`, at least the target size, so the final Lanczos step still sets the exact size), which makes a
-    100-megapixel photo cost milliseconds instead of seconds.
+    Same result size as `normalize_image`; opened by `open_lazy` (files up to `MAX_DECODE_PIXELS`, else
+    `ImageTooLargeError`) and decoded by `normalize_opened` (JPEG draft mode far above the budget).
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = io.BytesIO(bytes(source))
-    with Image.open(source) as image:
-        upright = oriented_size(image)
-        target = fit_size(*upright, max_pixels=max_pixels, max_side=max_side)
-        if image.format == "JPEG" and target[0] * 2 <= upright[0] and target[1] * 2 <= upright[1]:
-            transposed = upright != image.size
-            image.draft(None, (target[1], target[0]) if transposed else target)
-        image.load()
-        return _normalize(image, target)
+    with open_lazy(source) as image:
+        return normalize_opened(image, max_pixels, max_side)
 
 
 @dataclass(repr=False)

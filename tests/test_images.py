@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import struct
+import time
+import warnings
+import zlib
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
+from helpers import load_recipe_module
 from image_fixtures import (
     exif_rotated_jpeg,
     gradient_16bit,
@@ -16,8 +21,16 @@ from image_fixtures import (
 )
 from PIL import Image
 
-from core.data import to_dataset
-from core.images import DEFAULT_MAX_PIXELS, NormalizedImage, fit_size, normalize_image, open_image
+from core.data import inspect_images, to_dataset
+from core.images import (
+    DEFAULT_MAX_PIXELS,
+    MAX_DECODE_PIXELS,
+    ImageTooLargeError,
+    NormalizedImage,
+    fit_size,
+    normalize_image,
+    open_image,
+)
 from core.vision import max_image_pixels
 
 # ------------------------------------------------------------------------------------------------- colour and depth
@@ -101,6 +114,84 @@ def test_over_budget_image_is_downscaled_once_at_load(tmp_path: Path, fmt: str) 
     assert left[2] > 240 and left[0] < 15 and min(right) > 240
     assert normalize_image(image, max_pixels=200_000).size == (632, 316)  # the same size from a PIL image
     assert open_image(path).size == (4000, 2000)  # no budget, no resize
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _bilevel_png(path: Path, width: int, height: int, rows: int | None = None) -> Path:
+    """A 1-bit greyscale PNG, top half white, bottom half black, written without holding its pixels in memory: a
+    15000x13000 one is ~40 KB on disk. `rows`: write only that many rows (a header claiming more than the data)."""
+    white, black = b"\x00" + b"\xff" * ((width + 7) // 8), b"\x00" + bytes((width + 7) // 8)
+    count = height if rows is None else rows
+    compressor = zlib.compressobj(9)
+    top = min(count, height // 2)
+    data = compressor.compress(white * top) + compressor.compress(black * (count - top))
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, greyscale, no interlace
+    png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+    path.write_bytes(png + _png_chunk(b"IDAT", data + compressor.flush()) + _png_chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_image_within_the_decode_bound_loads_without_a_bomb_warning(tmp_path: Path) -> None:
+    """A 195-megapixel scan (Pillow's guard refuses anything above ~179 MP) loads and is downscaled once, through
+    open_image, core.data's image check and mathvista's dataset builder, without a DecompressionBombWarning; Pillow's
+    own guard is left as it was for everyone else."""
+    path = _bilevel_png(tmp_path / "scan.png", 15000, 13000)
+    guard = Image.MAX_IMAGE_PIXELS
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        loaded = open_image(path, max_pixels=1_000_000)
+        [info] = inspect_images([{"id": "scan", "image": path.name}], tmp_path)
+        mathvista = load_recipe_module("mathvista", "data")
+        stored, problem = mathvista._prepare_image(None, path.name, tmp_path, 512)
+    assert time.perf_counter() - started < 10  # ~2 s here; the test's cost, not a property of the code
+    assert Image.MAX_IMAGE_PIXELS == guard
+    assert loaded.size == fit_size(15000, 13000, max_pixels=1_000_000) and loaded.mode == "RGB"
+    assert loaded.getpixel((500, 10)) == (255, 255, 255) and loaded.getpixel((500, loaded.height - 10)) == (0, 0, 0)
+    assert info.problem is None and info.size == (15000, 13000)
+    assert problem is None and Image.open(io.BytesIO(stored["bytes"])).size == fit_size(15000, 13000, max_side=512)
+
+
+def test_image_above_the_decode_bound_is_refused_naming_file_size_and_bound(tmp_path: Path) -> None:
+    """A header claiming more than MAX_DECODE_PIXELS (1 gigapixel) is refused before any pixel is decoded, with an
+    error that names the file, its size and the bound, in every loader."""
+    path = _bilevel_png(tmp_path / "bomb.png", 40000, 30000, rows=2)  # 1.2 gigapixels claimed, a few bytes of data
+    assert 40000 * 30000 > MAX_DECODE_PIXELS == 2**30
+    with pytest.raises(ImageTooLargeError) as raised:
+        open_image(path)
+    message = str(raised.value)
+    assert str(path) in message and "40000x30000" in message and str(MAX_DECODE_PIXELS) in message
+    with pytest.raises(ImageTooLargeError, match=r"<\d+ bytes of image data>: 40000x30000"):
+        open_image(path.read_bytes())
+    [info] = inspect_images([{"id": "bomb", "image": path.name}], tmp_path)
+    assert info.size is None and "ImageTooLargeError" in info.problem and "40000x30000" in info.problem
+    mathvista = load_recipe_module("mathvista", "data")
+    stored, problem = mathvista._prepare_image(None, path.name, tmp_path, 512)
+    assert stored is None and str(path) in problem and "40000x30000" in problem
+
+
+def test_mathvista_stores_a_big_jpeg_as_open_image_decodes_it(tmp_path: Path) -> None:
+    """mathvista's dataset builder decodes through core.images (JPEG draft mode far above `image_size`), so its stored
+    image is exactly open_image's, not a full-size decode downscaled afterwards."""
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)).resize((2000, 1500))
+    photo.save(tmp_path / "photo.jpg", quality=90)
+    stored, problem = load_recipe_module("mathvista", "data")._prepare_image(None, "photo.jpg", tmp_path, 400)
+    expected = io.BytesIO()
+    open_image(tmp_path / "photo.jpg", max_side=400).save(expected, format="JPEG", quality=95)
+    assert problem is None and stored["bytes"] == expected.getvalue()
+
+
+def test_grey_images_downscale_to_the_same_pixels_as_through_rgb() -> None:
+    """normalize_image downscales "1"/"L" before widening to RGB (a quarter of the memory): the same pixels."""
+    grey = Image.fromarray(np.random.default_rng(0).integers(0, 256, (301, 407), dtype=np.uint8), mode="L")
+    size = fit_size(407, 301, max_side=100)
+    for image in (grey, grey.convert("1")):
+        through_rgb = image.convert("RGB").resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        assert np.array_equal(np.asarray(normalize_image(image, max_side=100)), np.asarray(through_rgb))
 
 
 def test_max_image_pixels_reads_the_processor_budget() -> None:

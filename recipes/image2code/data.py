@@ -56,7 +56,7 @@ from core.data import (
     row_ids,
     sample_is_current,
 )
-from core.images import DEFAULT_MAX_PIXELS, NormalizedImage, open_image
+from core.images import DEFAULT_MAX_PIXELS, NormalizedImage, open_image, open_lazy
 
 PROMPT = (
     "Write Python code using matplotlib that recreates this image exactly: the same chart type, data, colours, "
@@ -82,7 +82,7 @@ def _decode_base64(raw: Any) -> tuple[bytes | None, str | None]:
     except (binascii.Error, ValueError) as err:
         return None, f"'image_base64' is not valid base64 ({err})"
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_lazy(data) as image:  # up to core.images.MAX_DECODE_PIXELS, not Pillow's bomb guard
             image.load()
     except Exception as err:  # Pillow raises many types for bad data; all mean "cannot decode"
         return None, f"'image_base64' does not decode as an image ({type(err).__name__}: {err})"

@@ -56,7 +56,7 @@ from core.data import (
     resolve_image_path,
     sample_is_current,
 )
-from core.images import normalize_image
+from core.images import normalize_image, normalize_opened, open_lazy
 
 HUB_NAME = "AI4Math/MathVista"
 DEFAULT_SPLIT = "testmini"
@@ -478,7 +478,7 @@ def _open_image(decoded: Any, image: Any, root: Path | None) -> Image.Image:
     if isinstance(decoded, Image.Image):
         return decoded
     if isinstance(decoded, Mapping) and decoded.get("bytes"):
-        return Image.open(io.BytesIO(decoded["bytes"]))
+        return open_lazy(decoded["bytes"])
     named = image if isinstance(image, str) and image.strip() else None
     path = (decoded.get("path") if isinstance(decoded, Mapping) else None) or named
     if path is None:
@@ -486,7 +486,7 @@ def _open_image(decoded: Any, image: Any, root: Path | None) -> Image.Image:
     file = resolve_image_path(path, root)
     if not file.is_file():
         raise FileNotFoundError(f"image {named or path!r} -> {file}: file not found")  # the path as the user wrote it
-    return Image.open(file)
+    return open_lazy(file)  # up to core.images.MAX_DECODE_PIXELS, not Pillow's decompression-bomb guard
 
 
 def prepare_image(image: Image.Image, image_size: int) -> Image.Image:
@@ -500,12 +500,12 @@ def _prepare_image(decoded: Any, image: Any, root: Path | None, image_size: int)
 
     Downscaling here, once, keeps the stored dataset small and the visual-token count per prompt bounded; small
     images are never upscaled. JPEG sources stay JPEG (photos), everything else is PNG (charts need sharp text).
+    Decoded by `core.images.normalize_opened`: `prepare_image`'s result, a big JPEG decoded at a reduced DCT scale.
     """
     try:
         with _open_image(decoded, image, root) as opened:
             source_format = opened.format
-            opened.load()
-            rgb = prepare_image(opened, image_size)
+            rgb = normalize_opened(opened, max_side=image_size)
     except (LookupError, FileNotFoundError) as err:
         return None, str(err)
     except Exception as err:  # Pillow raises many unrelated types for bad data; all mean "cannot decode"

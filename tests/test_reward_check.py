@@ -135,8 +135,28 @@ def test_video_reference_answers_earn_full_marks(tmp_path):
     paths = data.make_sample(tmp_path, n_train=2, n_eval=1, seed=0)
     dataset = data.build_dataset(paths["train"])
     funcs = rewards.build_reward_funcs(list(rewards.REWARD_NAMES))
-    scores = check_rewards_can_score(funcs, dataset, rewards.reference_completion)
+    scores = check_rewards_can_score(
+        funcs, dataset, rewards.reference_completion, full_marks=rewards.REFERENCE_FULL_MARKS
+    )
     assert scores == {name: [1.0, 1.0] for name in rewards.REWARD_NAMES}
+
+
+def test_mathvista_reference_writes_the_letter_for_letter_like_options():
+    rewards = load_recipe_module("mathvista", "rewards")
+    cfg = rewards.RewardConfig()
+    row = {"answer": "A", "question_type": "multi_choice", "choices": ["B", "A"], "answer_type": "text"}
+    completion = rewards.reference_completion(cfg)(row)
+    assert completion.endswith("<SOLUTION>B</SOLUTION>")  # option 2 is lettered B; its text "A" would name option 1
+    scores = rewards.build_reward_funcs(["correctness_reward"], cfg)[0](
+        [completion],
+        answer=["A"],
+        question_type=["multi_choice"],
+        choices=[["B", "A"]],
+        answer_type=["text"],
+        precision=[None],
+        unit=[None],
+    )
+    assert scores == [2.0]
 
 
 def test_mathvista_reference_answers_earn_full_marks(tmp_path):
@@ -147,3 +167,6 @@ def test_mathvista_reference_answers_earn_full_marks(tmp_path):
     funcs = rewards.build_reward_funcs(list(rewards.REWARD_NAMES), cfg)
     scores = check_rewards_can_score(funcs, dataset, rewards.reference_completion(cfg), num_rows=12)
     assert scores == {"formatting_reward": [2.0] * 12, "correctness_reward": [2.0] * 12}
+    marks = rewards.reference_full_marks(cfg)
+    assert marks == {"formatting_reward": 2.0, "correctness_reward": 2.0}
+    check_rewards_can_score(funcs, dataset, rewards.reference_completion(cfg), num_rows=12, full_marks=marks)

@@ -490,14 +490,23 @@ class CorrectnessReward:
         return rewards
 
 
+def reference_full_marks(cfg: RewardConfig | None = None) -> dict[str, float]:
+    """What a reference answer must earn at the start-up check: both formatting blocks, and correctness."""
+    cfg = cfg or RewardConfig()
+    return {"formatting_reward": 2 * cfg.formatting_reward, "correctness_reward": cfg.correctness_reward}
+
+
 def reference_completion(cfg: RewardConfig | None = None) -> Callable[[Mapping[str, Any]], str]:
-    """A well-formed answer holding the row's reference `answer` between the configured delimiters, for
-    `core.rewards.check_rewards_can_score` at start-up."""
+    """A well-formed answer holding the row's reference answer between the configured delimiters, as the prompt asks
+    for it (the option's letter for multiple choice), for `core.rewards.check_rewards_can_score` at start-up."""
     cfg = _check_config(cfg or RewardConfig())
 
     def write(row: Mapping[str, Any]) -> str:
+        answer = row["answer"]
+        if row.get("question_type") == "multi_choice" and answer in (row.get("choices") or []):
+            answer = chr(ord("A") + list(row["choices"]).index(answer))  # option i is lettered as in the prompt
         reasoning = f"{cfg.reasoning_start}Reading the figure gives the answer.{cfg.reasoning_end}"
-        return f"{reasoning}{cfg.solution_start}{row['answer']}{cfg.solution_end}"
+        return f"{reasoning}{cfg.solution_start}{answer}{cfg.solution_end}"
 
     return write
 

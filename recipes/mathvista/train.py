@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data import HUB_NAME, build_dataset
-from rewards import REWARD_NAMES, RewardConfig, build_reward_funcs, reference_completion
+from rewards import REWARD_NAMES, RewardConfig, build_reward_funcs, reference_completion, reference_full_marks
 
 from core.backends import BACKENDS, check_backend, load_unsloth_policy, unsloth_grpo_trainer
 from core.config import parse_config
@@ -102,7 +102,11 @@ def main() -> None:
     )
     reward_funcs = build_reward_funcs(script_args.reward_funcs, reward_cfg)
     check_rewards_can_score(
-        reward_funcs, train_dataset, reference_completion(reward_cfg), source=script_args.dataset_name
+        reward_funcs,
+        train_dataset,
+        reference_completion(reward_cfg),
+        source=script_args.dataset_name,
+        full_marks=reference_full_marks(reward_cfg),
     )
 
     common = dict(reward_funcs=reward_funcs, args=training_args, train_dataset=train_dataset)

@@ -163,6 +163,10 @@ def ordered_accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> list[f
     return [action_score(parse_actions(c), t, ordered=True) for c, t in zip(completions, truths, strict=True)]
 
 
+# What a reference answer must earn at the start-up check (core.rewards.check_rewards_can_score): every reward's 1.0.
+REFERENCE_FULL_MARKS = dict.fromkeys(REWARD_NAMES, 1.0)
+
+
 def reference_completion(row: Mapping[str, Any]) -> str:
     """A well-formed answer holding the row's reference actions (its `solution`), for
     `core.rewards.check_rewards_can_score` at start-up."""

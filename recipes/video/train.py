@@ -12,7 +12,7 @@ from pathlib import Path
 
 from data import build_dataset
 from datasets import Dataset
-from rewards import DEFAULT_WEIGHTS, REWARD_NAMES, build_reward_funcs, reference_completion
+from rewards import DEFAULT_WEIGHTS, REFERENCE_FULL_MARKS, REWARD_NAMES, build_reward_funcs, reference_completion
 
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
@@ -102,7 +102,13 @@ def main() -> None:
     train_dataset, eval_dataset = build_datasets(script_args)
 
     reward_funcs = build_reward_funcs(script_args.reward_funcs)
-    check_rewards_can_score(reward_funcs, train_dataset, reference_completion, source=script_args.train_file)
+    check_rewards_can_score(
+        reward_funcs,
+        train_dataset,
+        reference_completion,
+        source=script_args.train_file,
+        full_marks=REFERENCE_FULL_MARKS,
+    )
 
     model = load_model(model_args)
     freeze_for_full_finetune(model, model_args)

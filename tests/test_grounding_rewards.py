@@ -194,8 +194,12 @@ def test_format_reward() -> None:
         conv("<answer></answer>" * 5),  # ... repeated
         conv("<answer> \n\t </answer>"),  # whitespace only
         conv("[1, 2, 3, 4] <answer></answer>"),  # an empty answer block is an answer: the free-text box is not read
+        conv("<answer><answer>[1, 2, 3, 4]</answer></answer>"),  # nested: each tag must occur once
+        conv("<answer>[1, 2, 3, 4]</answer></answer>"),  # a stray closing tag
+        conv("<ANSWER>[1, 2, 3, 4]</Answer>"),  # tags are matched case-insensitively, as the accuracy rewards read them
     ]
-    assert R.format_reward(completions=texts) == [1.0, 1.0, 0.5, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]
+    expected = [1.0, 1.0, 0.5, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert R.format_reward(completions=texts) == expected
 
 
 def test_norm1000_answer_scores_in_norm1000_frame() -> None:

@@ -46,7 +46,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from core.rewards import completion_text, resolve_reward_funcs
+from core.rewards import completion_text, resolve_reward_funcs, single_block
 
 FRAMES = ("pixels_resized", "norm1000", "pixels_original")
 REWARD_NAMES = ("accuracy_reward_coord", "iou_reward", "format_reward")
@@ -298,14 +298,15 @@ class IoUReward(_FrameReward):
 
 
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-    """1.0: exactly one <answer>...</answer> holding a parseable box; 0.5: a box but no tags; else 0.0."""
+    """1.0: exactly one <answer>...</answer> holding a parseable box (each tag once: nested, stray or repeated tags
+    earn nothing, see core.rewards.single_block); 0.5: a box but no tags at all; else 0.0."""
     rewards: list[float | None] = []
     for completion in completions:
         text = completion_text(completion)
-        answers = _ANSWER_RE.findall(text)
-        if len(answers) == 1 and parse_box(f"<answer>{answers[0]}</answer>") is not None:
+        block = single_block(text, "<answer>", "</answer>", ignore_case=True)
+        if block is not None and parse_box(f"<answer>{text[block[0] : block[1]]}</answer>") is not None:
             rewards.append(1.0)
-        elif not answers and parse_box(text) is not None:
+        elif not _ANSWER_RE.search(text) and parse_box(text) is not None:  # an unclosed tag counts as no tags
             rewards.append(0.5)
         else:
             rewards.append(0.0)

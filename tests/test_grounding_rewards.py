@@ -11,6 +11,7 @@ R = load_recipe_module("grounding", "rewards")
 
 GT = [100.0, 100.0, 200.0, 200.0]
 SIZE = [640, 480]
+HUGE = "1" + "0" * 300  # 1e300 written out: finite, but its area overflows
 
 
 def conv(text: str) -> list[dict[str, str]]:
@@ -78,15 +79,15 @@ def test_to_original_rejects_bad_input() -> None:
     ("text", "expected"),
     [
         ("<answer>[10, 20, 30, 40]</answer>", [10, 20, 30, 40]),
-        ("<think>it is at the left</think>\n<answer>(10.5, -2, 30, 40.25)</answer>", [10.5, -2, 30, 40.25]),
-        ("[10,20,30,40]", [10, 20, 30, 40]),
-        ('```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}, {"bbox_2d": [5, 6, 7, 8]}]\n```', [1, 2, 3, 4]),
+        ("<think>it is at the left</think>\n<answer>(10.5, 2, 30, 40.25)</answer>", [10.5, 2, 30, 40.25]),
+        ("<answer>[10,20,30,40]</answer>", [10, 20, 30, 40]),
+        ('<answer>[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}, {"bbox_2d": [5, 6, 7, 8]}]</answer>', [1, 2, 3, 4]),
         ('<answer>{"bbox_2d": [1.5, 2, 3, 4]}</answer>', [1.5, 2, 3, 4]),
-        ("<answer>[0, 0, 1, 1]</answer> no wait <answer>[2, 2, 3, 3]</answer>", [2, 2, 3, 3]),  # last answer wins
-        ("<think>first guess [1, 1, 2, 2]</think> final: [3, 3, 4, 4]", [3, 3, 4, 4]),  # no tags: the conclusion
-        ("<answer>[1, 1, 2, 2] or maybe [3, 3, 4, 4]</answer>", [1, 1, 2, 2]),  # in the answer: the first
-        ("<|box_start|>(10,20),(30,40)<|box_end|>", [10, 20, 30, 40]),  # Qwen2-VL native
-        ("[1e2, 2E1, 3e2, 4e1]", [100, 20, 300, 40]),
+        ("<answer>[0, 0, 1, 1]</answer> no wait <answer>[2, 2, 3, 3]</answer>", [0, 0, 1, 1]),  # first block only
+        ("<answer>[1, 1, 2, 2] or maybe [3, 3, 4, 4]</answer>", [1, 1, 2, 2]),  # in the block: the first box
+        ("<answer>(5, 6) then [1, 1, 2, 2]</answer>", [1, 1, 2, 2]),  # a point is not a box
+        ("<answer><|box_start|>(10,20),(30,40)<|box_end|></answer>", [10, 20, 30, 40]),  # Qwen2-VL native
+        ("<answer>a <answer>[1, 2, 3, 4]</answer></answer>", [1, 2, 3, 4]),  # first <answer> to first </answer>
     ],
 )
 def test_parse_box_accepts(text: str, expected: list[float]) -> None:
@@ -103,8 +104,17 @@ def test_parse_box_accepts(text: str, expected: list[float]) -> None:
         "[nan, 1, 2, 3]",
         "[1, 2, 3]",
         "[1, 2, 3, 4, 5]",
-        "[30, 40, 10, 20]",  # inverted
-        "[1e999, 0, 2e999, 1]",  # overflows to inf
+        "<answer>[30, 40, 10, 20]</answer>",  # inverted
+        "<answer>[30, 40, 10, 20] [1, 2, 3, 4]</answer>",  # the first box is inverted: no later box is taken
+        "[10, 20, 30, 40]",  # no answer tags
+        "<think>first guess [1, 1, 2, 2]</think> final: [3, 3, 4, 4]",  # boxes, but none in an answer block
+        "<answer>[1, 2, 3, 4]",  # unclosed tag
+        "<answer>the left one</answer> [1, 2, 3, 4]",  # the box follows the block
+        "<answer></answer><answer>[1, 2, 3, 4]</answer>",  # the first block is empty; later blocks are not read
+        "<answer>[1e999, 0, 2e999, 1]</answer>",  # no exponents (this one would overflow to inf)
+        "<answer>[1e2, 2E1, 3e2, 4e1]</answer>",  # no exponents
+        "<answer>[-5, 100, 200, 200]</answer>",  # no signs: VLM-R1 reads digits only
+        "<answer>[+5, 100, 200, 200]</answer>",
         "<answer>[1, 2]</answer>",  # a point is not a box
         None,
         42,
@@ -118,17 +128,21 @@ def test_parse_box_rejects_without_raising(text) -> None:
 
 def test_parse_point() -> None:
     assert R.parse_point("<answer>(5, 6)</answer>") == [5.0, 6.0]
-    assert R.parse_point("[0, 0, 10, 20]") == [5.0, 10.0]  # a box counts by its centre
-    assert R.parse_point('{"point_2d": [7, 8], "label": "x"}') == [7.0, 8.0]
-    assert R.parse_point("nothing here") is None
-    assert R.parse_point("[1, 2, 3]") is None
+    assert R.parse_point("<answer>[0, 0, 10, 20]</answer>") == [5.0, 10.0]  # a box counts by its centre
+    assert R.parse_point('<answer>{"point_2d": [7, 8], "label": "x"}</answer>') == [7.0, 8.0]
+    assert R.parse_point("<answer>(5, 6) or [0, 0, 10, 20]</answer>") == [5.0, 10.0]  # a box before any point
+    assert R.parse_point("<answer>[20, 20, 10, 10] (5, 6)</answer>") is None  # its first box is inverted
+    assert R.parse_point("(5, 6)") is None  # outside the answer tags
+    assert R.parse_point("<answer>nothing here</answer>") is None
+    assert R.parse_point("<answer>[1, 2, 3]</answer>") is None
 
 
 def test_completion_text_forms() -> None:
     assert R.completion_text("plain") == "plain"
     assert R.completion_text(conv("hi")) == "hi"
     assert R.completion_text([{"role": "assistant", "content": [{"type": "text", "text": "parts"}]}]) == "parts"
-    assert R.parse_box([{"role": "assistant", "content": [{"type": "text", "text": "[1, 2, 3, 4]"}]}]) == [1, 2, 3, 4]
+    parts = [{"type": "text", "text": "<answer>[1, 2, 3, 4]</answer>"}]
+    assert R.parse_box([{"role": "assistant", "content": parts}]) == [1, 2, 3, 4]
 
 
 # -------------------------------------------------------------------------------------------------------------- rewards
@@ -141,21 +155,24 @@ def test_accuracy_reward_coord_box_solution() -> None:
         conv("<answer>[0, 0, 300, 300]</answer>"),  # sloppy, but its centre (150, 150) is inside
         conv("<answer>[300, 300, 400, 400]</answer>"),  # wrong place
         conv("<answer>(150, 120)</answer>"),  # a point inside
-        conv("(10, 10)"),  # a point outside
-        "[120, 120, 180, 180]",  # plain string, no tags: accuracy does not care about format
+        conv("<answer>(10, 10)</answer>"),  # a point outside
+        "<answer>[120, 120, 180, 180]</answer>",  # plain string
+        "[120, 120, 180, 180]",  # right box, but no answer tags: no accuracy
+        conv("<answer>the middle</answer> [120, 120, 180, 180]"),  # right box after the answer block
         conv("garbage"),
         conv(""),
-        conv("[nan, nan, nan, nan]"),
-        conv("[0, 0, 1e300, 1e300]"),  # huge: centre far outside
+        conv("<answer>[nan, nan, nan, nan]</answer>"),
+        conv(f"<answer>[0, 0, {HUGE}, {HUGE}]</answer>"),  # huge: centre far outside
     ]
-    assert score(reward, texts) == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert score(reward, texts) == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def test_accuracy_reward_coord_point_solution_uses_five_percent_of_diagonal() -> None:
     reward = R.AccuracyCoordReward("pixels_original")
     # 640x480 -> diagonal 800 -> tolerance 40 px around (320, 240).
-    texts = ["(350, 240)", "(360, 240)", "(361, 240)", "[340, 220, 360, 260]", "nothing"]
-    assert score(reward, texts, solution=[320.0, 240.0]) == [1.0, 1.0, 0.0, 1.0, 0.0]
+    texts = [f"<answer>{t}</answer>" for t in ("(350, 240)", "(360, 240)", "(361, 240)", "[340, 220, 360, 260]", "-")]
+    texts.append("(350, 240)")  # right, but outside the answer tags
+    assert score(reward, texts, solution=[320.0, 240.0]) == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]
 
 
 def test_iou_reward_values() -> None:
@@ -166,29 +183,31 @@ def test_iou_reward_values() -> None:
         conv("<answer>[300, 300, 400, 400]</answer>"),
         conv("<answer>(150, 150)</answer>"),  # a point has no IoU
         conv("no idea"),
-        conv("[0, 0, 1e300, 1e300]"),  # overflowing union must not give NaN
-        conv("[150, 150, 150, 150]"),  # zero-area box
+        conv(f"<answer>[0, 0, {HUGE}, {HUGE}]</answer>"),  # overflowing union must not give NaN
+        conv("<answer>[150, 150, 150, 150]</answer>"),  # zero-area box
+        conv("[100, 100, 200, 200]"),  # the right box outside the answer tags
+        conv("<answer>[199, 100, 300, 200]</answer>"),  # a 1-pixel-wide overlap: 0, as VLM-R1 (continuous: 0.005)
     ]
     values = score(reward, texts)
     assert values[0] == 1.0
     assert values[1] == pytest.approx(1 / 3)
-    assert values[2:] == [0.0, 0.0, 0.0, 0.0, 0.0]
+    assert values[2:] == [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     assert all(isinstance(v, float) and math.isfinite(v) for v in values)
 
 
 def test_iou_reward_is_none_for_point_solutions() -> None:
     reward = R.IoUReward("pixels_original")
-    assert score(reward, ["[1, 2, 3, 4]", "x"], solution=[5.0, 5.0]) == [None, None]
+    assert score(reward, ["<answer>[1, 2, 3, 4]</answer>", "x"], solution=[5.0, 5.0]) == [None, None]
 
 
 def test_format_reward() -> None:
     texts = [
         conv("<think>left side</think><answer>[1, 2, 3, 4]</answer>"),
         conv('<answer>{"bbox_2d": [1, 2, 3, 4]}</answer>'),
-        "[1, 2, 3, 4]",  # box but no tags
+        "[1, 2, 3, 4]",  # box but no tags: 0 (as VLM-R1; it earned 0.5 before)
         conv("<answer>somewhere left</answer>"),  # tags but no box
         conv("<answer>[1, 2, 3, 4]</answer><answer>[1, 2, 3, 4]</answer>"),  # not exactly one
-        conv("<answer>[1, 2, 3, 4]"),  # unclosed tag: counts as no tags
+        conv("<answer>[1, 2, 3, 4]"),  # unclosed tag
         conv(""),
         conv("<answer></answer>"),  # the empty skeleton
         conv("<answer></answer>" * 5),  # ... repeated
@@ -197,8 +216,9 @@ def test_format_reward() -> None:
         conv("<answer><answer>[1, 2, 3, 4]</answer></answer>"),  # nested: each tag must occur once
         conv("<answer>[1, 2, 3, 4]</answer></answer>"),  # a stray closing tag
         conv("<ANSWER>[1, 2, 3, 4]</Answer>"),  # tags are matched case-insensitively, as the accuracy rewards read them
+        conv("<answer>[3, 4, 1, 2] [1, 2, 3, 4]</answer>"),  # the first box is inverted
     ]
-    expected = [1.0, 1.0, 0.5, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    expected = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     assert R.format_reward(completions=texts) == expected
 
 
@@ -238,11 +258,12 @@ def test_rewards_accept_plain_string_and_conversational_alike() -> None:
 def test_missing_columns_are_reported() -> None:
     reward = R.AccuracyCoordReward("norm1000")
     with pytest.raises(ValueError, match="'image_size'"):
-        reward(completions=["[1, 2, 3, 4]"], solution=[GT])
+        reward(completions=["<answer>[1, 2, 3, 4]</answer>"], solution=[GT])
     with pytest.raises(ValueError, match="'solution'"):
-        reward(completions=["[1, 2, 3, 4]"])
+        reward(completions=["<answer>[1, 2, 3, 4]</answer>"])
     # pixels_original needs neither size column for a box solution.
-    assert R.AccuracyCoordReward("pixels_original")(completions=["[120, 120, 130, 130]"], solution=[GT]) == [1.0]
+    box = "<answer>[120, 120, 130, 130]</answer>"
+    assert R.AccuracyCoordReward("pixels_original")(completions=[box], solution=[GT]) == [1.0]
 
 
 def test_build_reward_funcs_names_and_errors() -> None:
@@ -275,4 +296,8 @@ def test_parsing_degenerate_long_completions_stays_fast() -> None:
     ):
         assert R.parse_box(text) is None or isinstance(R.parse_box(text), list)
         R.format_reward(completions=[text])
+        inside = f"<answer>{text}</answer>"  # only an answer block is parsed for boxes
+        assert R.parse_box(inside) is None or isinstance(R.parse_box(inside), list)
+        R.parse_point(inside)
+        R.format_reward(completions=[inside])
     assert time.perf_counter() - start < 2.0

@@ -27,16 +27,18 @@ Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset
   ((x1 + x2) / 2, (y1 + y2) / 2) of a predicted box - lies inside the ground-truth box (x1 <= x <= x2 and
   y1 <= y <= y2), else 0.0. For a point solution (x*, y*): 1.0 if
   sqrt((x - x*)^2 + (y - y*)^2) <= 0.05 * sqrt(W^2 + H^2), i.e. within 5% of the image diagonal.
-* `iou_reward`: IoU = |A ∩ B| / |A ∪ B| = I / (area(A) + area(B) - I) with
-  I = max(0, min(ax2, bx2) - max(ax1, bx1)) * max(0, min(ay2, by2) - max(ay1, by1)) and area = (x2 - x1) * (y2 - y1);
-  0.0 when no box can be parsed; None for point solutions (IoU cannot score a point, TRL then ignores this reward).
-* `format_reward`: 1.0 for exactly one `<answer>...</answer>` whose content parses as a box, 0.5 when a box parses
-  but the tags are missing, else 0.0.
+* `iou_reward`: IoU = |A ∩ B| / |A ∪ B| = I / (area(A) + area(B) - I) with I = w * h, w = min(ax2, bx2) - max(ax1, bx1),
+  h likewise, counted only when w > 1 and h > 1 original pixels (VLM-R1's cut-off, MIN_OVERLAP_PX), else I = 0;
+  area = (x2 - x1) * (y2 - y1). 0.0 when no box can be parsed; None for point solutions (IoU cannot score a point,
+  TRL then ignores this reward).
+* `format_reward`: 1.0 for exactly one `<answer>...</answer>` whose first box parses, else 0.0.
 
-Unparseable answers (garbage, empty, NaN, inverted boxes) score 0.0; parsing never raises. Empty and repeated
-answers earn nothing for structure: `<answer></answer>` (or whitespace) holds no box, and two answer blocks are not
-"exactly one". The accuracy rewards read only the last `<answer>` (an empty last one is 0.0, the box is not looked
-for outside it), so repeating an answer never pays twice.
+Which box is read (one rule, as VLM-R1's REC reward): the FIRST box of the FIRST `<answer>...</answer>` block. No
+complete block (no tags, an unclosed tag), a block without a box, or a first box that is inverted: no prediction, so
+accuracy and IoU are 0.0 - a box outside the answer tags earns nothing, as the prompt asks for the tags. Garbage,
+empty and NaN answers score 0.0 too; parsing never raises. Repeating an answer never pays twice: later blocks are
+never read, and two blocks are not "exactly one" for the format. Deliberate departures from VLM-R1 (notations,
+decimals, tag case, the format rule) are listed with their reasons in README.md, "How it maps to VLM-R1".
 """
 
 from __future__ import annotations
@@ -60,16 +62,23 @@ _FAMILY_FRAMES = {
 
 # Point-tolerance for point solutions, as a fraction of the image diagonal.
 POINT_TOLERANCE = 0.05
+# IoU counts an overlap only when it is more than this many original pixels wide AND high. VLM-R1's REC iou
+# (vlm_modules/qwen_module.py, iou_reward) intersects [x1, x2 - 1] ranges and requires inter_x1 < inter_x2, i.e.
+# min(x2) - max(x1) > 1; its area is then (min(x2) - max(x1)) * (...), the continuous one. So its IoU is the
+# continuous IoU except that an overlap of at most 1 pixel in either direction scores 0, which we reproduce.
+MIN_OVERLAP_PX = 1.0
 
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"  # no nested quantifiers: no backtracking blow-up
+# An unsigned decimal: VLM-R1 reads only digits (`\d+`); we also take a fraction ("10.5", see README), never a sign
+# or an exponent, which no grounding answer needs. No nested quantifiers: no backtracking blow-up.
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _NUMBER_RE = re.compile(rf"\s*{_NUMBER}\s*")
-# Tempered: a match cannot contain another <answer>, which keeps repeated unclosed tags linear instead of quadratic.
-_ANSWER_RE = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL | re.IGNORECASE)
+# Answer tags, any case (`<ANSWER>` is `<answer>`); found with plain searches, so floods of tags stay linear.
+_OPEN_RE = re.compile(re.escape("<answer>"), re.IGNORECASE)
+_CLOSE_RE = re.compile(re.escape("</answer>"), re.IGNORECASE)
 # A bracketed group with no nested brackets: "[1, 2, 3, 4]", "(10.5, 20)".
 _GROUP_RE = re.compile(r"[\[(]([^\[\]()]*)[\])]")
 # Qwen2-VL's native "(x1,y1),(x2,y2)" box.
 _TWO_POINTS_RE = re.compile(rf"\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)\s*,?\s*\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)")
-_JSON_KEY_RE = {key: re.compile(rf'"{key}"\s*:\s*\[([^\[\]]*)\]') for key in ("bbox_2d", "point_2d")}
 
 
 def frame_for_family(family: str) -> str:
@@ -141,10 +150,13 @@ def reference_completion(frame: str) -> Callable[[Mapping[str, Any]], str]:
 # ----------------------------------------------------------------------------------------------------------- parsing
 
 
-def _answer_span(text: str) -> tuple[str, bool]:
-    """(text to parse, whether it came from an <answer> tag): the last <answer>...</answer> if any, else all text."""
-    answers = _ANSWER_RE.findall(text)
-    return (answers[-1], True) if answers else (text, False)
+def answer_block(text: str) -> str | None:
+    """The content of the FIRST answer block - from the first `<answer>` (any case) to the first `</answer>` after
+    it - or None when there is no complete block. The same block VLM-R1's REC reward reads (its `re.search` of
+    `<answer>(.*?)</answer>`); only this block is ever read for a box: text outside it earns no accuracy."""
+    opening = _OPEN_RE.search(text)
+    closing = _CLOSE_RE.search(text, opening.end()) if opening else None
+    return text[opening.end() : closing.start()] if closing else None
 
 
 def _numbers(raw: str) -> list[float] | None:
@@ -156,55 +168,54 @@ def _numbers(raw: str) -> list[float] | None:
     return values if all(math.isfinite(value) for value in values) else None
 
 
+def _first_group(span: str, count: int) -> list[float] | None:
+    """The first group of exactly `count` finite numbers in `span` by position, in any accepted notation
+    (`[..]`, `(..)`, `{"bbox_2d": [..]}`, Qwen2-VL's `(x1,y1),(x2,y2)` for boxes), or None. The first one is taken
+    whatever it holds - an inverted box is not skipped for a later valid one - as VLM-R1 takes its first box."""
+    candidates: list[tuple[int, list[float]]] = []
+    if count == 4:
+        first = _TWO_POINTS_RE.search(span)
+        if first:
+            candidates.append((first.start(), [float(v) for v in first.groups()]))
+    for match in _GROUP_RE.finditer(span):
+        values = _numbers(match.group(1))
+        if values is not None and len(values) == count:
+            candidates.append((match.start(), values))
+            break
+    candidates = [(pos, values) for pos, values in candidates if all(math.isfinite(v) for v in values)]
+    return min(candidates, key=lambda item: item[0])[1] if candidates else None
+
+
 def _valid_box(values: list[float] | None) -> list[float] | None:
-    if values is None or len(values) != 4:
+    if values is None:
         return None
     x1, y1, x2, y2 = values
     return values if x2 >= x1 and y2 >= y1 else None
 
 
-def _find(span: str, count: int, in_answer: bool) -> list[float] | None:
-    """A group of `count` numbers: the first one inside an <answer> (a list answers with its first item), the last
-    one in free text (the conclusion usually comes after the reasoning)."""
-    key = "bbox_2d" if count == 4 else "point_2d"
-    for match in _JSON_KEY_RE[key].finditer(span):
-        values = _numbers(match.group(1))
-        if values is not None and len(values) == count:
-            return values
-    candidates: list[tuple[int, list[float]]] = []
-    if count == 4:
-        candidates += [(m.start(), [float(v) for v in m.groups()]) for m in _TWO_POINTS_RE.finditer(span)]
-    for match in _GROUP_RE.finditer(span):
-        values = _numbers(match.group(1))
-        if values is not None and len(values) == count:
-            candidates.append((match.start(), values))
-    candidates = [(pos, values) for pos, values in candidates if all(math.isfinite(v) for v in values)]
-    if count == 4:
-        candidates = [(pos, values) for pos, values in candidates if _valid_box(values)]
-    if not candidates:
-        return None
-    candidates.sort(key=lambda item: item[0])
-    return candidates[0][1] if in_answer else candidates[-1][1]
-
-
 def parse_box(text: Any) -> list[float] | None:
-    """[x1, y1, x2, y2] from a completion, or None. Accepts `[..]`, `(..)`, `{"bbox_2d": [..]}` (or a list of such
-    objects: the first), Qwen2-VL's `(x1,y1),(x2,y2)`; prefers the last <answer>. Inverted boxes are rejected."""
+    """[x1, y1, x2, y2]: the first box of the first answer block (see `answer_block`), or None - also when the box
+    is only outside the answer tags, or the first box is inverted. Accepts `[..]`, `(..)`, `{"bbox_2d": [..]}` (a
+    list of such objects: the first), Qwen2-VL's `(x1,y1),(x2,y2)`; unsigned numbers with optional decimals."""
     try:
-        span, in_answer = _answer_span(completion_text(text))
-        return _find(span, 4, in_answer)
+        block = answer_block(completion_text(text))
+        return None if block is None else _valid_box(_first_group(block, 4))
     except Exception:  # a reward must never take training down on a weird completion
         return None
 
 
 def parse_point(text: Any) -> list[float] | None:
-    """[x, y] from a completion, or None: a box counts as its centre, else `{"point_2d": [..]}`, `(x, y)`, `[x, y]`."""
+    """[x, y] from the first answer block, or None: its first box counts as the box's centre, else its first point
+    (`(x, y)`, `[x, y]`, `{"point_2d": [..]}`). Same rule as `parse_box`: nothing outside the answer tags is read."""
     try:
-        span, in_answer = _answer_span(completion_text(text))
-        box = _find(span, 4, in_answer)
-        if box is not None:
-            return [(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0]
-        return _find(span, 2, in_answer)
+        block = answer_block(completion_text(text))
+        if block is None:
+            return None
+        group = _first_group(block, 4)
+        if group is not None:
+            box = _valid_box(group)
+            return None if box is None else [(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0]
+        return _first_group(block, 2)
     except Exception:
         return None
 
@@ -212,11 +223,12 @@ def parse_point(text: Any) -> list[float] | None:
 # ----------------------------------------------------------------------------------------------------------- geometry
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """IoU of two [x1, y1, x2, y2] boxes; 0.0 for degenerate or non-finite input."""
+def box_iou(a: Sequence[float], b: Sequence[float], min_overlap: float = 0.0) -> float:
+    """IoU of two [x1, y1, x2, y2] boxes; 0.0 for degenerate or non-finite input, and 0.0 when the overlap is at
+    most `min_overlap` wide or high (`iou_reward` passes MIN_OVERLAP_PX, VLM-R1's cut-off)."""
     inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    intersection = inter_w * inter_h
+    intersection = inter_w * inter_h if inter_w > min_overlap and inter_h > min_overlap else 0.0
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
     if not union > 0 or not math.isfinite(union):
         return 0.0
@@ -293,21 +305,21 @@ class IoUReward(_FrameReward):
                 rewards.append(None)
                 continue
             box = parse_box(completion)
-            rewards.append(0.0 if box is None else box_iou(to_original(box, self.frame, size, model_size), solution))
+            original = None if box is None else to_original(box, self.frame, size, model_size)
+            rewards.append(0.0 if original is None else box_iou(original, solution, MIN_OVERLAP_PX))
         return rewards
 
 
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-    """1.0: exactly one <answer>...</answer> holding a parseable box (each tag once: nested, stray or repeated tags
-    earn nothing, see core.rewards.single_block); 0.5: a box but no tags at all; else 0.0."""
+    """1.0: exactly one <answer>...</answer> whose first box parses (each tag once: nested, stray or repeated tags
+    earn nothing, see core.rewards.single_block); else 0.0 - a box without the tags included, as in VLM-R1's
+    `format_reward_rec` (it used to earn 0.5: partial credit for an answer outside the requested format)."""
     rewards: list[float | None] = []
     for completion in completions:
         text = completion_text(completion)
         block = single_block(text, "<answer>", "</answer>", ignore_case=True)
         if block is not None and parse_box(f"<answer>{text[block[0] : block[1]]}</answer>") is not None:
             rewards.append(1.0)
-        elif not _ANSWER_RE.search(text) and parse_box(text) is not None:  # an unclosed tag counts as no tags
-            rewards.append(0.5)
         else:
             rewards.append(0.0)
     return rewards

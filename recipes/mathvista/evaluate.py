@@ -1,10 +1,33 @@
-"""MathVista-style accuracy of a trained adapter: overall and per question type, answer type, task and grade.
+"""MathVista accuracy of a trained adapter, by MathVista's official scoring: overall and per question type, answer
+type, task and grade.
 
 Usage:  python recipes/mathvista/evaluate.py RUN_DIR [--dataset_name D --split S --start N --max_samples N]
 RUN_DIR is a training output folder (its final_model/ is used), final_model/ itself or a checkpoint-* folder.
 By default it scores the rows of the run's split that the run did NOT train on (those after max_samples); with no
-such rows it falls back to the training rows and says so. Answers are read with the same rules as the reward.
+such rows it falls back to the training rows and says so.
 Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl and accuracy.png.
+
+Scoring. `accuracy` is the value of MathVista's `evaluation/calculate_score.py` (lupantech/MathVista, commit
+53d5258; `normalize_extracted_answer` then `safe_equal`, default `ignore_empty_extractions=False`), with the
+stripped content of the single solution block as the official `extraction` (the official pipeline gets it from a
+GPT extractor; our prompt asks the model to write only the final answer there, and the extractor's rule-based
+shortcuts, `int(response)`, `float(response)`, `response in choices`, do not change the score). Re-implemented
+here (`official_prediction`, `official_correct`), pinned by tests/test_mathvista_official.py:
+
+* multiple choice: the first parenthesised letter anywhere, upper-cased, replaces the text; a text that is exactly
+  a letter of an option picks that option; ANY other text picks the option at the smallest Levenshtein distance
+  (first one on ties), so "" picks the shortest option and "B." may pick option A;
+* integer: `str(int(float(x)))`; float: `str(round(float(x), int(precision)))`; list: `str(x)`; each then compared
+  with the answer string by `==` (so "[1,2]" is not "[1, 2]", and a float answer "2" with precision 1 can never be
+  matched: the prediction reads "2.0"); unreadable numbers are wrong.
+
+Where the official code is undefined we decide (README, "How it maps to MathVista's evaluation"): no single
+solution block is wrong (there is no extraction; the official pipeline would ask GPT to extract one from the whole
+response); a multiple-choice row without options is wrong (official: crashes on `min([])`); a free-form `text`
+answer (official: `UnboundLocalError`) is right when `str(extraction) == answer`, as for lists.
+
+`reward_accuracy` is the same completions scored by the reward's lenient rules (`rewards.is_correct`), so the gap
+between what training paid and what the benchmark counts is visible.
 """
 
 from __future__ import annotations
@@ -12,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -25,6 +49,10 @@ from core.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
 GROUPS = ("question_type", "answer_type", "task", "grade")
+PROTOCOL = (
+    "accuracy: MathVista official calculate_score (lupantech/MathVista 53d5258) on the solution block as extraction, "
+    "no GPT extraction; reward_accuracy: the reward's lenient rules"
+)
 logger = logging.getLogger("evaluate")
 
 
@@ -41,22 +69,75 @@ def default_rows(source: str, split: str, trained: int | None, total: int) -> tu
     return 0, False
 
 
-def score(row: dict[str, Any], completion: str, reward_cfg: RewardConfig) -> dict[str, Any]:
-    """One prediction record: the row's identity and groups, the extracted solution, right or wrong, format."""
-    prediction = extract_solution(completion, reward_cfg)
-    correct = prediction is not None and is_correct(
-        prediction,
-        row["answer"],
-        question_type=row["question_type"],
-        answer_type=row["answer_type"],
-        choices=row["choices"],
-        precision=row["precision"],
-        unit=row["unit"],
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions, cost 1 each, over code points): the metric of the
+    `Levenshtein` package's `distance`, which MathVista's official most-similar-option fallback uses."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def official_prediction(
+    extraction: str, *, question_type: Any, answer_type: Any, choices: Any, precision: Any
+) -> str | None:
+    """What MathVista's official `normalize_extracted_answer` makes of `extraction` (rules in the module
+    docstring): the chosen option's text, or the number or list as a string, or None when it reads as nothing.
+
+    A free-form `text` answer (official: crash) reads as `str(extraction)`; a multiple-choice row without options
+    (official: crash) as None."""
+    if question_type == "multi_choice":
+        options = list(choices) if choices is not None and not isinstance(choices, str | bytes) else []
+        if not options:
+            return None
+        text = str(extraction).strip()
+        paren = re.search(r"\(([a-zA-Z])\)", text)
+        if paren:
+            text = paren.group(1).upper()
+        letters = [chr(ord("A") + i) for i in range(len(options))]
+        if text in letters:
+            return options[letters.index(text)]
+        distances = [levenshtein(text, str(option)) for option in options]
+        return options[distances.index(min(distances))]
+    try:  # Python's own float()/int()/round()/str(): the official semantics ("1_4", " 14 ", "1e1", inf, nan)
+        if answer_type == "integer":
+            return str(int(float(extraction)))
+        if answer_type == "float":
+            return str(round(float(extraction), int(precision)))
+    except Exception:  # the official code catches everything here too: unreadable reads as None, i.e. wrong
+        return None
+    return str(extraction)  # list (official), text and unknown types (official: undefined)
+
+
+def official_correct(
+    extraction: str | None, answer: Any, *, question_type: Any, answer_type: Any, choices: Any, precision: Any
+) -> bool:
+    """MathVista's official true/false for one extraction: `official_prediction(...) == answer` (`safe_equal`).
+    None (no single solution block) is wrong."""
+    if extraction is None:
+        return False
+    prediction = official_prediction(
+        extraction, question_type=question_type, answer_type=answer_type, choices=choices, precision=precision
     )
+    return prediction is not None and prediction == answer
+
+
+def score(row: dict[str, Any], completion: str, reward_cfg: RewardConfig) -> dict[str, Any]:
+    """One prediction record: the row's identity and groups, the extracted solution, its official normalisation,
+    right or wrong by the official scorer (`correct`) and by the reward's rules (`reward_correct`), format."""
+    prediction = extract_solution(completion, reward_cfg)
+    item = {key: row[key] for key in ("question_type", "answer_type", "choices", "precision")}
     return {
         **{k: row[k] for k in ("pid", "question", "answer", "choices", *GROUPS)},
         "prediction": prediction,
-        "correct": bool(correct),
+        "official_prediction": None if prediction is None else official_prediction(prediction, **item),
+        "correct": official_correct(prediction, row["answer"], **item),
+        "reward_correct": prediction is not None and is_correct(prediction, row["answer"], **item, unit=row["unit"]),
         "format_ok": format_ok(completion, reward_cfg),
         "completion": completion,
     }
@@ -75,6 +156,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "num_samples": len(records),
         "accuracy": sum(r["correct"] for r in records) / n,
+        "reward_accuracy": sum(r["reward_correct"] for r in records) / n,
         "format_rate": sum(r["format_ok"] for r in records) / n,
         "solution_rate": sum(r["prediction"] is not None for r in records) / n,
         **{f"accuracy_by_{key}": accuracy_by(records, key) for key in GROUPS},
@@ -147,13 +229,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     metrics = summarise(records)
     out_dir = args.out_dir or args.run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    where = {"dataset": source, "split": split, "start": start, "held_out": held_out}
+    where = {"dataset": source, "split": split, "start": start, "held_out": held_out, "protocol": PROTOCOL}
     (out_dir / "metrics.json").write_text(json.dumps({**metrics, **where}, indent=2))
     with open(out_dir / "predictions.jsonl", "w") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
     plot_accuracy(metrics, out_dir / "accuracy.png")
-    print(json.dumps({k: metrics[k] for k in ("num_samples", "accuracy", "format_rate", "solution_rate")}, indent=2))
+    summary = ("num_samples", "accuracy", "reward_accuracy", "format_rate", "solution_rate")
+    print(json.dumps({k: metrics[k] for k in summary}, indent=2))
     print(f"wrote {out_dir}/metrics.json, predictions.jsonl, accuracy.png")
     return metrics
 

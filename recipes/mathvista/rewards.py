@@ -166,9 +166,13 @@ _WRAPPER_RE = re.compile(r"\\(?:boxed|fbox|text|textbf|textrm|mathrm|mathbf|oper
 _DEGREES_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|°|\bdegrees?\s*$", re.IGNORECASE)
 _UNIT_POWER_RE = re.compile(r"\b(mm|cm|dm|m|km|in|ft|yd|mi|units?)\s*(?:\^\s*\{?\s*[23]\s*\}?|[²³])", re.IGNORECASE)
 _CURRENCY = "$€£¥"
-# "B", "(B)", "B.", "B)", "B:", "(B) 3.5", "B. Yes", "Option B", "(b)"; a bare letter must be followed by the end or
-# punctuation, else "A triangle" (an option text) would read as the letter A.
-_LETTER_RE = re.compile(r"(?:(?i:option)\s*:?\s*)?(?:\(([A-Za-z])\)|([A-Z])(?=$|[.):]))")
+# MathVista's calculate_score reads the FIRST parenthesised letter anywhere in the answer, either case: "(B)",
+# "The answer is (B).", "Answer: (b)", "(B) 3.5"; it decides, even when a bare letter comes first.
+_PAREN_LETTER_RE = re.compile(r"\(([A-Za-z])\)")
+# Our lenient reading of a leading bare capital (official: only the exact text "B"): "B", "B.", "B)", "B:", "B. Yes",
+# "Option B"; the letter must be followed by the end or punctuation, else "A triangle" (an option text) would read
+# as the letter A.
+_LETTER_RE = re.compile(r"(?:(?i:option)\s*:?\s*)?([A-Z])(?=$|[.):])")
 _LIST_RE = re.compile(r"\[([^\[\]]*)\]")
 
 
@@ -307,11 +311,14 @@ def _choice_for(text: str, choices: Any, unit: Any) -> str | None:
     options = [str(choice) for choice in choices]
     if not options:
         return None
+    paren = _PAREN_LETTER_RE.search(text)
+    if paren:  # as official: the first "(x)" decides; a letter beyond the options reads as nothing (official: guess)
+        index = ord(paren.group(1).upper()) - ord("A")
+        return options[index] if index < len(options) else None
     text = _unwrap(text)
     letter_match = _LETTER_RE.match(text)
     if letter_match:
-        letter = (letter_match.group(1) or letter_match.group(2)).upper()
-        index = ord(letter) - ord("A")
+        index = ord(letter_match.group(1)) - ord("A")
         if index < len(options):
             return options[index]
     wanted = _norm_text(text)

@@ -4,21 +4,33 @@ Nothing here knows about a task. A recipe samples each clip's frame indices once
 (`inspect_videos` opens every file anyway to validate it, so the frame count and rate are known then), stores the
 path and the indices in the table, and lets `to_video_dataset` decode the frames only when a row is read.
 
-Frame counts and Qwen's temporal patches
-----------------------------------------
-Qwen2-VL / Qwen2.5-VL / Qwen3-VL fold every 2 consecutive frames into one temporal patch (`temporal_patch_size` 2)
-and pad an odd count by repeating the last frame, so `sample_frame_indices` always returns an even count:
+Frames and pixels: Qwen's own qwen-vl-utils
+-------------------------------------------
+How many frames, which ones and how large each frame is come from the Qwen team's `qwen-vl-utils` (PyPI, pinned
+0.0.14, `qwen_vl_utils/vision_process.py`), the preprocessing Qwen2-VL / Qwen2.5-VL / Qwen3-VL were trained with:
 
-    count = clamp(target, min_frames, max_frames)           target: see below
-    count = count rounded DOWN to even, but at least max(2, min_frames rounded UP to even)
-    count = min(count, total_frames rounded down to even)   a clip never gives more frames than it has ...
-    count = 2 when total_frames == 1                        ... except a 1-frame clip, whose frame is repeated
+* count: `smart_nframes` with `fps` (the wanted rate, default `FPS` = 2), `min_frames`, `max_frames`:
+  duration * fps clamped to [min_frames rounded UP to even, max_frames rounded DOWN to even], then to the clip's
+  frame count, then FLOORED to even (Qwen folds 2 frames into one temporal patch). A 2 s clip at 2 fps: 4 frames.
+* a fixed count (`num_frames`, or no usable clip rate, or a row with `dynamic_sample` false, which asks for
+  max_frames) goes through the same `smart_nframes` rule as a 1-second clip of `total_frames` frames sampled at that
+  many frames per second, so it is clamped and floored exactly like the fps path (the library's own `nframes` key
+  rounds half-to-even and may round ABOVE max_frames or the clip, which it then refuses).
+* indices: `torch.linspace(0, total_frames - 1, count).round()`, as `_read_video_decord` computes them (that line
+  is inline in the library, not a function).
+* pixels per frame: `smart_resize(h, w, factor=patch_size * 2, min_pixels, max_pixels)` with the bounds
+  `fetch_video` computes: min_pixels default `VIDEO_MIN_TOKEN_NUM * factor**2`, max_pixels =
+  max(min(`VIDEO_MAX_TOKEN_NUM * factor**2`, total_pixels / count * 2), int(min_pixels * 1.05)), then at most the
+  max_pixels asked for; total_pixels default `MODEL_SEQ_LEN * factor**2 * 0.9`. Frames are resized with PIL's
+  bicubic filter (the library uses torchvision's antialiased bicubic on float tensors: same size, pixel values
+  within rounding).
 
-so a clip shorter than `min_frames` gives all of its frames (an even count), and `[min_frames, max_frames]` with no
-even number in it (e.g. [3, 3]) gives min_frames rounded up (4). `target` is `num_frames` when given; otherwise,
-with `fps` and `target_fps` ("dynamic sampling"), `round(total_frames / fps * target_fps)`, i.e. the clip's
-duration times the wanted rate; otherwise `max_frames`. Indices are spread uniformly from the first to the last
-frame, `round(i * (total_frames - 1) / (count - 1))`, sorted, and unique whenever count <= total_frames.
+Where the library refuses, we decide (documented in recipes/video/README.md): a 1-frame clip (the library raises
+"nframes should in interval [2, 1]") gives its frame twice, as the library's own list-of-frames path pads to an
+even count; max_frames below 2 and max_pixels below min_pixels are refused with a ValueError up front.
+We call `smart_nframes` and `smart_resize` but not `fetch_video` / `_read_video_decord`: those decode eagerly when
+the row is built, and on any decord error `fetch_video` falls back to torchvision's `read_video`, which decodes the
+whole clip (and no longer exists in torchvision 0.29). Here decord reads only the sampled frames, when a row is read.
 
 decord notes
 ------------
@@ -50,12 +62,15 @@ from PIL import Image
 from core.data import DataError, describe_row, resolve_image_path
 
 __all__ = [
+    "DEFAULT_FPS",
     "DecodeVideoFrames",
+    "FramePixels",
     "VideoInfo",
     "check_videos",
-    "fit_pixel_budget",
+    "frame_count",
     "inspect_videos",
     "load_video_frames",
+    "patch_size_of",
     "read_frames",
     "sample_frame_indices",
     "sampled_fps",
@@ -111,32 +126,63 @@ def _open(path: str | os.PathLike[str]) -> Any:
 
 # ---------------------------------------------------------------------------------------------------------- sampling
 
-
-def _even_down(n: int) -> int:
-    return n - n % 2
-
-
-def _even_up(n: int) -> int:
-    return n + n % 2
+_qwen_lock = threading.Lock()
+_qwen_module: Any = None
 
 
-def _frame_count(
+def _qwen() -> Any:
+    """`qwen_vl_utils.vision_process`, imported on first use (it imports torch and torchvision) so `core` imports
+    without it; its `fetch_video` is never called (see the module doc)."""
+    global _qwen_module
+    with _qwen_lock:
+        if _qwen_module is None:
+            try:
+                from qwen_vl_utils import vision_process
+            except ImportError as err:  # pragma: no cover - installed with the project
+                raise ImportError("video sampling needs qwen-vl-utils (`pip install qwen-vl-utils==0.0.14`)") from err
+            _qwen_module = vision_process
+    return _qwen_module
+
+
+DEFAULT_FPS = 2.0  # qwen_vl_utils.vision_process.FPS (0.0.14); a test checks they agree
+
+
+def _usable_rate(value: float | None) -> bool:
+    return value is not None and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def frame_count(
     total_frames: int,
     min_frames: int,
     max_frames: int,
-    num_frames: int | None,
-    fps: float | None,
-    target_fps: float | None,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    target_fps: float | None = DEFAULT_FPS,
 ) -> int:
-    if num_frames is not None:
-        target = num_frames
-    elif fps and target_fps and math.isfinite(fps) and math.isfinite(target_fps) and fps > 0 and target_fps > 0:
-        target = round(total_frames / fps * target_fps)
-    else:
-        target = max_frames
-    count = min(max(target, min_frames), max_frames)
-    count = max(_even_down(count), 2, _even_up(min_frames))
-    return min(count, _even_down(total_frames)) if total_frames >= 2 else 2
+    """How many frames to sample: qwen-vl-utils' `smart_nframes` (rules in the module doc); always even, >= 2."""
+    for name, value in (("total_frames", total_frames), ("min_frames", min_frames), ("max_frames", max_frames)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int, got {value!r}")
+    if total_frames < 1:
+        raise ValueError(f"total_frames must be >= 1, got {total_frames}")
+    if min_frames < 1:
+        raise ValueError(f"min_frames must be >= 1, got {min_frames}")
+    if max_frames < 2:
+        raise ValueError(f"max_frames must be >= 2 (Qwen folds frames in pairs), got {max_frames}")
+    if min_frames > max_frames:
+        raise ValueError(f"min_frames ({min_frames}) must be <= max_frames ({max_frames})")
+    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1):
+        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+    if total_frames == 1:  # the library refuses (nframes must be in [2, total]): the one frame is given twice
+        return 2
+    bounds = {"min_frames": min_frames, "max_frames": max_frames}
+    if num_frames is None and _usable_rate(fps) and _usable_rate(target_fps):
+        return _qwen().smart_nframes({"fps": float(target_fps), **bounds}, total_frames=total_frames, video_fps=fps)
+    # A fixed count: the same rule for a 1-second clip at `wanted` frames per second (total / total * wanted is
+    # exactly `wanted` in floating point), so it is clamped and floored to even exactly as the fps path. Capping
+    # `wanted` at the clip's length first gives the same count without the library's "nframes > total" warning.
+    wanted = min(num_frames if num_frames is not None else max_frames, total_frames)
+    return _qwen().smart_nframes({"fps": wanted, **bounds}, total_frames=total_frames, video_fps=total_frames)
 
 
 def sample_frame_indices(
@@ -145,57 +191,89 @@ def sample_frame_indices(
     max_frames: int,
     num_frames: int | None = None,
     fps: float | None = None,
-    target_fps: float | None = None,
+    target_fps: float | None = DEFAULT_FPS,
 ) -> list[int]:
-    """Sorted frame indices spread uniformly over a clip of `total_frames`; an even count (rules in the module doc).
+    """Sorted frame indices spread uniformly over a clip of `total_frames`, as qwen-vl-utils samples them.
 
-    `num_frames` asks for a count; otherwise `fps` (the clip's) with `target_fps` (the wanted rate) gives
-    duration * target_fps; otherwise `max_frames`. The result is always clamped as the module doc describes.
+    `fps` is the clip's rate and `target_fps` the wanted one (duration * target_fps frames within the bounds);
+    `num_frames`, a `target_fps` of None or an unknown clip rate ask for a fixed count (max_frames by default).
+    Indices: `torch.linspace(0, total - 1, count).round()` as in the library's `_read_video_decord`.
     """
-    for name, value in (("total_frames", total_frames), ("min_frames", min_frames), ("max_frames", max_frames)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an int, got {value!r}")
-    if total_frames < 1:
-        raise ValueError(f"total_frames must be >= 1, got {total_frames}")
-    if min_frames < 1:
-        raise ValueError(f"min_frames must be >= 1, got {min_frames}")
-    if min_frames > max_frames:
-        raise ValueError(f"min_frames ({min_frames}) must be <= max_frames ({max_frames})")
-    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1):
-        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
-    count = _frame_count(total_frames, min_frames, max_frames, num_frames, fps, target_fps)
-    last = total_frames - 1
-    # round(i * last / (count - 1)) in integer arithmetic: exact, so indices are unique whenever count <= total.
-    return [(2 * i * last + (count - 1)) // (2 * (count - 1)) for i in range(count)]
+    count = frame_count(total_frames, min_frames, max_frames, num_frames, fps, target_fps)
+    if total_frames == 1:
+        return [0] * count
+    import torch
+
+    return [int(i) for i in torch.linspace(0, total_frames - 1, count).round().long().tolist()]
 
 
 def sampled_fps(num_sampled: int, total_frames: int, fps: float | None) -> float | None:
     """Frame rate of the sampled frames (what Qwen2.5-VL needs for its temporal positions), None if fps is unknown.
 
-    Same definition as transformers' `VideoMetadata.sampled_fps`: num_sampled / total_frames * fps.
+    Same definition as transformers' `VideoMetadata.sampled_fps` and qwen-vl-utils' `sample_fps`:
+    num_sampled / total_frames * fps.
     """
     if not fps or not math.isfinite(fps) or fps <= 0 or total_frames < 1:
         return None
     return num_sampled / total_frames * fps
 
 
+@dataclass(frozen=True)
+class FramePixels:
+    """Per-frame pixel budget, computed as qwen-vl-utils' `fetch_video` does (module doc); None: its default.
+
+    `image_patch_size` is the vision tower's patch (14 for Qwen2-VL / Qwen2.5-VL, 16 for Qwen3-VL: see
+    `patch_size_of`); frames get sides that are multiples of patch * 2 (the 2x2 spatial merge).
+    """
+
+    image_patch_size: int = 14
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    total_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("image_patch_size", "min_pixels", "max_pixels", "total_pixels"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        if self.min_pixels is not None and self.max_pixels is not None and self.max_pixels < self.min_pixels:
+            # the library asserts in smart_resize; refused here, before any frame is read
+            raise ValueError(f"max_pixels ({self.max_pixels}) must be >= min_pixels ({self.min_pixels})")
+
+    def bounds(self, num_frames: int) -> tuple[int, float]:
+        """(min_pixels, max_pixels) of one frame of a clip sampled to `num_frames` frames (`fetch_video`'s formula)."""
+        vp = _qwen()
+        factor = self.image_patch_size * vp.SPATIAL_MERGE_SIZE
+        low = self.min_pixels if self.min_pixels is not None else vp.VIDEO_MIN_TOKEN_NUM * factor * factor
+        total = self.total_pixels if self.total_pixels is not None else vp.MODEL_SEQ_LEN * factor * factor * 0.9
+        high = max(min(vp.VIDEO_MAX_TOKEN_NUM * factor * factor, total / num_frames * vp.FRAME_FACTOR), int(low * 1.05))
+        if self.max_pixels is not None:
+            high = min(self.max_pixels, high)
+        return low, high
+
+    def size(self, width: int, height: int, num_frames: int) -> tuple[int, int]:
+        """(width, height) of each frame after qwen-vl-utils' `smart_resize` within `bounds(num_frames)`."""
+        low, high = self.bounds(num_frames)
+        vp = _qwen()
+        if high < low:  # a max_pixels below the default min_pixels: the library asserts
+            raise ValueError(f"max_pixels ({high}) must be >= min_pixels ({low})")
+        factor = self.image_patch_size * vp.SPATIAL_MERGE_SIZE
+        new_h, new_w = vp.smart_resize(height, width, factor=factor, min_pixels=low, max_pixels=high)
+        if new_w < 1 or new_h < 1:  # smart_resize floors to 0 when max_pixels is below one factor x factor patch
+            raise ValueError(f"max_pixels ({high}) is too small for a {width}x{height} frame (one patch is {factor}^2)")
+        return new_w, new_h
+
+
+def patch_size_of(processor: Any, default: int = 14) -> int:
+    """The vision patch size a Qwen processor uses for video (its video processor's, else its image processor's)."""
+    for attr in ("video_processor", "image_processor"):
+        value = getattr(getattr(processor, attr, None), "patch_size", None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default
+
+
 # ---------------------------------------------------------------------------------------------------------- decoding
-
-
-def fit_pixel_budget(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
-    """(width, height) scaled down, aspect ratio kept, so that width * height <= max_pixels; never scaled up."""
-    if max_pixels is None or width * height <= max_pixels:
-        return width, height
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels_per_frame must be >= 1, got {max_pixels}")
-    scale = math.sqrt(max_pixels / (width * height))
-    new_w, new_h = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
-    if new_w * new_h > max_pixels:  # very elongated: the short side was raised to 1 px, the long side gets the rest
-        if new_w > new_h:
-            new_w = max_pixels // new_h
-        else:
-            new_h = max_pixels // new_w
-    return new_w, new_h
 
 
 def _get_batch(reader: Any, indices: Sequence[int], path: Any) -> Any:
@@ -206,21 +284,19 @@ def _get_batch(reader: Any, indices: Sequence[int], path: Any) -> Any:
     return frames
 
 
-def _to_images(frames: Any, max_pixels_per_frame: int | None) -> list[Image.Image]:
-    images = []
-    for frame in frames:
-        image = Image.fromarray(frame)
-        size = fit_pixel_budget(image.width, image.height, max_pixels_per_frame)
-        if size != image.size:
-            image = image.resize(size, Image.Resampling.BICUBIC)
-        images.append(image)
-    return images
+def _to_images(frames: Any, pixels: FramePixels | None) -> list[Image.Image]:
+    images = [Image.fromarray(frame) for frame in frames]
+    if pixels is None or not images:
+        return images
+    size = pixels.size(images[0].width, images[0].height, len(images))
+    return [image if image.size == size else image.resize(size, Image.Resampling.BICUBIC) for image in images]
 
 
 def read_frames(
-    path: str | os.PathLike[str], indices: Sequence[int], max_pixels_per_frame: int | None = None
+    path: str | os.PathLike[str], indices: Sequence[int], pixels: FramePixels | None = None
 ) -> list[Image.Image]:
-    """RGB PIL images of exactly the frames `indices` (in that order, repeats allowed), within the pixel budget."""
+    """RGB PIL images of exactly the frames `indices` (in that order, repeats allowed), resized to `pixels`' budget
+    for that many frames (None: as decoded)."""
     reader = _open(path)
     indices = [int(i) for i in indices]
     total = len(reader)
@@ -229,22 +305,22 @@ def read_frames(
         raise IndexError(f"{path}: frame indices {bad} outside the clip's {total} frames")
     if not indices:
         return []
-    return _to_images(_get_batch(reader, indices, path), max_pixels_per_frame)
+    return _to_images(_get_batch(reader, indices, path), pixels)
 
 
 def load_video_frames(
     path: str | os.PathLike[str],
     min_frames: int,
     max_frames: int,
-    max_pixels_per_frame: int | None = None,
+    pixels: FramePixels | None = None,
     num_frames: int | None = None,
-    target_fps: float | None = None,
+    target_fps: float | None = DEFAULT_FPS,
 ) -> list[Image.Image]:
     """Sample a clip's frames (`sample_frame_indices`) and decode only those, as RGB PIL images within the budget."""
     reader = _open(path)
     fps = float(reader.get_avg_fps())
     indices = sample_frame_indices(len(reader), min_frames, max_frames, num_frames, fps, target_fps)
-    return _to_images(_get_batch(reader, indices, path), max_pixels_per_frame)
+    return _to_images(_get_batch(reader, indices, path), pixels)
 
 
 # -------------------------------------------------------------------------------------------------------- validation
@@ -356,16 +432,16 @@ class DecodeVideoFrames:
         self,
         video_column: str = "video",
         indices_column: str = "frame_indices",
-        max_pixels_per_frame: int | None = None,
+        pixels: FramePixels | None = None,
     ) -> None:
         self.video_column = video_column
         self.indices_column = indices_column
-        self.max_pixels_per_frame = max_pixels_per_frame
+        self.pixels = pixels
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(video_column={self.video_column!r}, indices_column={self.indices_column!r}, "
-            f"max_pixels_per_frame={self.max_pixels_per_frame!r})"
+            f"pixels={self.pixels!r})"
         )
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -374,7 +450,7 @@ class DecodeVideoFrames:
         if self.indices_column not in batch:
             raise KeyError(f"decoding {self.video_column!r} needs the {self.indices_column!r} column as well")
         frames = [
-            read_frames(path, indices, self.max_pixels_per_frame)
+            read_frames(path, indices, self.pixels)
             for path, indices in zip(batch[self.video_column], batch[self.indices_column], strict=True)
         ]
         return {**batch, self.video_column: frames}
@@ -384,7 +460,7 @@ def to_video_dataset(
     rows: Iterable[Mapping[str, Any]],
     video_column: str = "video",
     indices_column: str = "frame_indices",
-    max_pixels_per_frame: int | None = None,
+    pixels: FramePixels | None = None,
 ) -> datasets.Dataset:
     """A `datasets.Dataset` whose `video_column` reads as a list of RGB PIL frames, decoded only when a row is read.
 
@@ -403,4 +479,4 @@ def to_video_dataset(
     if not materialised:
         raise DataError(["no rows to build a dataset from"])
     dataset = datasets.Dataset.from_list(materialised)
-    return dataset.with_transform(DecodeVideoFrames(video_column, indices_column, max_pixels_per_frame))
+    return dataset.with_transform(DecodeVideoFrames(video_column, indices_column, pixels))

@@ -13,8 +13,8 @@ from PIL import Image
 
 from core.data import DataError
 from core.video import (
+    FramePixels,
     check_videos,
-    fit_pixel_budget,
     inspect_videos,
     load_video_frames,
     read_frames,
@@ -63,22 +63,22 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("total", "low", "high", "kwargs", "count"),
     [
-        (100, 4, 16, {}, 16),  # default: max_frames
+        (100, 4, 16, {}, 16),  # no clip rate: a fixed count, max_frames
         (10, 4, 16, {}, 10),  # a short clip gives all of its frames ...
-        (9, 4, 16, {}, 8),  # ... rounded down to even
+        (9, 4, 16, {}, 8),  # ... floored to even
         (3, 4, 16, {}, 2),  # shorter than min_frames: the clip wins
-        (1, 4, 16, {}, 2),  # one frame: repeated to make a pair
-        (100, 5, 9, {}, 8),  # odd max: rounded down
-        (100, 3, 3, {}, 4),  # no even count in [3, 3]: min rounded up
-        (100, 1, 1, {}, 2),  # never below 2
+        (1, 4, 16, {}, 2),  # one frame: repeated to make a pair (qwen-vl-utils refuses such a clip)
+        (100, 5, 9, {}, 8),  # odd max: floored
+        (100, 3, 3, {}, 2),  # [3, 3]: max floored to 2 wins over min rounded up to 4 (qwen-vl-utils' order)
         (100, 4, 16, {"num_frames": 7}, 6),
         (100, 4, 16, {"num_frames": 1}, 4),  # clamped to min_frames
         (100, 4, 16, {"num_frames": 50}, 16),  # clamped to max_frames
+        (80, 4, 16, {"fps": 8.0}, 16),  # 10 s at the default 2 fps: 20 wanted, max_frames wins
         (80, 4, 16, {"fps": 8.0, "target_fps": 1.0}, 10),  # 10 s at 1 fps
         (80, 4, 16, {"fps": 8.0, "target_fps": 0.2}, 4),  # 2 frames wanted, min_frames wins
-        (80, 4, 16, {"fps": 8.0, "target_fps": 4.0}, 16),  # 40 wanted, max_frames wins
-        (80, 4, 16, {"fps": 8.0, "target_fps": 0.5}, 4),  # 5 wanted -> 4 (down to even)
-        (80, 4, 16, {"fps": 8.0}, 16),  # no target rate: max_frames
+        (80, 4, 16, {"fps": 8.0, "target_fps": 0.5}, 4),  # 5 wanted -> 4 (floored to even)
+        (46, 4, 16, {"fps": 8.0, "target_fps": 1.0}, 4),  # 5.75 wanted -> 4: floored, not rounded
+        (80, 4, 16, {"fps": 8.0, "target_fps": None}, 16),  # no target rate: max_frames
         (80, 4, 16, {"fps": 0.0, "target_fps": 1.0}, 16),  # unknown clip rate: max_frames
     ],
 )
@@ -94,15 +94,17 @@ def test_sample_frame_indices_counts(total: int, low: int, high: int, kwargs: di
 def test_sample_frame_indices_invariants_over_a_grid() -> None:
     for total in range(1, 41):
         for low in range(1, 9):
-            for high in range(low, 21):
+            for high in range(max(low, 2), 21):
                 indices = sample_frame_indices(total, low, high)
                 count = len(indices)
                 assert count % 2 == 0 and count >= 2
                 assert all(0 <= i < total for i in indices) and indices == sorted(indices)
                 if total >= 2:
-                    assert count <= total - total % 2
+                    assert count <= total - total % 2 and count <= high
                     assert len(set(indices)) == count
-                    assert count == min(max(high - high % 2, 2, low + low % 2), total - total % 2)
+                    even_low, even_high = low + low % 2, high - high % 2
+                    assert count == max(2, min(max(even_high, even_low) if even_low <= even_high else even_high,
+                                               total) // 2 * 2)
                 # uniform: gaps differ by at most one frame
                 gaps = np.diff(indices)
                 assert gaps.max() - gaps.min() <= 1
@@ -153,24 +155,17 @@ def test_read_frames_keeps_order_and_repeats_and_checks_range(clip: Path) -> Non
         read_frames(clip, [0, 30])
 
 
-def test_pixel_budget_is_respected_aspect_kept_never_upscaled(tmp_path: Path, clip: Path) -> None:
+def test_frames_are_resized_to_the_qwen_budget_content_kept(tmp_path: Path, clip: Path) -> None:
     wide = ramp_clip(tmp_path / "wide.mp4", frames=6, size=(96, 64))
-    frames = load_video_frames(wide, 2, 4, max_pixels_per_frame=1000)
-    assert len({frame.size for frame in frames}) == 1
-    width, height = frames[0].size
-    assert width * height <= 1000 and width * height > 800
-    assert width / height == pytest.approx(1.5, rel=0.05)
+    frames = load_video_frames(wide, 2, 4, pixels=FramePixels(14, min_pixels=784, max_pixels=3200), num_frames=4)
+    assert [frame.size for frame in frames] == [(56, 28)] * 4  # smart_resize: multiples of 28, aspect ~kept
     assert frame_numbers(frames) == [0, 2, 3, 5]  # resizing keeps the content
-    assert load_video_frames(clip, 2, 2, max_pixels_per_frame=10**6)[0].size == (64, 48)  # no upscaling
-
-    assert fit_pixel_budget(640, 480, None) == (640, 480)
-    assert fit_pixel_budget(640, 480, 640 * 480) == (640, 480)
-    assert fit_pixel_budget(640, 480, 76800) == (320, 240)
-    for size, budget in [((1000, 10), 10), ((10, 1000), 50), ((7, 3), 1), ((1920, 1080), 12345)]:
-        w, h = fit_pixel_budget(*size, budget)
-        assert 1 <= w <= size[0] and 1 <= h <= size[1] and w * h <= budget
-    with pytest.raises(ValueError, match="max_pixels_per_frame"):
-        fit_pixel_budget(10, 10, 0)
+    assert load_video_frames(clip, 2, 2)[0].size == (64, 48)  # no budget: as decoded
+    assert read_frames(clip, [0, 1], FramePixels(14, 3136, 3136))[0].size == (56, 56)
+    with pytest.raises(ValueError, match="too small"):
+        FramePixels(14, min_pixels=1, max_pixels=10).size(64, 48, 2)
+    with pytest.raises(ValueError, match="image_patch_size"):
+        FramePixels(0)
 
 
 # ------------------------------------------------------------------------------------------------------ validation
@@ -247,11 +242,11 @@ def test_to_video_dataset_stores_paths_and_decodes_on_read(clip: Path) -> None:
         {"id": "a", "video": clip, "frame_indices": [0, 10, 20, 29]},
         {"id": "b", "video": str(clip), "frame_indices": [3, 3]},
     ]
-    dataset = to_video_dataset(rows, max_pixels_per_frame=768)
+    dataset = to_video_dataset(rows, pixels=FramePixels(14, 3136, 3136))
     assert dataset.data.column("video").to_pylist() == [str(clip), str(clip)]  # only the path is in the table
     row = dataset[0]
     assert frame_numbers(row["video"]) == [0, 10, 20, 29]
-    assert all(isinstance(frame, Image.Image) and frame.size == (32, 24) for frame in row["video"])
+    assert all(isinstance(frame, Image.Image) and frame.size == (56, 56) for frame in row["video"])
     assert row["frame_indices"] == [0, 10, 20, 29] and row["id"] == "a"
     assert frame_numbers(dataset[1:2]["video"][0]) == [3, 3]
     assert list(dataset["id"]) == ["a", "b"]  # columns without the video are not decoded

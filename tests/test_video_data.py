@@ -117,8 +117,10 @@ def test_build_dataset_round_trip_from_sample(sample: Path) -> None:
         frames = row["video"]
         assert isinstance(frames, list) and all(isinstance(f, Image.Image) and f.mode == "RGB" for f in frames)
         total = rec["meta"]["frame_cnts"]
-        assert row["frame_indices"] == sample_frame_indices(total, 4, 16) and len(frames) == 16
-        assert row["video_fps"] == pytest.approx(16 / total * 8)
+        # qwen-vl-utils' rule: 2 frames per second of the 8 fps clip, within [4, 16], floored to even
+        indices = sample_frame_indices(total, 4, 16, fps=8.0)
+        assert row["frame_indices"] == indices and len(frames) == len(indices) == max(4, total // 8 * 2)
+        assert row["video_fps"] == pytest.approx(len(indices) / total * 8)
         assert row["solution"] == rec["conversations"][1]["value"]
         assert row["actions"] == R.parse_actions(rec["conversations"][1]["value"])
         assert row["id"] == rec["id"]
@@ -127,12 +129,12 @@ def test_build_dataset_round_trip_from_sample(sample: Path) -> None:
 
 
 def test_frames_are_decoded_lazily_through_indexing_and_a_dataloader(sample: Path) -> None:
-    dataset = D.build_dataset(sample / "eval.json", max_pixels_per_frame=1024)
+    dataset = D.build_dataset(sample / "eval.json", min_pixels_per_frame=784, max_pixels_per_frame=2000)
     paths = dataset.data.column("video").to_pylist()
     assert all(isinstance(p, str) and Path(p).is_absolute() and Path(p).is_file() for p in paths)
     assert dataset.format["type"] == "custom"
     row = dataset[1]
-    assert all(isinstance(f, Image.Image) and f.width * f.height <= 1024 for f in row["video"])
+    assert all(isinstance(f, Image.Image) and f.width * f.height <= 2000 for f in row["video"])
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=False, collate_fn=lambda batch: batch)
     batches = list(loader)
     assert [len(b) for b in batches] == [2, 1]
@@ -151,12 +153,16 @@ def test_meta_overrides_target_fps_and_system_prompt(sample: Path, tmp_path: Pat
     ]
     path = write_json(tmp_path / "d.json", rows)
     dataset = D.build_dataset(path, min_frames=4, max_frames=8, system_prompt="You watch videos.")
-    assert [len(i) for i in dataset["frame_indices"]] == [8, 4, 8]
+    at_2fps = len(sample_frame_indices(total, 4, 8, fps=8.0))
+    # meta [2, 5] is clamped into the config's [4, 8]: [4, 5] -> 4; dynamic_sample false: max_frames
+    assert [len(i) for i in dataset["frame_indices"]] == [at_2fps, 4, 8]
     assert dataset[0]["prompt"][0] == {"role": "system", "content": [{"type": "text", "text": "You watch videos."}]}
-    # target_fps: clips are 8 fps, so 1 frame per second gives duration-many frames (dynamic rows only)
-    by_rate = D.build_dataset(path, min_frames=2, max_frames=16, target_fps=1.0)
+    # fps: clips are 8 fps, so 1 frame per second gives duration-many frames (dynamic rows only)
+    by_rate = D.build_dataset(path, min_frames=2, max_frames=16, fps=1.0)
     expected = len(sample_frame_indices(total, 2, 16, fps=8.0, target_fps=1.0))
     assert [len(i) for i in by_rate["frame_indices"]] == [expected, min(expected, 4), 16]
+    with pytest.raises(ValueError, match="fps must be a positive number"):
+        D.build_dataset(path, fps=0)
     with pytest.raises(ValueError, match="min_frames"):
         D.build_dataset(path, min_frames=9, max_frames=8)
 

@@ -8,16 +8,18 @@ Record format (the original project's; a `.json` list / `{"data": [...]}`, or `.
          {"from": "gpt", "value": "<answer>(1) the red circle moves left (2) the red circle turns blue</answer>"}],
      "video": "videos/clip-0001.mp4",                      # relative to --video-root / video_root, or absolute
      "meta": {"frame_cnts": 48,                            # informational; the file's own frame count is used
-              "min_frames": 4, "max_frames": 16,           # optional per-record overrides of the frame bounds
+              "min_frames": 4, "max_frames": 16,           # optional per-record bounds, within the config's
               "dynamic_sample": true}}                     # optional (default true): see below
 
 "user"/"assistant" are accepted for "human"/"gpt". The `<video>` marker is removed from the question; the prompt's
 user turn is a `{"type": "video"}` part followed by the question and `PROMPT_SUFFIX`.
 
 Frames: `build_dataset` opens every clip once (validation), then fixes which frames each row uses with
-`core.video.sample_frame_indices` (an even count between the row's min_frames and max_frames, uniformly spread;
-with `target_fps` and `dynamic_sample` the count follows the clip's duration instead of being max_frames). The
-table keeps the path and those indices; frames are decoded with decord only when a row is read.
+`core.video.sample_frame_indices`, i.e. Qwen's own qwen-vl-utils rule: duration * `fps` (default 2) frames within
+[min_frames, max_frames], floored to an even count, spread uniformly (`dynamic_sample` false: max_frames, same
+clamping). A row's meta.min_frames / meta.max_frames narrow the config's bounds and are clamped into them: the
+config's max_frames is a memory cap no row exceeds. The table keeps the path and those indices; frames are decoded
+with decord only when a row is read, and resized to qwen-vl-utils' per-frame pixel budget (`core.video.FramePixels`).
 
 `build_dataset` validates every row before returning and raises one `DataError` listing all problems (missing
 fields, no human turn or no `<video>` marker, no gpt answer, an answer without `(n)` actions, bad meta, duplicate
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -54,7 +57,15 @@ from core.data import (
     row_ids,
     sample_is_current,
 )
-from core.video import inspect_videos, sample_frame_indices, sampled_fps, to_video_dataset, video_prompt
+from core.video import (
+    DEFAULT_FPS,
+    FramePixels,
+    inspect_videos,
+    sample_frame_indices,
+    sampled_fps,
+    to_video_dataset,
+    video_prompt,
+)
 
 VIDEO_MARKER = "<video>"
 PROMPT_SUFFIX = (
@@ -102,7 +113,11 @@ def _turns(record: dict[str, Any], label: str) -> tuple[str | None, str | None, 
 
 
 def _frame_bounds(record: dict[str, Any], label: str, min_frames: int, max_frames: int) -> tuple[Any, list[str]]:
-    """((min, max, dynamic), problems): `meta` overrides of the defaults."""
+    """((min, max, dynamic), problems): the row's `meta` bounds, each clamped into the config's [min, max].
+
+    The config's max_frames is the user's memory cap: a row asking for more frames gets max_frames, never more; a
+    row asking for fewer than the config's min_frames gets min_frames.
+    """
     meta = record.get("meta")
     if meta is None:
         return (min_frames, max_frames, True), []
@@ -122,7 +137,10 @@ def _frame_bounds(record: dict[str, Any], label: str, min_frames: int, max_frame
         problems.append(f"{label}: meta.dynamic_sample must be true or false, got {_short(dynamic)}")
     if not problems and bounds["min_frames"] > bounds["max_frames"]:
         problems.append(f"{label}: min_frames ({bounds['min_frames']}) > max_frames ({bounds['max_frames']})")
-    return (None if problems else (bounds["min_frames"], bounds["max_frames"], dynamic)), problems
+    if problems:
+        return None, problems
+    low, high = (min(max(bounds[key], min_frames), max_frames) for key in ("min_frames", "max_frames"))
+    return (low, high, dynamic), problems
 
 
 def build_dataset(
@@ -132,7 +150,9 @@ def build_dataset(
     max_frames: int = 16,
     max_pixels_per_frame: int | None = None,
     system_prompt: str | None = None,
-    target_fps: float | None = None,
+    fps: float = DEFAULT_FPS,
+    min_pixels_per_frame: int | None = None,
+    image_patch_size: int = 14,
 ) -> datasets.Dataset:
     """Load, validate and convert a video file into the dataset the trainer and the rewards expect.
 
@@ -140,11 +160,15 @@ def build_dataset(
     RGB PIL frames, decoded when the row is read; the table stores the absolute path), `frame_indices` (which
     frames), `video_fps` (rate of the sampled frames, for Qwen2.5-VL's temporal positions; None if the container
     has no frame rate), `solution` (the gpt answer text), `actions` (the ordered, normalised actions), `id`.
-    `video_root` defaults to the data file's folder; `max_pixels_per_frame` downscales frames (aspect kept);
-    `target_fps` turns on duration-based frame counts for rows whose meta.dynamic_sample is true (the default).
-    Raises `DataError` listing every problem found.
+    `video_root` defaults to the data file's folder. `fps` is the sampling rate for rows whose meta.dynamic_sample
+    is true (the default); `min_pixels_per_frame` / `max_pixels_per_frame` (None: qwen-vl-utils' defaults) and
+    `image_patch_size` (14 for Qwen2.5-VL, 16 for Qwen3-VL: `core.video.patch_size_of(processor)`) give each
+    frame's size as qwen-vl-utils' `fetch_video` computes it. Raises `DataError` listing every problem found.
     """
-    sample_frame_indices(max(2, max_frames), min_frames, max_frames)  # ValueError now for bad defaults
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps must be a positive number of frames per second, got {fps!r}")
+    sample_frame_indices(max(2, max_frames), min_frames, max_frames)  # ValueError now for bad bounds
+    pixels = FramePixels(image_patch_size, min_pixels_per_frame, max_pixels_per_frame)  # ValueError now
     path = Path(path)
     root = path.parent if video_root is None else Path(video_root)
     records = load_records(path)
@@ -175,9 +199,7 @@ def build_dataset(
             continue
 
         low, high, dynamic = bounds
-        indices = sample_frame_indices(
-            info.num_frames, low, high, fps=info.fps, target_fps=target_fps if dynamic else None
-        )
+        indices = sample_frame_indices(info.num_frames, low, high, fps=info.fps, target_fps=fps if dynamic else None)
         rows.append(
             {
                 "prompt": video_prompt(build_prompt_text(human), system_prompt),
@@ -193,7 +215,7 @@ def build_dataset(
     problems += duplicate_id_problems(ids)
     if problems:
         raise DataError(problems, source=path)
-    return to_video_dataset(rows, max_pixels_per_frame=max_pixels_per_frame)
+    return to_video_dataset(rows, pixels=pixels)
 
 
 # ------------------------------------------------------------------------------------------------ synthetic sample

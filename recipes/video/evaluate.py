@@ -21,6 +21,7 @@ from rewards import action_score, format_reward, parse_actions
 
 from core.evaluation import generate_greedy, load_trained_policy
 from core.run import resolve_input_path
+from core.video import DEFAULT_FPS, patch_size_of
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
@@ -71,12 +72,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     video_root = resolve_input_path(args.video_root or script.get("video_root"), RECIPE_DIR) or str(
         Path(data_file).parent
     )
+    # The frames training used: qwen-vl-utils' count, indices and pixel budget from the run's own settings.
     dataset = build_dataset(
         data_file,
         video_root=video_root,
         min_frames=script["min_frames"],
         max_frames=script["max_frames"],
-        max_pixels_per_frame=script["max_pixels_per_frame"],
+        fps=script.get("fps", DEFAULT_FPS),
+        min_pixels_per_frame=script.get("min_pixels_per_frame"),
+        max_pixels_per_frame=script.get("max_pixels_per_frame"),
+        image_patch_size=patch_size_of(processor),
         system_prompt=script.get("system_prompt"),
     )
     if args.max_samples:

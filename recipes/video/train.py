@@ -20,6 +20,7 @@ from core.models import load_model, load_processor
 from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
+from core.video import patch_size_of
 
 RECIPE_DIR = Path(__file__).resolve().parent
 # The original project's config names keep working, as keys and flags: each is renamed to the field doing the job.
@@ -46,10 +47,22 @@ class ScriptArguments:
             "recipe's folder."
         },
     )
-    min_frames: int = field(default=4, metadata={"help": "Fewest frames sampled per clip (records' meta wins)."})
-    max_frames: int = field(default=16, metadata={"help": "Most frames sampled per clip (records' meta wins)."})
+    fps: float = field(
+        default=2.0,
+        metadata={"help": "Frames sampled per second of video (qwen-vl-utils' rule, floored to an even count)."},
+    )
+    min_frames: int = field(
+        default=4, metadata={"help": "Fewest frames per clip (unless the clip is shorter); records' meta within."}
+    )
+    max_frames: int = field(
+        default=16, metadata={"help": "Most frames per clip: the memory cap, no record's meta exceeds it."}
+    )
+    min_pixels_per_frame: int | None = field(
+        default=None, metadata={"help": "qwen-vl-utils' per-frame min_pixels (default 128 tokens' worth)."}
+    )
     max_pixels_per_frame: int | None = field(
-        default=None, metadata={"help": "Frames are downscaled to at most this many pixels when read (memory)."}
+        default=None,
+        metadata={"help": "qwen-vl-utils' per-frame max_pixels (default 768 tokens' worth, less for long clips)."},
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["format_reward", "accuracy_reward"],
@@ -70,14 +83,18 @@ class ScriptArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
 
 
-def build_datasets(script_args: ScriptArguments) -> tuple[Dataset, Dataset | None]:
+def build_datasets(script_args: ScriptArguments, image_patch_size: int = 14) -> tuple[Dataset, Dataset | None]:
     """Train and (optional) eval datasets. Each file's relative video paths resolve from that file's own folder
-    unless video_root is set, as evaluate.py does, so an eval file kept elsewhere finds its own clips."""
+    unless video_root is set, as evaluate.py does, so an eval file kept elsewhere finds its own clips.
+    `image_patch_size`: the processor's (`core.video.patch_size_of`), for qwen-vl-utils' frame sizes."""
     data_kwargs = {
         "video_root": resolve_input_path(script_args.video_root, RECIPE_DIR),
         "min_frames": script_args.min_frames,
         "max_frames": script_args.max_frames,
+        "fps": script_args.fps,
+        "min_pixels_per_frame": script_args.min_pixels_per_frame,
         "max_pixels_per_frame": script_args.max_pixels_per_frame,
+        "image_patch_size": image_patch_size,
         "system_prompt": script_args.system_prompt,
     }
     train_dataset = build_dataset(resolve_input_path(script_args.train_file, RECIPE_DIR), **data_kwargs)
@@ -99,7 +116,7 @@ def main() -> None:
     resume = setup_run(training_args, script_args, model_args)
 
     processor = load_processor(model_args)
-    train_dataset, eval_dataset = build_datasets(script_args)
+    train_dataset, eval_dataset = build_datasets(script_args, patch_size_of(processor))
 
     reward_funcs = build_reward_funcs(script_args.reward_funcs)
     check_rewards_can_score(

@@ -111,6 +111,8 @@ def test_evaluate_scores_the_held_out_rows_and_breaks_accuracy_down(evaluated, s
     assert [r["pid"] for r in records] == split["pid"][TRAINED:]
     assert metrics["accuracy"] == sum(r["correct"] for r in records) / len(records)
     assert metrics["format_rate"] == sum(r["format_ok"] for r in records) / len(records)
+    assert metrics["reward_accuracy"] == sum(r["reward_correct"] for r in records) / len(records)
+    assert "calculate_score" in metrics["protocol"] and "53d5258" in metrics["protocol"]
     for key in ("question_type", "answer_type", "task", "grade"):
         table = metrics[f"accuracy_by_{key}"]
         assert sum(group["count"] for group in table.values()) == len(records)

@@ -222,7 +222,7 @@ def test_float_answers_round_to_precision() -> None:
     assert not correct("1.4", "1.45", answer_type="float", precision=2.0)
     assert correct("1.43", "1.4", answer_type="float", precision=1.0)
     assert not correct("1.46", "1.4", answer_type="float", precision=1.0)
-    assert correct("1.50", "1.5", answer_type="float", precision=2.0)  # MathVista's str compare would miss this one
+    assert correct("1.50", "1.5", answer_type="float", precision=2.0)  # a raw string compare would miss this one
     assert correct("3/4", "0.75", answer_type="float", precision=2.0)
     assert correct("\\frac{3}{4}", "0.75", answer_type="float", precision=2.0)
     assert normalize("1.449", answer_type="float", precision=2.0) == 1.45
@@ -256,6 +256,10 @@ def test_float_without_precision_uses_isclose(precision) -> None:
         ("E", False),  # out of range: not readable
         ("(E) 3.5", False),
         ("The answer is B", False),  # not required, and no most-similar-option guessing
+        ("The answer is (B).", True),  # a parenthesised letter anywhere, as MathVista's calculate_score
+        ("Answer: (b)", True),
+        ("(A) no; (B) yes", False),  # the first parenthesised letter decides, as official
+        ("C (B)", True),  # a parenthesised letter beats a leading bare one, as official
         ("3", False),
         ("", False),
     ],

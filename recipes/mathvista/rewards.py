@@ -28,8 +28,10 @@ are refused when a reward is built.
 Answer normalisation (`normalize_prediction`, `is_correct`)
 -----------------------------------------------------------
 The original compared the solution text with the answer string exactly, so "14.0" or "14 cm" scored 0 against "14"
-and GRPO punished right answers. We follow MathVista's evaluator (`normalize_extracted_answer` + `safe_equal`),
-reading numbers leniently first:
+and GRPO punished right answers. We follow MathVista's evaluator (`normalize_extracted_answer` + `safe_equal` in
+lupantech/MathVista `evaluation/calculate_score.py`), reading numbers leniently first. Each difference from the
+official scorer is deliberate and listed with an example in the recipe README ("How it maps to MathVista's
+evaluation"); tests/test_mathvista_official.py pins them against the official code's own values.
 
 * numbers (`integer`, `float`, list items): LaTeX-ish wrappers (`\\boxed{14}`, `\\text{..}`, `$14$`, `\\(..\\)`),
   markdown `**..**`, the item's `unit` when the text ends with it ("14 cm", "14cm"), currency symbols ($ € £ ¥),
@@ -47,13 +49,15 @@ reading numbers leniently first:
   case-insensitively; lengths must match.
 * `text` (and any unknown answer type): case-insensitive, whitespace-collapsed equality, trailing period ignored.
 * `multi_choice` (any answer type): `choices` are the option texts, lettered A, B, C, ... in order; `answer` is the
-  option TEXT. The prediction is read as a letter when it starts with one: "B", "(B)", "B.", "B)", "B:", "(B) 3.5",
-  "B. Yes", "Option B"; a lowercase letter only in parentheses, "(b)" (a bare "a" is too likely a word). The letter
-  wins when letter and text both appear ("(B) 3.5"), as in MathVista. A letter beyond the options is not readable.
-  Otherwise the text must equal an option (case-insensitive, whitespace-collapsed, trailing period ignored) or,
-  numerically, a numeric option ("3.50" is the option "3.5").
+  option TEXT. As in MathVista's `calculate_score.py`, the first parenthesised letter ANYWHERE decides, either case:
+  "(B)", "(b)", "The answer is (B).", "Answer: (B)", "(B) 4" (the letter wins over the text); a parenthesised letter
+  beyond the options reads as nothing. Without one, a leading capital letter is read leniently (official: only the
+  exact text "B"): "B", "B.", "B)", "B:", "B. Yes", "Option B" (a bare "a" is too likely a word). Otherwise the text
+  must equal an option (case-insensitive, whitespace-collapsed, trailing period ignored) or, numerically, a numeric
+  option ("3.50" is the option "3.5").
   Unlike MathVista's evaluator we do NOT fall back to the most similar option when nothing matches: for a benchmark
-  score that is a mild convenience, as a reward it pays random text 1/n of the time.
+  score that is a mild convenience, as a reward it pays random text 1/n of the time (`evaluate.py` does fall back,
+  to reproduce the official number).
 
 Nothing here raises on model output: any text gives a float reward; unreadable answers are simply wrong.
 """

@@ -106,8 +106,19 @@ class JudgeArguments:
             "config file). Not needed for a localhost URL."
         },
     )
-    judge_temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the judge."})
+    judge_temperature: float | None = field(
+        default=0.0,
+        metadata={"help": "Sampling temperature of the judge; None (null) leaves it out (reasoning models: default)."},
+    )
     judge_max_tokens: int = field(default=256, metadata={"help": "Maximum tokens of one judge reply."})
+    judge_max_tokens_field: str = field(
+        default="max_tokens",
+        metadata={
+            "help": "Request field carrying judge_max_tokens: max_tokens, or max_completion_tokens (OpenAI's "
+            "reasoning models, e.g. o3, reject max_tokens).",
+            "choices": ["max_tokens", "max_completion_tokens"],
+        },
+    )
     judge_timeout_s: float = field(default=60.0, metadata={"help": "Timeout of one judge HTTP attempt, in seconds."})
     judge_max_retries: int = field(
         default=3,
@@ -140,6 +151,7 @@ class JudgeRequest:
     prompt: str
     images: tuple[Image.Image, ...] = ()
     system: str | None = None
+    text_first: bool = False  # the text part before the images (a protocol that sends them in that order, MMMG)
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, tuple):  # accept a list, keep the frozen object's field a tuple
@@ -234,7 +246,7 @@ def image_digest(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def request_key(request: JudgeRequest, model: str, temperature: float, max_tokens: int) -> str:
+def request_key(request: JudgeRequest, model: str, temperature: float | None, max_tokens: int) -> str:
     """The deduplication and cache key: everything that determines the judge's reply, hashed."""
     payload = {
         "v": _KEY_VERSION,
@@ -245,6 +257,8 @@ def request_key(request: JudgeRequest, model: str, temperature: float, max_token
         "temperature": temperature,
         "max_tokens": max_tokens,
     }
+    if request.text_first:  # only when set, so the keys (and cache files) of other requests stay as they were
+        payload["text_first"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -263,6 +277,8 @@ def build_messages(request: JudgeRequest) -> list[dict[str, Any]]:
         {"type": "image_url", "image_url": {"url": _png_data_url(image)}} for image in request.images
     ]
     content.append({"type": "text", "text": request.prompt})
+    if request.text_first:
+        content = content[len(request.images) :] + content[: len(request.images)]
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
@@ -577,8 +593,7 @@ class JudgeClient:
             await client.chat.completions.create(
                 model=model,
                 messages=[{"role": "user", "content": "Reply with OK."}],
-                max_tokens=1,
-                temperature=self.args.judge_temperature,
+                **self._sampling_kwargs(1),
             )
         except openai.NotFoundError as err:
             served = "" if listed is None else f"; the endpoint lists: {', '.join(listed[:20]) or '(no models)'}"
@@ -586,8 +601,17 @@ class JudgeClient:
                 f"{self.describe}: model {model!r} is unknown to the endpoint ({_describe_error(err)}){served}"
             ) from err
         except openai.APIError as err:
-            what = f"a 1-token chat request with the scoring parameters (temperature={self.args.judge_temperature:g}, "
-            raise self._unavailable(what + "max_tokens)", err, timeout) from err
+            temperature = self.args.judge_temperature
+            sent = "temperature omitted" if temperature is None else f"temperature={temperature:g}"
+            what = f"a 1-token chat request with the scoring parameters ({sent}, {self.args.judge_max_tokens_field})"
+            raise self._unavailable(what, err, timeout) from err
+
+    def _sampling_kwargs(self, max_tokens: int) -> dict[str, Any]:
+        """Temperature (left out when None) and the token limit under `judge_max_tokens_field`."""
+        kwargs: dict[str, Any] = {self.args.judge_max_tokens_field: max_tokens}
+        if self.args.judge_temperature is not None:
+            kwargs["temperature"] = self.args.judge_temperature
+        return kwargs
 
     def _unavailable(self, what: str, err: openai.APIError, timeout: float) -> JudgeUnavailable:
         if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
@@ -699,8 +723,7 @@ class JudgeClient:
                 completion = await self._client.chat.completions.create(
                     model=self.args.judge_model,
                     messages=messages,  # type: ignore[arg-type]
-                    temperature=self.args.judge_temperature,
-                    max_tokens=self.args.judge_max_tokens,
+                    **self._sampling_kwargs(self.args.judge_max_tokens),
                 )
             except Exception as err:  # openai errors after the client's retries, and anything unexpected
                 self._metrics.latency(time.monotonic() - started)

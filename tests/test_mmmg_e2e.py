@@ -74,7 +74,11 @@ def test_two_grpo_steps_then_evaluate(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["num_samples"] == 3 and metrics["num_scored"] == 3  # 3 sample configs x 1
-    assert 0.0 <= metrics["knowledge_fidelity"] <= 1.0
+    assert 0.0 <= metrics["mmmg_score"] <= 1.0
     assert metrics["per_level"] and metrics["per_discipline"]
-    assert "| group | n | knowledge fidelity |" in (out / "eval" / "tables.md").read_text()
+    protocol = metrics["protocol"]  # which protocol produced the numbers
+    assert "MMMGBench/MMMG@98bb915a645d6d575dea3700a391966bd317c83a" in protocol["scorer"]
+    assert protocol["readability"] is None and protocol["judge_model"] == "local-judge"
+    assert "project's own wording" in protocol["judge_prompt"]
+    assert "| group | n | MMMG score |" in (out / "eval" / "tables.md").read_text()
     assert (out / "eval" / "images.png").stat().st_size > 500

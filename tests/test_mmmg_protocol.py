@@ -34,10 +34,14 @@ def test_all_no_is_zero():
 
 def test_partial_by_hand():
     # yes: Photosynthesis, sunlight, Requires(...). Reference V1 = 3, E1 = 2; prediction V2 = 2, E2 = 1.
-    # GED = delete node glucose + delete edge photosynthesis->glucose = 2; denominator = 3 + 2 + 2 + 1 = 8.
-    # fidelity = 1 - 2/8 = 0.75
+    # The exact GED is 2 (delete node glucose + edge photosynthesis->glucose), but the official score takes the
+    # FIRST value networkx's optimize_graph_edit_distance yields (no node matching): 4 here; 1 - 4/8 = 0.5.
+    import networkx as nx
+
     yes = ["Photosynthesis", "sunlight", "Requires(photosynthesis, sunlight)"]
-    assert P.knowledge_fidelity(KG, judged(KG, yes)) == pytest.approx(0.75)
+    ref, pred = P.build_graphs(KG, judged(KG, yes))
+    assert nx.graph_edit_distance(ref, pred) == 2.0 and P.graph_edit_distance(ref, pred) == 4.0
+    assert P.knowledge_fidelity(KG, judged(KG, yes)) == pytest.approx(0.5)
 
 
 def test_defines_counts_two_edges_by_hand():
@@ -47,12 +51,13 @@ def test_defines_counts_two_edges_by_hand():
     assert P.knowledge_fidelity(kg, judged(kg, ["slope", "line"])) == pytest.approx(2 / 3)
 
 
-def test_edge_only_judged_yes_brings_its_endpoints():
-    # dependency yes, elements no: prediction gets both endpoints from the edge -> equals reference: fidelity 1.
+def test_edge_needs_both_endpoints_judged_yes():
+    # dependency yes, elements no: the official graph has no nodes to attach it to -> empty prediction, fidelity 0
+    # (it used to bring its own endpoints and score 1.0: an exploitable reward).
     kg = {"elements": ["a", "b"], "dependencies": ["Causes(a, b)"]}
     ref, pred = P.build_graphs(kg, judged(kg, ["Causes(a, b)"]))
-    assert set(pred.nodes) == {"a", "b"}
-    assert P.knowledge_fidelity(kg, judged(kg, ["Causes(a, b)"])) == 1.0
+    assert pred.number_of_nodes() == 0 and pred.number_of_edges() == 0
+    assert P.knowledge_fidelity(kg, judged(kg, ["Causes(a, b)"])) == 0.0
 
 
 def test_direction_rules():
@@ -71,7 +76,6 @@ def test_direction_rules():
     assert set(ref.edges) == {("b", "a"), ("c", "d"), ("d", "c"), ("a", "c"), ("b", "e"), ("e", "f"), ("f", "g")}
     assert ref.is_directed()
     assert pred.number_of_nodes() == 0 and pred.number_of_edges() == 0
-    assert all(ref.nodes[n]["name"] == n for n in ref.nodes)  # lower-cased names as node_match attribute
 
 
 def test_endpoint_substring_matching():
@@ -80,13 +84,10 @@ def test_endpoint_substring_matching():
         "dependencies": ["Contains(membrane, nucleus)", "Causes(blood cell, Nucleus)", "Causes(the nucleus, x)"],
     }
     ref, _ = P.build_graphs(kg, {})
-    # "membrane" is in exactly one element -> that element; "blood cell" is in two -> its own node;
-    # "the nucleus" contains exactly one element name -> nucleus; "x" matches nothing -> its own node.
-    assert ("cell membrane", "nucleus") in ref.edges
-    assert ("blood cell", "nucleus") in ref.edges
-    assert ("nucleus", "x") in ref.edges
-    assert "membrane" not in ref.nodes
-    assert set(ref.nodes) == {"cell membrane", "nucleus", "red blood cell", "white blood cell", "blood cell", "x"}
+    # "membrane" is in exactly one element -> that element; "blood cell" is in two -> unmatched, edge dropped;
+    # "the nucleus" (has a space) contains exactly one element -> nucleus, but "x" matches nothing -> edge dropped.
+    assert list(ref.edges) == [("cell membrane", "nucleus")]
+    assert list(ref.nodes) == ["cell membrane", "nucleus", "red blood cell", "white blood cell"]
 
 
 def test_empty_graph():
@@ -95,19 +96,17 @@ def test_empty_graph():
     assert P.knowledge_fidelity(kg, {}) == 0.0
 
 
-def test_ged_is_first_value_and_exact_on_subgraphs():
-    ref, pred = P.build_graphs(KG, judged(KG, ["sunlight", "Causes(photosynthesis, glucose)"]))
-    # pred: nodes sunlight, photosynthesis, glucose (edge endpoints), edge photosynthesis->glucose
-    assert P.graph_edit_distance(ref, pred) == 1.0  # the missing edge sunlight->photosynthesis
-    assert P.graph_edit_distance(ref, pred, timeout_s=1e-9) == 1.0  # timed out -> closed-form subgraph distance
+
 
 
 def test_dependency_parsing():
-    assert P.parse_dependency("Requires( a , b )") == ("Requires", "a", "b")
-    assert P.parse_dependency("Causes(x, y, z)", ["x, y", "z"]) == ("Causes", "x, y", "z")
-    assert P.parse_dependency("Causes(x, y, z)") == ("Causes", "x", "y, z")
-    assert P.parse_dependency("not a relation") is None
-    assert P.parse_dependency("Causes(x)") is None
+    # As official: relation unstripped, split at the first ", ", endpoints lower-cased but not stripped.
+    assert P.split_dependency("Requires( a , b )") == ("Requires", " a ", "b ")
+    assert P.split_dependency("Causes(X, y, z)") == ("Causes", "x", "y, z")
+    assert P.split_dependency("Requires (a, b)") == ("Requires ", "a", "b")
+    assert P.dependency_edges("Requires (a, b)") == [("a", "b", "Requires ")]  # not "requires": forward edge
+    assert P.split_dependency("not a relation") is None
+    assert P.split_dependency("Causes(x)") is None
     with pytest.raises(ValueError, match="JSON"):
         P.parse_kg("{oops")
     with pytest.raises(ValueError, match="unparseable"):
@@ -122,15 +121,15 @@ Photosynthesis: maybe partially, discussed below.
 ANSWERS:
 - **Photosynthesis**: YES
 * `sunlight`: no - the sun is not drawn
-1. "glucose": Yes
-**Requires(photosynthesis,sunlight)**: no
+1. glucose: Yes
+**Requires(photosynthesis,sunlight)**: yes
 """
     out = P.parse_judge_reply(reply, KG)
     assert out == {
         "Photosynthesis": True,
         "sunlight": False,
         "glucose": True,
-        "Requires(photosynthesis, sunlight)": False,
+        "Requires(photosynthesis, sunlight)": False,  # key not copied exactly (space) -> not read -> no
         "Causes(photosynthesis, glucose)": False,  # not answered -> no
     }
 
@@ -155,22 +154,22 @@ def test_reply_must_answer_every_key_when_required():
     unsure = complete.replace("glucose: no", "glucose: maybe")
     assert "glucose: maybe" in unsure and P.parse_judge_reply(unsure, KG, require_all=True) is None
     twice = {"elements": ["sunlight", "Sunlight"], "dependencies": []}  # two keys, one normalised name: one line
-    assert P.parse_judge_reply("sunlight: yes", twice, require_all=True) == {"sunlight": True, "Sunlight": True}
+    # As official, a line answers the one key it names (exact spelling first), so "Sunlight" stays unanswered.
+    assert P.parse_judge_reply("sunlight: yes", twice) == {"sunlight": True, "Sunlight": False}
+    assert P.parse_judge_reply("sunlight: yes", twice, require_all=True) is None
 
 
 def test_prompt_and_request_with_real_kg():
-    kg = P.parse_kg(json.dumps(KG))
-    text = P.format_prompt(kg, "How plants make sugar.")
-    for key in [*KG["elements"], *KG["dependencies"]]:
-        assert f"- {key}" in text
-    assert "How plants make sugar." in text and "ANSWERS:" in text
-    assert "{" not in text and "}" not in text  # every field filled, no stray braces
+    raw = json.dumps(KG)
+    text = P.format_prompt(raw, "How plants make sugar.")
+    assert f"{raw}\nHow plants make sugar." in text  # as official: the graph's JSON, a newline, the annotation
+    assert "KEYS: " + " | ".join([*KG["elements"], *KG["dependencies"]]) in text
     image = Image.new("RGB", (8, 8), "white")
-    request = P.judge_request(image, kg, "How plants make sugar.")
-    assert request.prompt == text and request.images == (image,)
+    request = P.judge_request(image, raw, "How plants make sugar.")
+    assert request.prompt == text and request.images == (image,) and request.text_first
     # a reply in the format the prompt asks for round-trips
     reply = "A diagram.\nANSWERS:\n" + "\n".join(f"{k}: yes" for k in [*KG["elements"], *KG["dependencies"]])
-    assert P.knowledge_fidelity(kg, P.parse_judge_reply(reply, kg)) == 1.0
+    assert P.knowledge_fidelity(KG, P.parse_judge_reply(reply, KG)) == 1.0
 
 
 def test_readability():

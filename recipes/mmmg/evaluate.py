@@ -1,9 +1,13 @@
 """Generate knowledge images with a trained policy and score them by the MMMG protocol, per level and discipline.
 
 Usage:  python recipes/mmmg/evaluate.py RUN_DIR [--max_per_config 8] [--levels ...] [--disciplines ...]
-Writes RUN_DIR/eval/ (or --out_dir): metrics.json (overall, per level, per discipline), tables.md, predictions.jsonl
-and images.png (a grid of generated images with their fidelity). The judge is the run's (`judge_base_url: local`
-starts the project's local judge server again).
+Writes RUN_DIR/eval/ (or --out_dir): metrics.json (per level, per discipline, overall, and `protocol`: how the
+numbers were produced), tables.md, predictions.jsonl and images.png (a grid of generated images with their score).
+The judge is the run's (`judge_base_url: local` starts the project's local judge server again).
+
+Scoring is the official MMMG evaluation's (github.com/MMMGBench/MMMG @ 98bb915, `stat_knowledge.py` and
+`step3_stat.py`; see protocol.py): a reply with no readable line scores 0, a failed judge call (no reply) is left
+out, the score is R x (1 - GED-normalised) with R = 1 unless readability is on (`--sam2_checkpoint`).
 """
 
 from __future__ import annotations
@@ -11,15 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from data import build_dataset
 from PIL import Image, ImageDraw
-from protocol import judge_request, knowledge_fidelity, parse_judge_reply
-from rewards import ANSWER_LINE
+from protocol import (
+    SAM2_GENERATOR_SETTINGS,
+    SAM2_MODEL_CFG,
+    count_regions,
+    judge_request,
+    knowledge_fidelity,
+    mmmg_score,
+    official_judgement,
+    report,
+)
 
 from core.diffusion import PolicyRenderer, template_system_prompt
 from core.evaluation import load_trained_pipeline
@@ -32,9 +43,12 @@ RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
 
 
-def table(title: str, groups: dict[str, list[float]]) -> list[str]:
-    lines = [f"### {title}", "", "| group | n | knowledge fidelity |", "|---|---|---|"]
-    lines += [f"| {g} | {len(v)} | {sum(v) / len(v):.3f} |" for g, v in sorted(groups.items()) if v]
+PROTOCOL_SOURCE = "github.com/MMMGBench/MMMG@98bb915a645d6d575dea3700a391966bd317c83a (mmmg_eval)"
+
+
+def table(title: str, means: dict[str, float], counts: dict[str, int]) -> list[str]:
+    lines = [f"### {title}", "", "| group | n | MMMG score |", "|---|---|---|"]
+    lines += [f"| {g} | {counts[g]} | {means[g]:.3f} |" for g in sorted(means)]
     return [*lines, ""]
 
 
@@ -47,6 +61,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max_per_config", type=int, default=8, help="prompts per level_discipline config")
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--out_dir", type=Path, help="default: RUN_DIR/eval")
+    parser.add_argument(
+        "--sam2_checkpoint", help="SAM2.1 hiera-large checkpoint: readability R on (official generator settings)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -90,16 +107,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     images = renderer.render([r["text"] for r in rows], completion_ids, model=model)
     graphs = [json.loads(r["knowledge_graph"]) for r in rows]
-    requests = [judge_request(img, kg, r["annotation"] or "") for img, kg, r in zip(images, graphs, rows, strict=True)]
-    replies = judge.score(requests, lambda reply: reply if ANSWER_LINE.search(reply) else None)
+    requests = [
+        judge_request(img, r["knowledge_graph"], r["annotation"] or "") for img, r in zip(images, rows, strict=True)
+    ]
+    replies = judge.score(requests, lambda reply: reply)  # any reply counts (unreadable: 0); no reply: left out
     judge.close()
     if server is not None:
         server.close()
 
-    records, by_level, by_discipline = [], defaultdict(list), defaultdict(list)
-    for row, kg, reply in zip(rows, graphs, replies, strict=True):
-        judged = None if reply is None else parse_judge_reply(reply, kg)
+    records = []
+    for row, kg, reply, img in zip(rows, graphs, replies, images, strict=True):
+        judged = None if reply is None else official_judgement(reply, kg)
         fidelity = None if judged is None else knowledge_fidelity(kg, judged)
+        regions = None if args.sam2_checkpoint is None else count_regions(img, args.sam2_checkpoint)
         records.append(
             {
                 "id": row["id"],
@@ -107,19 +127,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "discipline": row["discipline"],
                 "text": row["text"],
                 "fidelity": fidelity,
+                "region_count": regions,
+                "score": None if fidelity is None else mmmg_score(fidelity, regions),
                 "judged": judged,
             }
         )
-        if fidelity is not None:
-            by_level[row["level"]].append(fidelity)
-            by_discipline[row["discipline"]].append(fidelity)
-    scored = [r["fidelity"] for r in records if r["fidelity"] is not None]
+    summary = report(records)
     metrics = {
         "num_samples": len(records),
-        "num_scored": len(scored),
-        "knowledge_fidelity": sum(scored) / len(scored) if scored else float("nan"),
-        "per_level": {k: sum(v) / len(v) for k, v in sorted(by_level.items())},
-        "per_discipline": {k: sum(v) / len(v) for k, v in sorted(by_discipline.items())},
+        "num_scored": sum(r["score"] is not None for r in records),
+        "mmmg_score": summary["overall"],
+        "per_level": summary["per_level"],
+        "per_discipline": summary["per_discipline"],
+        "protocol": {
+            "scorer": f"official MMMG scoring, {PROTOCOL_SOURCE}: stat_knowledge.py reply reading, step3_stat.py "
+            "graphs and first optimize_graph_edit_distance value; score = R x (1 - GED-normalised), per level and "
+            "per discipline averaged over samples",
+            "judge_prompt": "project's own wording (judge_prompt.txt) with the official content: knowledge graph "
+            "JSON, newline, annotation; text before image",
+            "judge_model": judge_args.judge_model,
+            "judge_temperature": judge_args.judge_temperature,
+            judge_args.judge_max_tokens_field: judge_args.judge_max_tokens,
+            "readability": None
+            if args.sam2_checkpoint is None
+            else {"model_cfg": SAM2_MODEL_CFG, "generator": SAM2_GENERATOR_SETTINGS, "ocr_merge": False},
+            "unreadable_reply": "scored 0 (official)",
+            "failed_judge_call": "left out (official: no reply file)",
+            "overall": "mean over scored samples (the project's; the official report has per level/discipline only)",
+        },
     }
     out_dir = args.out_dir or args.run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,10 +162,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out_dir / "tables.md").write_text(
         "\n".join(
             [
-                f"# MMMG knowledge fidelity: `{args.run_dir}`",
+                f"# MMMG score (official scoring): `{args.run_dir}`",
                 "",
-                *table("Per level", by_level),
-                *table("Per discipline", by_discipline),
+                *table("Per level", summary["per_level"], summary["count_per_level"]),
+                *table("Per discipline", summary["per_discipline"], summary["count_per_discipline"]),
             ]
         )
     )
@@ -144,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for i, (img, rec) in enumerate(zip(images, records, strict=True)):
         x, y = (i % cols) * cell, (i // cols) * (cell + 24)
         grid.paste(img.convert("RGB").resize((cell, cell)), (x, y))
-        fid = "n/a" if rec["fidelity"] is None else f"{rec['fidelity']:.2f}"
+        fid = "n/a" if rec["score"] is None else f"{rec['score']:.2f}"
         draw.text((x + 2, y + cell + 4), f"{rec['level'][:10]}/{rec['discipline'][:8]} {fid}", fill=(0, 0, 0))
     grid.save(out_dir / "images.png")
     print(json.dumps(metrics, indent=2))

@@ -8,13 +8,14 @@ and dependency of the prompt's knowledge graph (`judge_prompt.txt`), and the rew
 what the judge saw), times the readability term R when it is switched on. A sample is scored whole or not at all:
 when the judge call fails (HTTP error after retries, timeout, open breaker) or its reply leaves ANY element or
 dependency without a yes/no answer (cut at max_tokens, a mis-copied key, "maybe"), the sample gets `None` (TRL
-leaves it out), never a 0 and never a partial score that reads the unanswered keys as "no".
+leaves it out), never a 0 and never a partial score that reads the unanswered keys as "no". That is the one
+deliberate departure from the official scorer (which reads unanswered keys as no, and a reply with no readable line
+as all no: 0); for every reply the reward scores, it pays exactly the official score (README mapping table).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -24,9 +25,6 @@ from protocol import judge_request, knowledge_fidelity, parse_judge_reply
 from core.diffusion import PolicyRenderer
 from core.judge import JudgeClient
 from core.rewards import resolve_reward_funcs
-
-# A reply with at least one `key: yes|no` line (evaluate.py's check before `protocol.parse_judge_reply`).
-ANSWER_LINE = re.compile(r"^[\s*\-\d.`'\"]*[^:\n]+?\**\s*:\s*\**\s*(yes|no)\b", re.IGNORECASE | re.MULTILINE)
 
 
 class KnowledgeFidelityReward:
@@ -51,7 +49,11 @@ class KnowledgeFidelityReward:
     ) -> list[float | None]:
         images = self.renderer.render(text, completion_ids)
         graphs = [json.loads(kg) for kg in knowledge_graph]
-        requests = [judge_request(img, kg, ann or "") for img, kg, ann in zip(images, graphs, annotation, strict=True)]
+        # As official: the knowledge graph JSON string as the dataset stores it, then the annotation.
+        requests = [
+            judge_request(img, raw, ann or "")
+            for img, raw, ann in zip(images, knowledge_graph, annotation, strict=True)
+        ]
         # Each reply parsed against its own graph at the client: one that does not answer every key is a parse
         # failure there (counted, never cached, retried on the next identical request) and the sample is None.
         parsers = [partial(parse_judge_reply, kg=kg, require_all=True) for kg in graphs]

@@ -6,7 +6,8 @@ Writes a synthetic clip (moving gradient plus noise, libx264) into a temporary f
 32 frames (typical of camera and web video) and with x264's default of one every 250 (close to a single GOP here).
 For each it times, best of `--repeats`:
 
-* `load_video_frames`  - decord `get_batch` on the sampled indices only (what the recipes use);
+* `load_video_frames`  - decord `get_batch` on the sampled indices only (what the recipes use; indices by
+                         qwen-vl-utils' rule, whose own `fetch_video` is not used: see core/video.py);
 * `decord, all`        - decord decodes all frames to RGB (`get_batch(range(n))`), then the sample is picked;
 * `PyAV, all`          - PyAV decodes all frames to RGB, then the sample is picked;
 
@@ -65,10 +66,11 @@ def best_of(repeats: int, func: Callable[[], list[np.ndarray]]) -> tuple[float, 
 def measure(path: Path, n_sample: int, repeats: int) -> None:
     decord = _decord()
     total = len(decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1))
-    indices = sample_frame_indices(total, n_sample, n_sample)
+    # A fixed count (qwen-vl-utils' rule, floored to even): the same frames for all three readers.
+    indices = sample_frame_indices(total, n_sample, n_sample, num_frames=n_sample)
 
     def sampled() -> list[np.ndarray]:
-        return [np.asarray(image) for image in load_video_frames(path, n_sample, n_sample)]
+        return [np.asarray(image) for image in load_video_frames(path, n_sample, n_sample, num_frames=n_sample)]
 
     def decord_all() -> list[np.ndarray]:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)

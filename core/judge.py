@@ -146,11 +146,21 @@ class JudgeArguments:
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One judge query: images (sent first, as PNG data URLs), then the user text; an optional system message."""
+    """One judge query: images (sent first, as PNG data URLs), then the user text; an optional system message.
+
+    `response_format`: sent as the chat request's `response_format` (e.g. a JSON schema, for protocols that ask for
+    structured output, as Complex-Edit does). `image_detail`: the image parts' `detail` ("high", "low", "auto").
+    `draw`: requests that differ only in `draw` are independent samples of the same question (a protocol that averages
+    n judge samples at temperature > 0): not deduplicated, cached apart; not sent. An empty `prompt` with images sends
+    the images alone (no empty text part).
+    """
 
     prompt: str
     images: tuple[Image.Image, ...] = ()
     system: str | None = None
+    response_format: Mapping[str, Any] | None = None
+    image_detail: str | None = None
+    draw: int = 0
     text_first: bool = False  # the text part before the images (a protocol that sends them in that order, MMMG)
 
     def __post_init__(self) -> None:
@@ -257,8 +267,10 @@ def request_key(request: JudgeRequest, model: str, temperature: float | None, ma
         "temperature": temperature,
         "max_tokens": max_tokens,
     }
-    if request.text_first:  # only when set, so the keys (and cache files) of other requests stay as they were
-        payload["text_first"] = True
+    # Only when set, so the keys (and cache files) of requests without them stay as they were.
+    for name in ("response_format", "image_detail", "draw", "text_first"):
+        if getattr(request, name):
+            payload[name] = getattr(request, name)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -273,10 +285,12 @@ def _png_data_url(image: Image.Image) -> str:
 
 def build_messages(request: JudgeRequest) -> list[dict[str, Any]]:
     """OpenAI chat messages for `request`: optional system message, then images (PNG data URLs) and the text."""
+    detail = {"detail": request.image_detail} if request.image_detail else {}
     content: list[dict[str, Any]] = [
-        {"type": "image_url", "image_url": {"url": _png_data_url(image)}} for image in request.images
+        {"type": "image_url", "image_url": {"url": _png_data_url(image), **detail}} for image in request.images
     ]
-    content.append({"type": "text", "text": request.prompt})
+    if request.prompt or not request.images:
+        content.append({"type": "text", "text": request.prompt})
     if request.text_first:
         content = content[len(request.images) :] + content[: len(request.images)]
     messages: list[dict[str, Any]] = []
@@ -724,6 +738,7 @@ class JudgeClient:
                     model=self.args.judge_model,
                     messages=messages,  # type: ignore[arg-type]
                     **self._sampling_kwargs(self.args.judge_max_tokens),
+                    **({} if request.response_format is None else {"response_format": request.response_format}),
                 )
             except Exception as err:  # openai errors after the client's retries, and anything unexpected
                 self._metrics.latency(time.monotonic() - started)

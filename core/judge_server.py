@@ -20,7 +20,10 @@ The images are the `image_url` data URLs of the request (any format Pillow decod
 
 The reply content is the JSON object ``{"score": s, "reason": "..."}`` with ``s`` an integer in 0..10; a prompt
 holding a line ``KEYS: k1 | k2 | ...`` (checklist judging, e.g. MMMG) gets a description line and ``key: yes|no`` per
-key instead (:func:`answer_keys`).
+key instead (:func:`answer_keys`); a request with a JSON-schema ``response_format`` (structured output, e.g.
+Complex-Edit's) gets an object with the schema's properties in order (:func:`answer_schema`): a property with an enum
+of integer strings gets ``str(s)`` and an ``integer`` one ``s`` - except ``instruction_following``, which gets
+``10 - s`` (an output identical to its input carries out no instruction) - and any other string the reason.
 
 Faults
 ------
@@ -50,12 +53,13 @@ Markers in the request text (any message) target single samples:
 
 Any marker may carry a condition, ``[judge:500~TEXT]``: it then applies only to requests whose text, markers removed,
 contains TEXT (case-sensitive, no ``]``). One sample's text reaches several prompts when a reward asks the judge
-several questions per sample (image_edit's criteria); ``[judge:500~IDENTITY PRESERVATION]`` in an instruction fails
-that sample's identity-preservation request only, i.e. exactly one part of the sample's judge scoring.
+several questions per sample; ``[judge:500~TEXT]`` in that text fails only the requests whose prompt contains TEXT,
+i.e. exactly one part of the sample's judge scoring.
 
 Counters (`JudgeServerStats`, `handle.stats`) record every chat request (total and per request hash), status codes,
 model-list requests and the maximum number of chat requests in flight at once, so tests can check deduplication,
-caching and the client's concurrency bound from the server side.
+caching and the client's concurrency bound from the server side; `stats.recent` keeps the last 64 request bodies, so
+tests can check what a request carried (messages, images, response_format).
 
     python -m core.judge_server --port 8765 --latency 0.05      # serves until Ctrl-C, prints the base URL
 """
@@ -73,14 +77,21 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["JudgeServerHandle", "JudgeServerStats", "score_images", "start_judge_server", "start_local_judge_if_asked"]
+__all__ = [
+    "JudgeServerHandle",
+    "JudgeServerStats",
+    "answer_schema",
+    "score_images",
+    "start_judge_server",
+    "start_local_judge_if_asked",
+]
 
 # (kind, seconds of a slow= marker, condition after ~); see "Faults" in the module docstring.
 _MARKER_RE = re.compile(r"\[judge:(500|429|garbage|timeout|truncated|slow=(\d+(?:\.\d*)?|\.\d+))(?:~([^\]]+))?\]")
@@ -98,6 +109,7 @@ class JudgeServerStats:
         self.model_list_requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.recent: deque[dict[str, Any]] = deque(maxlen=64)  # the last request bodies, oldest first
 
     @property
     def distinct(self) -> int:
@@ -112,6 +124,7 @@ class JudgeServerStats:
             self.status_counts.clear()
             self.model_list_requests = 0
             self.max_in_flight = self.in_flight
+            self.recent.clear()
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of the counters, e.g. for printing."""
@@ -175,6 +188,29 @@ def answer_keys(images: list[Image.Image], text: str) -> str:
         roll = int(hashlib.sha256((digest + key).encode()).hexdigest(), 16) % 10
         lines.append(f"{key}: {'yes' if roll < score else 'no'}")
     return "\n".join(lines)
+
+
+def answer_schema(response_format: Any, images: list[Image.Image], text: str) -> str | None:
+    """Structured output for a JSON-schema `response_format` (OpenAI's `{"type": "json_schema", "json_schema":
+    {"schema": ...}}`), deterministically from the images; None when the request asks for no such schema."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return None
+    score, reason = score_images(images, text)
+    answer: dict[str, Any] = {}
+    for name, spec in properties.items():
+        value = 10 - score if name == "instruction_following" else score
+        spec = spec if isinstance(spec, dict) else {}
+        if spec.get("type") == "integer":
+            answer[name] = value
+        elif isinstance(spec.get("enum"), list) and str(value) in spec["enum"]:
+            answer[name] = str(value)
+        else:
+            answer[name] = reason
+    return json.dumps(answer)
 
 
 class _ClientError(Exception):
@@ -358,6 +394,7 @@ class _JudgeHandler(BaseHTTPRequestHandler):
             return
         request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         attempt = self.server.stats._begin(request_hash)
+        self.server.stats.recent.append(body)
         status = 500
         try:
             status = self._chat(body, request_hash, attempt)
@@ -402,6 +439,8 @@ class _JudgeHandler(BaseHTTPRequestHandler):
             content = _GARBAGE_REPLY
         elif _KEYS_RE.search(text):
             content = answer_keys(images, text)
+        elif (structured := answer_schema(body.get("response_format"), images, text)) is not None:
+            content = structured
         else:
             score, reason = score_images(images, text)
             content = json.dumps({"score": score, "reason": reason})

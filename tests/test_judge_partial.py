@@ -65,8 +65,8 @@ def edit_batch() -> dict[str, Any]:
     originals = [condition_images(pipeline, [shapes(c)], 4096)[0] for c in ("red", "green", "blue")]
     instructions = [
         "make the square blue",
-        "[judge:500~IDENTITY PRESERVATION] make the square red",  # only its identity request fails (HTTP 500)
-        "[judge:truncated~INSTRUCTION FOLLOWING] remove the circle",  # only its instruction reply is cut in half
+        "[judge:500] make the square red",  # its alignment request fails (HTTP 500); quality sees no text
+        "[judge:truncated] remove the circle",  # its alignment reply is cut in half; its quality reply is whole
     ]
     completion_ids = [[11, 12, 13], [14, 15], [16]]
     # The renderer keeps the batch it rendered last: the rewards below get these very images, as in a GRPO step.
@@ -86,18 +86,21 @@ def test_one_failed_criterion_unscores_the_sample_in_every_criterion(edit_batch:
         funcs = EDIT.build_reward_funcs(list(EDIT.CRITERIA), edit_batch["renderer"], judge)
         metrics = Metrics()
         rewards = call_all(funcs, **edit_batch["columns"], log_metric=metrics)
-        assert server.stats.total == 9  # 3 criteria x 3 samples, each asked once for the whole round
+        # Complex-Edit's structure: per sample ONE alignment call (both alignment criteria) + one quality call.
+        assert server.stats.total == 6
         again = call_all(funcs, **edit_batch["columns"], log_metric=metrics)  # the next step, same batch: asked anew
-        assert server.stats.total == 18 and again == rewards
+        assert server.stats.total == 12 and again == rewards
 
-    pair = score_images([originals[0], edited[0]])[0] / 10  # the server's rule on the images it was sent
+    pair = score_images([originals[0], edited[0]])[0]  # the server's rule on the images it was sent
     assert rewards == {
-        "instruction_following": [pair, None, None],
-        "identity_preservation": [pair, None, None],
+        "instruction_following": [(10 - pair) / 10, None, None],
+        "identity_preservation": [pair / 10, None, None],
         "perceptual_quality": [score_images([edited[0]])[0] / 10, None, None],
     }
-    assert metrics["judge/failures/identity_preservation"] == [1.0, 1.0]  # the 500 of sample 2
-    assert metrics["judge/parse_failures/instruction_following"] == [1.0, 1.0]  # the truncated reply of sample 3
+    # The alignment call's counters, under each criterion it serves: the 500 of sample 2, the truncation of sample 3.
+    assert metrics["judge/failures/identity_preservation"] == [2.0, 2.0]
+    assert metrics["judge/failures/instruction_following"] == [2.0, 2.0]
+    assert metrics["judge/parse_failures/instruction_following"] == [1.0, 1.0]
     assert metrics["judge/failures/perceptual_quality"] == [0.0, 0.0]  # answered for all, and still dropped
     assert metrics["image_edit/unscored"] == [2 / 3, 2 / 3]
 

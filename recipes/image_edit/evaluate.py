@@ -1,26 +1,43 @@
 """Judge the edits a trained (or checkpointed) run makes: Complex-Edit scores per criterion and overall.
 
 Usage:  python recipes/image_edit/evaluate.py RUN_DIR [--max_samples 16] [--splits test_real] [--complexities 1 2]
+            [--judge_prompts_from PATH/TO/Complex-Edit] [--judge_samples 20]
 Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl and predictions.png (input | edit, scores).
 Greedy completions from the trained VLM, rendered by the frozen pipeline and scored by the judge of the run's config
-(`judge_base_url: local` starts the project's local judge server again).
+(`judge_base_url: local` starts the project's local judge server again) with the official Complex-Edit protocol
+(`judging.py`): one alignment call and one perceptual-quality call per edit, each sampled `--judge_samples` times
+(official: 20) at `--judge_temperature` (official: 1.0), criterion = mean of the draws, overall = mean of the three
+criteria, benchmark number = mean over edits. metrics.json's `protocol` says which prompts, draws and judge produced
+the numbers, and whether they are comparable with published Complex-Edit numbers (official prompts and judge model).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from data import build_dataset
+from judging import (
+    CRITERIA,
+    OFFICIAL_JUDGE_MODEL,
+    OFFICIAL_MAX_TOKENS,
+    OFFICIAL_SAMPLES,
+    OFFICIAL_TEMPERATURE,
+    benchmark_means,
+    load_prompts,
+    overall,
+    score_edits,
+)
 from PIL import Image, ImageDraw
-from rewards import CRITERIA, RUBRIC_DIR, USES_ORIGINAL
 
 from core.diffusion import PolicyRenderer, condition_images, template_system_prompt
 from core.evaluation import load_trained_pipeline
-from core.judge import JudgeArguments, JudgeClient, JudgeRequest, parse_score
+from core.judge import JudgeArguments, JudgeClient
 from core.judge_server import start_local_judge_if_asked
 from core.prompts import encode_prompts
 from core.run import resolve_dataset_source
@@ -29,7 +46,7 @@ RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--dataset", help="default: the run's dataset")
@@ -38,12 +55,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--max_samples", type=int, default=16)
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--out_dir", type=Path, help="default: RUN_DIR/eval")
+    parser.add_argument(
+        "--judge_prompts_from",
+        help="local checkout of UCSC-VLAA/Complex-Edit to read the official judge prompts from (default: the run's "
+        "judge_prompts_from; none: the project's own wording, numbers not comparable with published ones)",
+    )
+    parser.add_argument("--judge_samples", type=int, default=OFFICIAL_SAMPLES, help="judge draws per call (official)")
+    parser.add_argument("--judge_temperature", type=float, default=OFFICIAL_TEMPERATURE, help="official: 1.0")
+    parser.add_argument("--judge_max_tokens", type=int, default=OFFICIAL_MAX_TOKENS, help="official: 512")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipeline, cfg = load_trained_pipeline(args.run_dir, device, edit=True)
     script = cfg["ScriptArguments"]
+    prompts = load_prompts(args.judge_prompts_from or script.get("judge_prompts_from"))
     processor, model = pipeline.processor, pipeline.text_encoder
     data = build_dataset(
         resolve_dataset_source(args.dataset or script["dataset"], RECIPE_DIR),
@@ -56,7 +82,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rows = [data[i] for i in range(len(data))]
     images = [condition_images(pipeline, [r["image"]], area)[0] for r in rows]
 
-    judge_args = JudgeArguments(**{k: v for k, v in script.items() if k.startswith("judge_")})
+    judge_fields = {f.name for f in dataclasses.fields(JudgeArguments)}
+    judge_args = JudgeArguments(**{k: v for k, v in script.items() if k in judge_fields})
+    judge_args.judge_temperature, judge_args.judge_max_tokens = args.judge_temperature, args.judge_max_tokens
     server = start_local_judge_if_asked(
         judge_args, finished_run=True
     )  # the run's local judge, if any, is gone: a fresh one
@@ -83,17 +111,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         area,
     )
     edited = renderer.render([r["instruction"] for r in rows], completion_ids, images, model=model)
-    scores: dict[str, list[float | None]] = {}
-    for criterion in CRITERIA:
-        template = (RUBRIC_DIR / f"{criterion}.txt").read_text()
-        requests = [
-            JudgeRequest(
-                prompt=template.format(instruction=r["instruction"]),
-                images=(img, ed) if USES_ORIGINAL[criterion] else (ed,),
-            )
-            for r, img, ed in zip(rows, images, edited, strict=True)
-        ]
-        scores[criterion] = judge.score(requests, parse_score)
+    instructions = [r["instruction"] for r in rows]
+    scores = score_edits(judge, images, edited, instructions, prompts, args.judge_samples)
     judge.close()
     if server is not None:
         server.close()
@@ -103,21 +122,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     records = []
     for i, row in enumerate(rows):
         per = {c: scores[c][i] for c in CRITERIA}
-        valid = [v for v in per.values() if v is not None]
         records.append(
             {
                 "id": row["id"],
                 "instruction": row["instruction"],
                 "completion": processor.decode(completion_ids[i], skip_special_tokens=True),
                 **per,
-                "overall": sum(valid) / len(valid) if len(valid) == len(CRITERIA) else None,
+                "overall": None if per["instruction_following"] is None else overall(per),  # all or none
             }
         )
-    metrics: dict[str, float] = {"num_samples": len(records)}
-    for key in (*CRITERIA, "overall"):
-        valid = [r[key] for r in records if r[key] is not None]
-        metrics[key] = sum(valid) / len(valid) if valid else float("nan")
-        metrics[f"{key}_scored"] = len(valid)
+    metrics: dict[str, Any] = {"num_samples": len(records), **benchmark_means(records)}
+    metrics["protocol"] = protocol_record(prompts, args, judge_args.judge_model)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with open(out_dir / "predictions.jsonl", "w") as f:
         for rec in records:
@@ -134,6 +149,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(json.dumps(metrics, indent=2))
     print(f"wrote {out_dir}/metrics.json, predictions.jsonl, predictions.png")
     return metrics
+
+
+def protocol_record(prompts: Any, args: argparse.Namespace, judge_model: str) -> dict[str, Any]:
+    """Which protocol produced the numbers: prompts, draws, sampling, judge, and whether they are comparable with
+    published Complex-Edit numbers (official prompts AND the official judge model; the draws and temperature only
+    change the noise of the estimate, and are recorded too)."""
+    comparable = prompts.source == "official" and judge_model == OFFICIAL_JUDGE_MODEL
+    if prompts.source != "official":
+        note = "own prompt wording (rubric/): not comparable with published Complex-Edit numbers"
+    elif judge_model != OFFICIAL_JUDGE_MODEL:
+        note = f"official prompts, but judge {judge_model!r} (published: {OFFICIAL_JUDGE_MODEL}): not comparable"
+    else:
+        note = "official prompts and judge model: comparable with published Complex-Edit numbers"
+    return {
+        **prompts.describe(),
+        "judge_samples": args.judge_samples,
+        "judge_temperature": args.judge_temperature,
+        "judge_max_tokens": args.judge_max_tokens,
+        "judge_model": judge_model,
+        "scale": "0-10 (criterion: mean of the draws; overall: mean of the three criteria; reported: mean over edits)",
+        "comparable_with_published": comparable,
+        "note": note,
+    }
 
 
 if __name__ == "__main__":

@@ -4,36 +4,37 @@ vision-language judge score it.
 For a batch, `EditRenderer` turns each completion into the pipeline's conditioning — one forward of the CURRENT
 policy over [system + user(image + instruction) + assistant + completion], the system tokens dropped exactly as the
 pipeline's `encode_prompt` drops them — and runs the frozen DiT/VAE on the input image. The images are made once per
-batch and shared by the three judge rewards, which follow the Complex-Edit protocol (rubric prompts in `rubric/`):
+batch and shared by the three judge rewards, which follow the official Complex-Edit protocol (`judging.py`): ONE
+alignment call per sample (input + edited image, instruction; reasoning, then both scores) and one perceptual-quality
+call (edited image alone), each `judge_samples` times, scores the official integers 0..10:
 
-* `instruction_following`  (original + edited image, instruction): score_IF / 10
-* `identity_preservation`  (original + edited image, instruction): score_IP / 10
-* `perceptual_quality`     (edited image only):                    score_PQ / 10
+* `instruction_following`  mean score_IF / 10   (alignment call)
+* `identity_preservation`  mean score_IP / 10   (alignment call)
+* `perceptual_quality`     mean score_PQ / 10   (quality call)
 
 each in [0, 1] and logged on its own; the total is the `reward_weights`-weighted sum (default 1/3 each: the mean of
 the three, Complex-Edit's overall score / 10). A sample is scored whole or not at all: if the judge cannot score ANY
-criterion of it (HTTP failure after retries, timeout, open circuit breaker, a reply that is not the strict JSON asked
-for), EVERY criterion of it is `None`: with only judge rewards TRL leaves such a sample out of the step (all-None
+draw of any call of it (HTTP failure after retries, timeout, open circuit breaker, a reply off the official schema),
+EVERY criterion of it is `None`: with only judge rewards TRL leaves such a sample out of the step (all-None
 row: no reward, out of the group mean, advantage 0) - never a 0, never a partial total, never a crash. `EditJudge`
 scores all criteria of a batch in one pass for that. Judge failures, cache hits and latency are logged per step and
-criterion, `image_edit/unscored` (the share of samples left unscored) per step.
+criterion (the two alignment criteria share their call's counters), `image_edit/unscored` (the share of samples left
+unscored) per step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from judging import CRITERIA, JudgePrompts, load_prompts, score_edits
 from PIL import Image
 
 from core.diffusion import PolicyRenderer
-from core.judge import JudgeClient, JudgeRequest, all_or_none, image_digest, parse_score
+from core.judge import JudgeClient, image_digest
 from core.rewards import resolve_reward_funcs
 
-RUBRIC_DIR = Path(__file__).resolve().parent / "rubric"
-CRITERIA = ("instruction_following", "identity_preservation", "perceptual_quality")
-USES_ORIGINAL = {"instruction_following": True, "identity_preservation": True, "perceptual_quality": False}
+DEFAULT_REWARD_SAMPLES = 1  # judge draws per call in training (evaluate.py: the official 20)
 
 
 # The renderer is shared with the text-to-image recipe through core; the name stays for this recipe's readers.
@@ -52,29 +53,26 @@ class EditJudge:
     pass, so a failure is retried, not replayed.
     """
 
-    def __init__(self, renderer: EditRenderer, judge: JudgeClient, criteria: Sequence[str] = CRITERIA) -> None:
+    def __init__(
+        self,
+        renderer: EditRenderer,
+        judge: JudgeClient,
+        criteria: Sequence[str] = CRITERIA,
+        prompts: JudgePrompts | None = None,
+        samples: int = DEFAULT_REWARD_SAMPLES,
+    ) -> None:
         unknown = [c for c in criteria if c not in CRITERIA]
         if unknown:
             raise ValueError(f"unknown criteria {unknown}; valid: {', '.join(CRITERIA)}")
+        if samples < 1:
+            raise ValueError(f"judge_samples must be >= 1, got {samples}")
         self.renderer, self.judge = renderer, judge
         self.criteria = tuple(dict.fromkeys(criteria))
-        self.templates = {c: (RUBRIC_DIR / f"{c}.txt").read_text() for c in self.criteria}
+        self.prompts = prompts if prompts is not None else load_prompts(None)
+        self.samples = samples
         self._batch: tuple | None = None
         self._scores: dict[str, list[float | None]] = {}
         self._unread: set[str] = set()
-
-    def requests(
-        self,
-        criterion: str,
-        originals: Sequence[Image.Image],
-        edited: Sequence[Image.Image],
-        instructions: Sequence[str],
-    ) -> list[JudgeRequest]:
-        pairs, template = USES_ORIGINAL[criterion], self.templates[criterion]
-        return [
-            JudgeRequest(prompt=template.format(instruction=instr), images=(orig, out) if pairs else (out,))
-            for orig, out, instr in zip(originals, edited, instructions, strict=True)
-        ]
 
     def score(
         self,
@@ -83,15 +81,11 @@ class EditJudge:
         instructions: Sequence[str],
         log_metric: Any = None,
     ) -> dict[str, list[float | None]]:
-        """Each criterion's score / 10 per sample; None in every criterion for a sample with any criterion unscored."""
-        raw: dict[str, list[float | None]] = {}
-        for criterion in self.criteria:
-            scores = self.judge.score(self.requests(criterion, originals, edited, instructions), parse_score)
-            raw[criterion] = [None if s is None else s / 10.0 for s in scores]
-            if log_metric is not None:  # per criterion, as each call's counters are its own
-                for name, value in self.judge.pop_metrics().items():
-                    log_metric(f"{name}/{criterion}", value)
-        scored = all_or_none(raw)
+        """Each criterion's mean score / 10 per sample; None in every criterion for a sample with any part unscored."""
+        raw = score_edits(
+            self.judge, originals, edited, instructions, self.prompts, self.samples, self.criteria, log_metric
+        )
+        scored = {c: [None if s is None else s / 10.0 for s in raw[c]] for c in self.criteria}
         if log_metric is not None and self.criteria:
             column = scored[self.criteria[0]]
             log_metric("image_edit/unscored", sum(s is None for s in column) / max(len(column), 1))
@@ -142,9 +136,15 @@ class JudgeReward:
         return self.scorer.column(self.__name__, completion_ids, image, instruction, log_metric)
 
 
-def build_reward_funcs(names: Sequence[str], renderer: EditRenderer, judge: JudgeClient) -> list[Any]:
+def build_reward_funcs(
+    names: Sequence[str],
+    renderer: EditRenderer,
+    judge: JudgeClient,
+    prompts: JudgePrompts | None = None,
+    samples: int = DEFAULT_REWARD_SAMPLES,
+) -> list[Any]:
     """Judge rewards by criterion name (one shared `EditJudge` over the criteria named), or user rewards
-    `package.module:function`."""
-    scorer = EditJudge(renderer, judge, [name for name in names if name in CRITERIA])
+    `package.module:function`. `prompts`: `judging.load_prompts(judge_prompts_from)` (default: own wording)."""
+    scorer = EditJudge(renderer, judge, [name for name in names if name in CRITERIA], prompts, samples)
     factories = {c: (lambda c=c: JudgeReward(c, scorer)) for c in CRITERIA}
     return resolve_reward_funcs(names, factories)

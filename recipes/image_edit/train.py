@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data import build_dataset
-from rewards import CRITERIA, EditRenderer, build_reward_funcs
+from judging import CRITERIA, load_prompts
+from rewards import DEFAULT_REWARD_SAMPLES, EditRenderer, build_reward_funcs
 
 from core.config import parse_config
 from core.diffusion import condition_images, load_pipeline, template_system_prompt
@@ -48,6 +49,20 @@ class ScriptArguments(JudgeArguments):
             "reward_weights (default equal: the mean)."
         },
     )
+    judge_samples: int = field(
+        default=DEFAULT_REWARD_SAMPLES,
+        metadata={
+            "help": "Judge draws per call and sample, averaged (Complex-Edit's evaluation uses 20 at temperature 1.0; "
+            "evaluate.py does). More draws: a less noisy reward, proportionally more judge requests."
+        },
+    )
+    judge_prompts_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "A local checkout of UCSC-VLAA/Complex-Edit: the judge prompts are read from it (official "
+            "wording). Default: the project's own wording in rubric/ (scores not comparable with published ones)."
+        },
+    )
     num_inference_steps: int = field(default=20, metadata={"help": "Denoising steps per rendered edit."})
     edit_height: int | None = field(default=None, metadata={"help": "Rendered height (default: the pipeline's)."})
     edit_width: int | None = field(default=None, metadata={"help": "Rendered width (default: the pipeline's)."})
@@ -66,6 +81,7 @@ class ScriptArguments(JudgeArguments):
 
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
+    prompts = load_prompts(script_args.judge_prompts_from)  # a wrong path fails here, before anything loads
     local_judge = start_local_judge_if_asked(script_args)  # `judge_base_url: local` (smoke runs, demo)
     # A misconfigured judge fails here, before any model is loaded.
     judge = JudgeClient(script_args)
@@ -99,7 +115,7 @@ def main() -> None:
         script_args.true_cfg_scale,
         area,
     )
-    reward_funcs = build_reward_funcs(script_args.reward_funcs, renderer, judge)
+    reward_funcs = build_reward_funcs(script_args.reward_funcs, renderer, judge, prompts, script_args.judge_samples)
 
     freeze_for_full_finetune(model, model_args)
     trainer = VLMGRPOTrainer(

@@ -194,7 +194,7 @@ def test_build_dataset_reports_every_problem_at_once(sample: Path, tmp_path: Pat
         "row 3 (id 'no-marker'): the human turn has no '<video>' marker",
         "row 4 (id 'no-gpt'): no gpt answer",
         "row 5 (id 'no-actions'): the gpt answer has no actions",
-        "row 6 (id 'bad-meta'): min_frames (8) > max_frames (2)",
+        "row 6 (id 'bad-meta'): meta.min_frames (8) > meta.max_frames (2)",
         "row 7 (id 'bad-meta-type'): meta.max_frames must be a positive integer",
         "row 7 (id 'bad-meta-type'): meta.dynamic_sample must be true or false",
         f"row 8 (id 'missing'): video 'nowhere.mp4' -> {tmp_path.absolute()}/nowhere.mp4: file not found",

@@ -17,10 +17,11 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import load_recipe_module
-from test_core_video import frame_numbers, ramp_clip
 
+from core.data import DataError
 from core.video import DEFAULT_FPS, FramePixels, frame_count, patch_size_of, sample_frame_indices
+from tests.helpers import load_recipe_module
+from tests.test_core_video import frame_numbers, ramp_clip
 
 D = load_recipe_module("video", "data")
 
@@ -180,6 +181,19 @@ def test_row_meta_stays_within_the_config_bounds(clips: dict[str, Path], tmp_pat
     wide = D.build_dataset(path, min_frames=4, max_frames=16)
     # meta [16, 16] -> 16; fixed 32 capped to 16; meta [1, 2] raised to the config's min 4; plain: 4 s * 2 fps = 8
     assert [len(i) for i in wide["frame_indices"]] == [16, 16, 4, 8]
+
+
+def test_one_row_bound_outside_the_config_is_clamped_not_refused(clips: dict[str, Path], tmp_path: Path) -> None:
+    rows = [
+        _row("min16", clips["4s"], meta={"min_frames": 16}),  # above the config's max 4: clamped to 4
+        _row("max2", clips["4s"], meta={"max_frames": 2}),  # below the config's min 4: raised to 4
+    ]
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(rows))
+    assert [len(i) for i in D.build_dataset(path, min_frames=4, max_frames=4)["frame_indices"]] == [4, 4]
+    path.write_text(json.dumps([_row("self", clips["4s"], meta={"min_frames": 8, "max_frames": 6})]))
+    with pytest.raises(DataError, match=r"row 0 \(id 'self'\): meta.min_frames \(8\) > meta.max_frames \(6\)"):
+        D.build_dataset(path, min_frames=4, max_frames=16)
 
 
 def test_frames_are_resized_to_the_librarys_budget(clips: dict[str, Path], tmp_path: Path) -> None:

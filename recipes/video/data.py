@@ -125,18 +125,20 @@ def _frame_bounds(record: dict[str, Any], label: str, min_frames: int, max_frame
         return None, [f"{label}: 'meta' must be an object, got {_short(meta)}"]
     problems = []
     bounds = {"min_frames": min_frames, "max_frames": max_frames}
+    given = {}
     for key in bounds:
         if key in meta and meta[key] is not None:
             value = meta[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{label}: meta.{key} must be a positive integer, got {_short(value)}")
             else:
-                bounds[key] = value
+                bounds[key] = given[key] = value
     dynamic = meta.get("dynamic_sample", True)
     if not isinstance(dynamic, bool):
         problems.append(f"{label}: meta.dynamic_sample must be true or false, got {_short(dynamic)}")
-    if not problems and bounds["min_frames"] > bounds["max_frames"]:
-        problems.append(f"{label}: min_frames ({bounds['min_frames']}) > max_frames ({bounds['max_frames']})")
+    # Only the row contradicting itself is an error; one bound outside the config's is clamped below.
+    if not problems and len(given) == 2 and given["min_frames"] > given["max_frames"]:
+        problems.append(f"{label}: meta.min_frames ({given['min_frames']}) > meta.max_frames ({given['max_frames']})")
     if problems:
         return None, problems
     low, high = (min(max(bounds[key], min_frames), max_frames) for key in ("min_frames", "max_frames"))

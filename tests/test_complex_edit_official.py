@@ -298,6 +298,10 @@ def test_prompts_default_to_own_wording_and_metrics_say_not_comparable(tmp_path:
     official = JUDGING.load_prompts(fake_official_repo(tmp_path / "repo"))
     assert EVALUATE.protocol_record(official, args, JUDGING.OFFICIAL_JUDGE_MODEL)["comparable_with_published"]
     assert not EVALUATE.protocol_record(official, args, "gpt-4.1-mini")["comparable_with_published"]
+    greedy = type("A", (), {"judge_samples": 1, "judge_temperature": 0.0, "judge_max_tokens": 512})()
+    record = EVALUATE.protocol_record(official, greedy, JUDGING.OFFICIAL_JUDGE_MODEL)
+    assert record["comparable_with_published"] is False  # one greedy draw is another estimator than 20 at T=1
+    assert "1 draw(s) at temperature 0 (published: 20 at 1): not comparable" in record["note"]
 
 
 def test_prompts_from_a_folder_without_the_official_files_fails_naming_the_file(tmp_path: Path) -> None:

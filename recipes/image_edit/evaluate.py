@@ -153,15 +153,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def protocol_record(prompts: Any, args: argparse.Namespace, judge_model: str) -> dict[str, Any]:
     """Which protocol produced the numbers: prompts, draws, sampling, judge, and whether they are comparable with
-    published Complex-Edit numbers (official prompts AND the official judge model; the draws and temperature only
-    change the noise of the estimate, and are recorded too)."""
-    comparable = prompts.source == "official" and judge_model == OFFICIAL_JUDGE_MODEL
+    published Complex-Edit numbers: official prompts, the official judge model, and the official estimator (the mean
+    of OFFICIAL_SAMPLES draws at OFFICIAL_TEMPERATURE; one greedy draw estimates a different quantity)."""
+    official_draws = args.judge_samples == OFFICIAL_SAMPLES and args.judge_temperature == OFFICIAL_TEMPERATURE
+    comparable = prompts.source == "official" and judge_model == OFFICIAL_JUDGE_MODEL and official_draws
     if prompts.source != "official":
         note = "own prompt wording (rubric/): not comparable with published Complex-Edit numbers"
     elif judge_model != OFFICIAL_JUDGE_MODEL:
         note = f"official prompts, but judge {judge_model!r} (published: {OFFICIAL_JUDGE_MODEL}): not comparable"
+    elif not official_draws:
+        note = (
+            f"official prompts and judge, but {args.judge_samples} draw(s) at temperature {args.judge_temperature:g} "
+            f"(published: {OFFICIAL_SAMPLES} at {OFFICIAL_TEMPERATURE:g}): not comparable"
+        )
     else:
-        note = "official prompts and judge model: comparable with published Complex-Edit numbers"
+        note = "official prompts, judge model and draws: comparable with published Complex-Edit numbers"
     return {
         **prompts.describe(),
         "judge_samples": args.judge_samples,

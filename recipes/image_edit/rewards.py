@@ -12,8 +12,9 @@ call (edited image alone), each `judge_samples` times, scores the official integ
 * `identity_preservation`  mean score_IP / 10   (alignment call)
 * `perceptual_quality`     mean score_PQ / 10   (quality call)
 
-each in [0, 1] and logged on its own; the total is the `reward_weights`-weighted sum (default 1/3 each: the mean of
-the three, Complex-Edit's overall score / 10). A sample is scored whole or not at all: if the judge cannot score ANY
+each in [0, 1] and logged on its own; the total is the `reward_weights`-weighted sum (config default 1.0 each: 3 x
+Complex-Edit's overall score / 10, which ranks completions exactly as the overall score does; TRL's group scaling
+removes the factor 3 from the advantages). A sample is scored whole or not at all: if the judge cannot score ANY
 draw of any call of it (HTTP failure after retries, timeout, open circuit breaker, a reply off the official schema),
 EVERY criterion of it is `None`: with only judge rewards TRL leaves such a sample out of the step (all-None
 row: no reward, out of the group mean, advantage 0) - never a 0, never a partial total, never a crash. `EditJudge`

@@ -79,6 +79,6 @@ def test_two_grpo_steps_then_evaluate(tmp_path):
     protocol = metrics["protocol"]  # which protocol produced the numbers
     assert "MMMGBench/MMMG@98bb915a645d6d575dea3700a391966bd317c83a" in protocol["scorer"]
     assert protocol["readability"] is None and protocol["judge_model"] == "local-judge"
-    assert "project's own wording" in protocol["judge_prompt"]
+    assert "project's own wording" in protocol["judge_prompt"] and protocol["comparable_with_published"] is False
     assert "| group | n | MMMG score |" in (out / "eval" / "tables.md").read_text()
     assert (out / "eval" / "images.png").stat().st_size > 500

@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "unreadable_reply": "scored 0 (official)",
             "failed_judge_call": "left out (official: no reply file)",
             "overall": "mean over scored samples (the project's; the official report has per level/discipline only)",
+            # The judge reads the project's own prompt wording, so scores can differ from the official judge prompt's.
+            "comparable_with_published": False,
+            "note": "scoring is the official one, but the judge prompt is the project's own wording: not comparable "
+            "with published MMMG numbers",
         },
     }
     out_dir = args.out_dir or args.run_dir / "eval"

@@ -36,8 +36,21 @@ def _installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
-def backend_problems(backend: str, model_args: VLMModelConfig, training_args: GRPOConfig) -> list[str]:
-    """Everything that stops `backend` from running on this machine with these settings (empty: good to go)."""
+def backend_problems(
+    backend: str,
+    model_args: VLMModelConfig,
+    training_args: GRPOConfig,
+    *,
+    video: bool = False,
+    text_encoder_policy: bool = False,
+) -> list[str]:
+    """Everything that stops `backend` from running on this machine with these settings (empty: good to go).
+
+    `video`: the prompts carry a clip (the video recipe). `text_encoder_policy`: the policy is a diffusion pipeline's
+    text encoder (image_edit, mmmg), whose folder holds no tokenizer or processor. With `use_vllm`, both are refused
+    until generation through vLLM is supported for them (issue 13): TRL would hand vLLM the prompt ids with
+    `<|video_pad|>` tokens and no clip, so it would sample blind while the log-prob forwards see the video; and vLLM
+    cannot load a text-encoder folder with no tokenizer."""
     if backend not in BACKENDS:
         return [f"backend {backend!r} is not one of {', '.join(BACKENDS)}"]
     cuda = torch.cuda.is_available()
@@ -67,12 +80,33 @@ def backend_problems(backend: str, model_args: VLMModelConfig, training_args: GR
         problems.append("load_in_4bit/load_in_8bit need bitsandbytes: pip install -e '.[quant]'")
     if training_args.use_vllm and not _installed("vllm"):
         problems.append("use_vllm: true needs vLLM: pip install -e '.[vllm]' (or set --use_vllm false)")
+    if training_args.use_vllm and video:
+        problems.append(
+            "use_vllm: true with video prompts is not supported yet: TRL gives vLLM the prompt's video placeholder "
+            "tokens without the clip, so it would sample without seeing the video while training scores the "
+            "completions against it. Set --use_vllm false (generation runs in the trainer, with the clip)."
+        )
+    if training_args.use_vllm and text_encoder_policy:
+        problems.append(
+            "use_vllm: true is not supported for a diffusion pipeline's text encoder yet: its folder holds no "
+            "tokenizer, processor or chat template for vLLM to load. Set --use_vllm false."
+        )
     return problems
 
 
-def check_backend(backend: str, model_args: VLMModelConfig, training_args: GRPOConfig) -> None:
-    """Raise `BackendError` naming every problem (and the alternative) before any data or weights load."""
-    problems = backend_problems(backend, model_args, training_args)
+def check_backend(
+    backend: str,
+    model_args: VLMModelConfig,
+    training_args: GRPOConfig,
+    *,
+    video: bool = False,
+    text_encoder_policy: bool = False,
+) -> None:
+    """Raise `BackendError` naming every problem (and the alternative) before any data or weights load; see
+    `backend_problems`."""
+    problems = backend_problems(
+        backend, model_args, training_args, video=video, text_encoder_policy=text_encoder_policy
+    )
     if problems:
         raise BackendError("cannot start training:\n" + "\n".join(f"  - {p}" for p in problems))
 

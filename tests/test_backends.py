@@ -52,3 +52,46 @@ def test_use_vllm_without_vllm_says_how_to_install_or_turn_it_off() -> None:
 def test_unknown_backend() -> None:
     with pytest.raises(BackendError, match="'jax' is not one of transformers, unsloth"):
         check_backend("jax", VLMModelConfig(model_name_or_path="m"), Args())
+
+
+def test_use_vllm_with_video_prompts_or_a_text_encoder_policy_is_refused_with_the_fix() -> None:
+    model_args = VLMModelConfig(model_name_or_path="m")
+    video = backend_problems("transformers", model_args, Args(use_vllm=True), video=True)
+    assert any(p.startswith("use_vllm: true with video prompts is not supported yet") for p in video)
+    assert all("--use_vllm false" in p for p in video)
+    encoder = backend_problems("transformers", model_args, Args(use_vllm=True), text_encoder_policy=True)
+    assert any("diffusion pipeline's text encoder" in p and "no tokenizer" in p for p in encoder)
+    assert backend_problems("transformers", model_args, Args(), video=True, text_encoder_policy=True) == []
+
+
+@pytest.mark.parametrize(
+    ("recipe", "reason"),
+    [("video", "with video prompts is not supported yet"), ("image_edit", "diffusion pipeline's text encoder")],
+)
+def test_recipe_with_use_vllm_that_cannot_work_stops_before_anything_loads(tmp_path, recipe: str, reason: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT, subprocess_env
+
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "recipes" / recipe / "train.py"),
+            "--config",
+            str(REPO_ROOT / "recipes" / recipe / "config_smoke.yaml"),
+            "--output_dir",
+            str(out),
+            "--use_vllm",
+            "true",
+        ],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "BackendError: cannot start training" in proc.stderr and reason in proc.stderr
+    assert not out.exists()  # nothing written, no data or weights loaded

@@ -23,6 +23,7 @@ from rewards import (
     reference_completion,
 )
 
+from core.backends import check_backend
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor, model_family
@@ -76,6 +77,7 @@ def build_datasets(script_args: ScriptArguments, processor: Any) -> tuple[Datase
 
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
+    check_backend("transformers", model_args, training_args)  # before anything loads
     resume = setup_run(training_args, script_args, model_args)
 
     # Data and rewards are checked before the model loads: a bad row fails in seconds, not after the weights.

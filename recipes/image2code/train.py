@@ -14,6 +14,7 @@ from pathlib import Path
 from data import build_dataset
 from rewards import RewardConfig, build_reward_funcs, reference_completion
 
+from core.backends import check_backend
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
@@ -68,6 +69,7 @@ class ScriptArguments:
 
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
+    check_backend("transformers", model_args, training_args)  # before anything loads
     resume = setup_run(training_args, script_args, model_args)
 
     processor = load_processor(model_args)

@@ -15,6 +15,7 @@ from data import build_dataset
 from judging import CRITERIA, load_prompts
 from rewards import DEFAULT_REWARD_SAMPLES, EditRenderer, build_reward_funcs
 
+from core.backends import check_backend
 from core.config import parse_config
 from core.diffusion import condition_images, load_pipeline, template_system_prompt
 from core.judge import JudgeArguments, JudgeClient
@@ -81,6 +82,7 @@ class ScriptArguments(JudgeArguments):
 
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
+    check_backend("transformers", model_args, training_args, text_encoder_policy=True)  # before anything loads
     prompts = load_prompts(script_args.judge_prompts_from)  # a wrong path fails here, before anything loads
     local_judge = start_local_judge_if_asked(script_args)  # `judge_base_url: local` (smoke runs, demo)
     # A misconfigured judge fails here, before any model is loaded.

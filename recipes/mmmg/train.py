@@ -13,6 +13,7 @@ from pathlib import Path
 from data import DISCIPLINES, LEVELS, build_dataset
 from rewards import build_reward_funcs
 
+from core.backends import check_backend
 from core.config import parse_config
 from core.diffusion import PolicyRenderer, load_pipeline, template_system_prompt
 from core.judge import JudgeArguments, JudgeClient
@@ -57,6 +58,7 @@ class ScriptArguments(JudgeArguments):
 
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
+    check_backend("transformers", model_args, training_args, text_encoder_policy=True)  # before anything loads
     if script_args.readability:
         raise SystemExit(
             "readability needs SAM2 region counts, which this recipe does not ship (see README); set readability: false"

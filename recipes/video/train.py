@@ -14,6 +14,7 @@ from data import build_dataset
 from datasets import Dataset
 from rewards import DEFAULT_WEIGHTS, REFERENCE_FULL_MARKS, REWARD_NAMES, build_reward_funcs, reference_completion
 
+from core.backends import check_backend
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
@@ -106,6 +107,7 @@ def build_datasets(script_args: ScriptArguments, image_patch_size: int = 14) -> 
 
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments, aliases=ORIGINAL_NAMES)
+    check_backend("transformers", model_args, training_args, video=True)  # before anything loads
     if training_args.reward_weights is None:
         weights = {
             "format_reward": script_args.format_reward_weight,

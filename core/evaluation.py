@@ -11,8 +11,7 @@ from transformers import AutoProcessor
 
 from core.config import VLMModelConfig, load_resolved_config
 from core.models import load_model, model_family, set_pixel_bounds
-from core.prompts import encode_prompts
-from core.trainer import VIDEO_COLUMN, VIDEO_FPS_COLUMN
+from core.prompts import VIDEO_COLUMN, encode_prompts, encode_video_rows
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +70,9 @@ def encode_rows(processor: Any, rows: list[dict], **chat_template_kwargs: Any) -
     TRL 1.16's `GRPOTrainer._generate_and_score_completions` for `images`/`image` (a None image: a text-only prompt),
     `VLMGRPOTrainer._generate_and_score_completions` for `video` and `video_fps` (the rate only when every row has
     one, else the processor's default)."""
-    prompts = [r["prompt"] for r in rows]
     if VIDEO_COLUMN in rows[0]:
-        fps = [r.get(VIDEO_FPS_COLUMN) for r in rows]
-        fps = fps if all(f is not None for f in fps) else None
-        videos = [r[VIDEO_COLUMN] for r in rows]
-        return encode_prompts(processor, prompts, videos=videos, fps=fps, **chat_template_kwargs)
+        return encode_video_rows(processor, rows, **chat_template_kwargs)
+    prompts = [r["prompt"] for r in rows]
     if "images" in rows[0]:
         images = [r.get("images") for r in rows]
     elif "image" in rows[0]:

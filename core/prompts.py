@@ -23,6 +23,22 @@ from transformers import ProcessorMixin
 from transformers.video_utils import VideoMetadata
 from trl.data_utils import apply_chat_template, prepare_multimodal_messages
 
+VIDEO_COLUMN = "video"  # a row's sampled frames (a list of PIL images), as the video recipe's dataset holds them
+VIDEO_FPS_COLUMN = "video_fps"  # optional per-row sampling rate of the frames (Qwen2.5-VL's temporal positions)
+
+
+def encode_video_rows(processor: Any, rows: list[dict[str, Any]], **chat_template_kwargs: Any) -> Any:
+    """`encode_prompts` for dataset rows with a `video` column, read the one way training and evaluation share: the
+    per-row `video_fps` only when every row has one (else the processor's default rate)."""
+    fps = [row.get(VIDEO_FPS_COLUMN) for row in rows]
+    return encode_prompts(
+        processor,
+        [row["prompt"] for row in rows],
+        videos=[row[VIDEO_COLUMN] for row in rows],
+        fps=fps if all(f is not None for f in fps) else None,
+        **chat_template_kwargs,
+    )
+
 
 def encode_prompts(
     processor: Any,

@@ -29,13 +29,11 @@ from trl import GRPOTrainer
 
 from core.lora import trainable_report
 from core.plots import PLOT_NAME, plot_reward_curves
-from core.prompts import encode_prompts
+from core.prompts import VIDEO_COLUMN, encode_prompts, encode_video_rows
 from core.run import boundary_unit, check_save_steps
 
 logger = logging.getLogger(__name__)
 
-VIDEO_COLUMN = "video"
-VIDEO_FPS_COLUMN = "video_fps"  # optional per-row sampling rate of the frames (Qwen2.5-VL's temporal positions)
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")  # per-sample lists in TRL's batches
 
 
@@ -156,18 +154,15 @@ class VLMGRPOTrainer(GRPOTrainer):
 
     # ----------------------------------------------------------------------------------------------- video path
     def encode_video_prompts(self, prompts: list, videos: list, fps: list | None = None) -> Any:
-        return encode_video_prompts(self.processing_class, prompts, videos, fps, **self.chat_template_kwargs)
+        """The processor call for prompts with one clip each, as generation and every log-prob forward use it."""
+        return encode_prompts(self.processing_class, prompts, videos=videos, fps=fps, **self.chat_template_kwargs)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         if not inputs or VIDEO_COLUMN not in inputs[0]:
             return super()._generate_and_score_completions(inputs)
         if any(k in inputs[0] for k in ("image", "images")):
             raise ValueError("rows with both a video and images are not supported; use one or the other")
-        prompts = [x["prompt"] for x in inputs]
-        videos = [x[VIDEO_COLUMN] for x in inputs]
-        fps = [x.get(VIDEO_FPS_COLUMN) for x in inputs]
-        fps = fps if all(f is not None for f in fps) else None  # unknown rate: the processor's default
-        enc = self.encode_video_prompts(prompts, videos, fps)
+        enc = encode_video_rows(self.processing_class, inputs, **self.chat_template_kwargs)
         mask = enc["attention_mask"].bool()
         prompt_ids = [ids[m].tolist() for ids, m in zip(enc["input_ids"], mask, strict=True)]
         # mm_token_type_ids is rebuilt from the ids in every forward (see _video_forward_kwargs); generation takes the
@@ -262,14 +257,6 @@ class VLMGRPOTrainer(GRPOTrainer):
         entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
         aux_loss = torch.stack(all_aux).mean() if compute_aux_loss else None
         return logps, entropies, aux_loss
-
-
-def encode_video_prompts(
-    processor: Any, prompts: list, videos: list, fps: list | None = None, **chat_template_kwargs: Any
-) -> Any:
-    """Processor call for conversational prompts with one video each (a list of PIL frames per prompt), as used for
-    generation and every log-prob forward: `core.prompts.encode_prompts`, the one prompt encoder evaluation shares."""
-    return encode_prompts(processor, prompts, videos=videos, fps=fps, **chat_template_kwargs)
 
 
 def split_video_tensors(encoding: Any) -> dict[str, list[torch.Tensor]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -80,3 +81,17 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
+
+
+def run_smoke_train(recipe: str, *flags: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python recipes/<recipe>/train.py --config config_smoke.yaml FLAGS...` as a user runs it (a real subprocess,
+    this interpreter, `subprocess_env`), output captured; the caller asserts on the exit code and messages."""
+    recipe_dir = RECIPES_DIR / recipe
+    return subprocess.run(
+        [sys.executable, str(recipe_dir / "train.py"), "--config", str(recipe_dir / "config_smoke.yaml"), *flags],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

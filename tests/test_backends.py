@@ -69,29 +69,10 @@ def test_use_vllm_with_video_prompts_or_a_text_encoder_policy_is_refused_with_th
     [("video", "with video prompts is not supported yet"), ("image_edit", "diffusion pipeline's text encoder")],
 )
 def test_recipe_with_use_vllm_that_cannot_work_stops_before_anything_loads(tmp_path, recipe: str, reason: str) -> None:
-    import subprocess
-    import sys
-
-    from tests.helpers import REPO_ROOT, subprocess_env
+    from tests.helpers import run_smoke_train
 
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "recipes" / recipe / "train.py"),
-            "--config",
-            str(REPO_ROOT / "recipes" / recipe / "config_smoke.yaml"),
-            "--output_dir",
-            str(out),
-            "--use_vllm",
-            "true",
-        ],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_smoke_train(recipe, "--output_dir", str(out), "--use_vllm", "true", timeout=300)
     assert proc.returncode == 1
     assert "BackendError: cannot start training" in proc.stderr and reason in proc.stderr
     assert not out.exists()  # nothing written, no data or weights loaded

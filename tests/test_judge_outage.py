@@ -5,19 +5,15 @@ naming the rewards, and saves no final model."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import datasets
 import pytest
 
-from tests.helpers import REPO_ROOT, load_recipe_module, subprocess_env
+from tests.helpers import load_recipe_module, run_smoke_train
 
 pytestmark = pytest.mark.slow
 
 
 def test_image_edit_run_stops_when_the_judge_answers_nothing(tmp_path):
-    recipe = REPO_ROOT / "recipes" / "image_edit"
     sample = load_recipe_module("image_edit", "data").make_sample(tmp_path / "s", n_real=4, n_syn=1)
     dd = datasets.load_from_disk(str(sample))
 
@@ -31,30 +27,10 @@ def test_image_edit_run_stops_when_the_judge_answers_nothing(tmp_path):
     failing = tmp_path / "failing"
     datasets.DatasetDict({"test_real": dd["test_real"].map(fail_judge)}).save_to_disk(str(failing))
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(recipe / "train.py"),
-            "--config",
-            str(recipe / "config_smoke.yaml"),
-            "--dataset",
-            str(failing),
-            "--output_dir",
-            str(out),
-            "--judge_max_retries",
-            "0",
-            "--max_steps",
-            "5",
-            "--max_unscored_steps",
-            "2",
-            "--disable_tqdm",
-            "true",
-        ],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_smoke_train(
+        "image_edit",
+        *("--dataset", str(failing), "--output_dir", str(out), "--judge_max_retries", "0"),
+        *("--max_steps", "5", "--max_unscored_steps", "2", "--disable_tqdm", "true"),
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output[-4000:]

@@ -9,8 +9,6 @@ earn each recipe's full marks, which also checks the reference writers themselve
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -18,7 +16,7 @@ from core.config import VLMModelConfig
 from core.data import DataError
 from core.models import load_processor
 from core.rewards import check_rewards_can_score
-from tests.helpers import REPO_ROOT, load_recipe_module, subprocess_env
+from tests.helpers import load_recipe_module, run_smoke_train
 
 
 @pytest.fixture(scope="module")
@@ -103,25 +101,10 @@ def test_rows_checked_spread_over_the_dataset_and_rows_without_reference_are_ski
 
 def test_grounding_train_refuses_iou_on_points_before_the_model_loads(grounding, tmp_path):
     _, _, _, folder = grounding
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "recipes" / "grounding" / "train.py"),
-            "--config",
-            str(REPO_ROOT / "recipes" / "grounding" / "config_smoke.yaml"),
-            "--train_file",
-            str(folder / "points.jsonl"),
-            "--eval_file",
-            str(folder / "eval.jsonl"),
-            "--reward_funcs",
-            "iou_reward",
-            "--output_dir",
-            str(tmp_path / "run"),
-        ],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+    proc = run_smoke_train(
+        "grounding",
+        *("--train_file", str(folder / "points.jsonl"), "--eval_file", str(folder / "eval.jsonl")),
+        *("--reward_funcs", "iou_reward", "--output_dir", str(tmp_path / "run")),
         timeout=300,
     )
     assert proc.returncode == 1

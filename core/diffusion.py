@@ -622,7 +622,6 @@ class PolicyRenderer:
                 trainer.model_wrapped,
                 trainer.accelerator,
                 gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
-                gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
             ) as policy:
                 embeds, mask = self._embeddings(policy, instructions, completion_ids, images)
         common = {

@@ -132,7 +132,7 @@ def expose_vision_input_embeddings(model: nn.Module) -> list[str]:
 
     Why: activation checkpointing in reentrant mode (`use_reentrant=True`; TRL forces it for PEFT + ZeRO-3) only
     back-propagates into a checkpointed block whose *input* requires grad: LoRA weights inside the block do not
-    count. TRL's GRPOTrainer (with PEFT) and transformers' `activation_checkpointing_enable` therefore call
+    count. TRL's GRPOTrainer (with PEFT) and transformers' `gradient_checkpointing_enable` therefore call
     `enable_input_require_grads()`, which hooks the output of every sub-model's `get_input_embeddings()` (transformers
     5, `PreTrainedModel.enable_input_require_grads`, since huggingface/transformers#41993). Qwen2.5-VL's vision tower
     answers with `patch_embed` (`_input_embed_layer = "patch_embed"`) and Gemma-3's SigLIP with its patch embedding,

@@ -117,4 +117,4 @@ def test_single_block_is_linear_on_delimiter_floods() -> None:
     start = time.perf_counter()
     assert single_block(flood, "<REASONING>", "</REASONING>") is None
     assert single_block(unclosed, "<think>", "</think>", ignore_case=True) is None
-    assert time.perf_counter() - start < 0.2
+    assert time.perf_counter() - start < 5  # hang guard, not a speed target (quadratic: minutes)

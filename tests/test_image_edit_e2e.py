@@ -166,7 +166,7 @@ def test_dit_and_vae_stay_frozen_while_the_vlm_trains(tmp_path, sample):
             max_steps=2,
             learning_rate=1e-2,
             report_to="none",
-            activation_checkpointing=False,
+            gradient_checkpointing=False,
             save_strategy="no",
             disable_tqdm=True,
             logging_steps=1,

@@ -39,7 +39,7 @@ def test_toy_reward_rises(tmp_path):
         save_strategy="no",
         report_to="none",
         seed=0,
-        activation_checkpointing=False,
+        gradient_checkpointing=False,
         disable_tqdm=True,
     )
     freeze_for_full_finetune(model, model_args)

@@ -120,7 +120,7 @@ SKELETON = "<REASONING></REASONING><SOLUTION></SOLUTION>"
 def test_empty_and_repeated_blocks_earn_no_formatting_credit(text: str, formatting: float, correctness: float) -> None:
     start = time.perf_counter()
     assert R.FormattingReward(CFG)(completions=[text, conv(text)]) == [formatting, formatting]
-    assert time.perf_counter() - start < 0.2  # linear scanning, also on a 200k-delimiter flood
+    assert time.perf_counter() - start < 5  # hang guard, not a speed target (quadratic: minutes)
     assert score(R.CorrectnessReward(CFG), [text]) == [correctness]
     assert R.format_ok(text, CFG) is (formatting == 2.0)
 

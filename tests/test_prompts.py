@@ -70,7 +70,7 @@ def make_trainer(family: str, rows: list[dict[str, Any]], tmp_path) -> VLMGRPOTr
         beta=0.0,
         report_to="none",
         seed=0,
-        activation_checkpointing=False,
+        gradient_checkpointing=False,
         save_strategy="no",
         disable_tqdm=True,
     )

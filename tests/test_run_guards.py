@@ -141,7 +141,7 @@ def tiny_trainer(tmp_path, rows, reward_funcs, **overrides) -> VLMGRPOTrainer:
         "save_strategy": "no",
         "report_to": "none",
         "seed": 0,
-        "activation_checkpointing": False,
+        "gradient_checkpointing": False,
         "disable_tqdm": True,
     }
     args = VLMGRPOConfig(**{**values, **overrides})

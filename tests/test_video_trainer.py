@@ -61,7 +61,7 @@ def make_trainer(tmp_path, **overrides) -> VLMGRPOTrainer:
             "beta": 0.0,
             "report_to": "none",
             "seed": 0,
-            "activation_checkpointing": False,
+            "gradient_checkpointing": False,
             "logging_steps": 1,
             "save_strategy": "no",
             "disable_tqdm": True,

@@ -56,3 +56,48 @@ def test_mathvista_config_mirrors_the_original(tmp_path) -> None:
     assert (training.learning_rate, training.num_generations, training.loss_type) == (5e-6, 4, "dr_grpo")
     assert training.num_train_epochs == 2 and training.use_vllm
     assert (script.formatting_reward, script.correctness_reward) == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_real_config_names_its_extra_and_sizes_vllm(recipe: str) -> None:
+    """Each config says on its first line what to install; each real config sizes vLLM itself (issue 13): TRL would
+    otherwise take the model's own context (Gemma-3: 131072) and its 0.3 default without the config saying so."""
+    real = (RECIPES_DIR / recipe / "config.yaml").read_text()
+    smoke = (RECIPES_DIR / recipe / "config_smoke.yaml").read_text()
+    assert real.startswith(("# Needs: pip install -e '.[gpu]'", "# Needs: pip install -e '.[unsloth]'"))
+    assert "'.[gpu]'" in real.splitlines()[0]  # run_8gpu.sh's path, for every recipe
+    assert smoke.startswith("# Needs: pip install -e . (CPU, no extra)")
+    values = yaml.safe_load(real)
+    assert isinstance(values.get("vllm_max_model_length"), int) and isinstance(
+        values.get("vllm_gpu_memory_utilization"), float
+    )
+    assert values["max_completion_length"] < values["vllm_max_model_length"] <= 8192
+    assert 0.0 < values["vllm_gpu_memory_utilization"] < 1.0
+
+
+def test_mathvista_runs_as_the_original_on_unsloth_and_on_trl_vllm_across_gpus(tmp_path, monkeypatch) -> None:
+    """config.yaml passes the start-up checks of backend unsloth (Unsloth's own vLLM via fast_inference), and with
+    run_8gpu.sh's flags those of backend transformers (TRL's colocated vLLM), on a GPU machine with the extras."""
+    from core import backends
+
+    train = load_recipe_module("mathvista", "train")
+    config = ["--config", str(RECIPES_DIR / "mathvista" / "config.yaml"), "--bf16", "false"]
+    config += ["--output_dir", str(tmp_path)]
+    launcher = (RECIPES_DIR / "mathvista" / "run_8gpu.sh").read_text()
+    flags = launcher.split('"$here" \\\n', 1)[1].split('"$@"')[0].split()
+    assert flags == ["--backend", "transformers", "--load_in_4bit", "false", "--vllm_gpu_memory_utilization", "0.35"]
+    one_gpu = parse_config(train.ScriptArguments, config, aliases=train.ALIASES)
+    eight_gpus = parse_config(train.ScriptArguments, [*config, *flags], aliases=train.ALIASES)
+
+    monkeypatch.setattr(backends.torch.cuda, "is_available", lambda: True)  # after parsing: GRPOConfig asks CUDA
+    monkeypatch.setattr(backends, "_installed", lambda package: True)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    script, training, model = one_gpu
+    backends.check_backend(script.backend, model, training)
+    kwargs = backends.unsloth_load_kwargs(model, training, script.max_seq_length)
+    assert (kwargs["fast_inference"], kwargs["gpu_memory_utilization"], kwargs["load_in_4bit"]) == (True, 0.8, True)
+    assert kwargs["max_seq_length"] == training.vllm_max_model_length == 2048
+    script, training, model = eight_gpus
+    backends.check_backend(script.backend, model, training)
+    assert (script.backend, training.use_vllm, training.vllm_mode) == ("transformers", True, "colocate")
+    assert training.vllm_gpu_memory_utilization == 0.35 and not model.load_in_4bit

@@ -50,11 +50,11 @@ def backend_problems(
 ) -> list[str]:
     """Everything that stops `backend` from running on this machine with these settings (empty: good to go).
 
-    `video`: the prompts carry a clip (the video recipe). `text_encoder_policy`: the policy is a diffusion pipeline's
-    text encoder (image_edit, mmmg), whose folder holds no tokenizer or processor. With `use_vllm`, both are refused
-    until generation through vLLM is supported for them (issue 13): TRL would hand vLLM the prompt ids with
-    `<|video_pad|>` tokens and no clip, so it would sample blind while the log-prob forwards see the video; and vLLM
-    cannot load a text-encoder folder with no tokenizer."""
+    `video`: the prompts carry a clip (the video recipe); with `use_vllm` it is refused, since TRL would hand vLLM the
+    prompt ids with `<|video_pad|>` tokens and no clip, so it would sample blind while the log-prob forwards see the
+    video. `text_encoder_policy`: the policy is a diffusion pipeline's text encoder (image_edit, mmmg), whose folder
+    holds no tokenizer or processor; vLLM serves it in colocate mode from a folder the trainer assembles
+    (`core.vllm_generation.write_policy_folder`), and server mode is refused."""
     if backend not in BACKENDS:
         return [f"backend {backend!r} is not one of {', '.join(BACKENDS)}"]
     cuda = torch.cuda.is_available()
@@ -99,10 +99,11 @@ def backend_problems(
             "tokens without the clip, so it would sample without seeing the video while training scores the "
             "completions against it. Set --use_vllm false (generation runs in the trainer, with the clip)."
         )
-    if training_args.use_vllm and text_encoder_policy:
+    if training_args.use_vllm and text_encoder_policy and training_args.vllm_mode != "colocate":
         problems.append(
-            "use_vllm: true is not supported for a diffusion pipeline's text encoder yet: its folder holds no "
-            "tokenizer, processor or chat template for vLLM to load. Set --use_vllm false."
+            "use_vllm: true with vllm_mode server is not supported for a diffusion pipeline's text encoder: its "
+            "text_encoder/ folder holds no tokenizer, processor or chat template for a server to load. Use "
+            "--vllm_mode colocate (the trainer serves it from <output_dir>/vllm_policy, assembled at start-up)."
         )
     return problems
 

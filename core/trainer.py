@@ -1,13 +1,17 @@
-"""The one GRPO trainer every recipe uses: TRL's `GRPOTrainer` plus what a VLM run needs and TRL 1.16 lacks.
+"""The one GRPO trainer every recipe uses: TRL's `GRPOTrainer` plus what a VLM run needs and TRL 1.15 lacks.
 
 Added here:
-- **Video.** TRL 1.16 handles `image`/`images` columns only. With a video in the prompt its generation step can see
+- **Video.** TRL 1.15 handles `image`/`images` columns only. With a video in the prompt its generation step can see
   the video, but the log-probability forwards (old policy, reference, current policy) get no `pixel_values_videos`,
   `video_grid_thw`, `second_per_grid_ts` or `mm_token_type_ids`, so the log-probs are silently those of a model that
   never saw the clip. Here a `video` column (a list of frames per row, sampled by the recipe) is encoded once per
   generation batch; the same tensors drive generation and travel per sample, as lists, through TRL's shuffling,
   micro-batch splitting and gradient accumulation into every log-prob forward. The video placeholder token is kept
   out of sampling, as TRL does for the image token.
+- **vLLM generation** (`use_vllm`), through `core.vllm_generation.PolicyVLLMGeneration` in place of TRL's
+  `VLLMGeneration`: prompt images brought to the trainer processor's size first (same pixels, same image-token
+  count on both sides), the trainer's pixel bounds given to the engine, a text-encoder policy served from a folder
+  assembled with its tokenizer and processor, the placeholder tokens biased out of vLLM's sampling too.
 - Run guards: training stops with `UnscoredRewardsError` after `max_unscored_steps` generation batches in a row in
   which no completion could be scored, and checkpoints inside a generation batch are refused (see core.run).
 - A start-up report of what trains (counts per vision/projector/language group), so a wrong LoRA switch is caught
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +32,12 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from trl import GRPOTrainer
 
+from core import check_triton_runs_here
 from core.lora import trainable_report
 from core.plots import PLOT_NAME, plot_reward_curves
 from core.prompts import VIDEO_COLUMN, encode_prompts, encode_video_rows
 from core.run import boundary_unit, check_save_steps
+from core.vllm_generation import fit_images_to_processor
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +123,13 @@ class UnscoredStepGuard:
 
 class VLMGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        check_triton_runs_here()
+        training_args = kwargs.get("args")
+        if training_args is not None and training_args.use_vllm:
+            with self._policy_vllm_generation(kwargs["model"], kwargs.get("processing_class"), training_args):
+                super().__init__(*args, **kwargs)
+        else:
+            super().__init__(*args, **kwargs)
         self.add_callback(RewardPlotCallback())
         self.add_callback(GenerationBoundaryCallback())
         self.unscored_guard = UnscoredStepGuard(
@@ -146,6 +159,41 @@ class VLMGRPOTrainer(GRPOTrainer):
         if self.accelerator.is_main_process:
             print(self.trainable_summary, flush=True)
 
+    @staticmethod
+    @contextmanager
+    def _policy_vllm_generation(model: Any, processing_class: Any, training_args: Any) -> Iterator[None]:
+        """While TRL's __init__ runs, its `VLLMGeneration` is `core.vllm_generation.PolicyVLLMGeneration` set up for
+        this policy (TRL constructs it by that module-level name and offers no hook): placeholder ids kept out of
+        sampling, the engine built from a servable folder with the trainer's pixel bounds. See that module."""
+        import trl.trainer.grpo_trainer as grpo_module
+
+        from core.vllm_generation import (
+            POLICY_FOLDER,
+            PolicyVLLMGeneration,
+            engine_processor_kwargs,
+            needs_policy_folder,
+            suppress_placeholders,
+            write_policy_folder,
+        )
+
+        training_args.generation_kwargs = suppress_placeholders(training_args.generation_kwargs, model.config)
+        served_from = None
+        if training_args.vllm_mode == "colocate" and needs_policy_folder(model):
+            served_from = write_policy_folder(
+                model, processing_class, Path(training_args.output_dir) / POLICY_FOLDER
+            )
+        factory = partial(
+            PolicyVLLMGeneration,
+            served_from=served_from,
+            mm_processor_kwargs=engine_processor_kwargs(processing_class),
+        )
+        original = grpo_module.VLLMGeneration
+        grpo_module.VLLMGeneration = factory
+        try:
+            yield
+        finally:
+            grpo_module.VLLMGeneration = original
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         if self.model.training:  # evaluation batches neither count nor reset the streak
@@ -159,6 +207,8 @@ class VLMGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         if not inputs or VIDEO_COLUMN not in inputs[0]:
+            if self.use_vllm:  # vLLM's processor and the trainer's then see the same pixels, hence the same tokens
+                inputs = fit_images_to_processor(self.processing_class, inputs)
             return super()._generate_and_score_completions(inputs)
         if any(k in inputs[0] for k in ("image", "images")):
             raise ValueError("rows with both a video and images are not supported; use one or the other")

@@ -172,20 +172,25 @@ def test_use_vllm_with_video_prompts_or_a_text_encoder_policy_is_refused_with_th
     video = backend_problems("transformers", model_args, Args(use_vllm=True), video=True)
     assert any(p.startswith("use_vllm: true with video prompts is not supported yet") for p in video)
     assert all("--use_vllm false" in p for p in video)
-    encoder = backend_problems("transformers", model_args, Args(use_vllm=True), text_encoder_policy=True)
-    assert any("diffusion pipeline's text encoder" in p and "no tokenizer" in p for p in encoder)
+    encoder = backend_problems("transformers", model_args, Args(True, "server"), text_encoder_policy=True)
+    assert any("diffusion pipeline's text encoder" in p and "--vllm_mode colocate" in p for p in encoder)
+    colocated = backend_problems("transformers", model_args, Args(use_vllm=True), text_encoder_policy=True)
+    assert not any("text encoder" in p for p in colocated)  # served from the folder the trainer assembles
     assert backend_problems("transformers", model_args, Args(), video=True, text_encoder_policy=True) == []
 
 
 @pytest.mark.parametrize(
-    ("recipe", "reason"),
-    [("video", "with video prompts is not supported yet"), ("image_edit", "diffusion pipeline's text encoder")],
+    ("recipe", "mode", "reason"),
+    [
+        ("video", "colocate", "with video prompts is not supported yet"),
+        ("image_edit", "server", "vllm_mode server is not supported for a diffusion pipeline's text encoder"),
+    ],
 )
-def test_recipe_with_use_vllm_that_cannot_work_stops_before_anything_loads(tmp_path, recipe: str, reason: str) -> None:
+def test_recipe_with_use_vllm_that_cannot_work_stops_before_anything_loads(tmp_path, recipe, mode, reason) -> None:
     from tests.helpers import run_smoke_train
 
     out = tmp_path / "run"
-    proc = run_smoke_train(recipe, "--output_dir", str(out), "--use_vllm", "true", timeout=300)
+    proc = run_smoke_train(recipe, "--output_dir", str(out), "--use_vllm", "true", "--vllm_mode", mode, timeout=300)
     assert proc.returncode == 1
     assert "BackendError: cannot start training" in proc.stderr and reason in proc.stderr
     assert not out.exists()  # nothing written, no data or weights loaded

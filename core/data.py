@@ -10,7 +10,7 @@ Where the original project's collator went
 The project this repo mirrors fed GRPO through a custom collator that, for every batch, (1) opened each image path
 with Pillow, (2) batch-encoded images and chat-formatted prompts with `AutoProcessor`, and (3) returned
 `pixel_values`, `image_grid_thw`, the raw `prompt`, the `solution` and per-image `scales` (original size / resized
-size, used to map the model's coordinates back). In TRL 1.16 the split is:
+size, used to map the model's coordinates back). In TRL 1.15 the split is:
 
 * (1) image loading -> the dataset's `image` column is a `core.images.NormalizedImage` feature holding file *paths*;
   `datasets` opens and decodes the file only when a row is accessed (see `to_dataset`), so nothing is held in memory,

@@ -67,7 +67,7 @@ def generate_greedy(
 
 def encode_rows(processor: Any, rows: list[dict], **chat_template_kwargs: Any) -> Any:
     """`core.prompts.encode_prompts` for dataset rows, their media read from the columns the trainer reads them from:
-    TRL 1.16's `GRPOTrainer._generate_and_score_completions` for `images`/`image` (a None image: a text-only prompt),
+    TRL 1.15's `GRPOTrainer._generate_and_score_completions` for `images`/`image` (a None image: a text-only prompt),
     `VLMGRPOTrainer._generate_and_score_completions` for `video` and `video_fps` (the rate only when every row has
     one, else the processor's default)."""
     if VIDEO_COLUMN in rows[0]:

@@ -1,7 +1,7 @@
 """Qwen-VL classes that accept and ignore `logits_to_keep`, as the original project's `...WithLogits` classes did.
 
 TRL's GRPO used to call `model(..., logits_to_keep=n)`. Some transformers releases' Qwen-VL `forward` did not take
-that argument and failed with a TypeError (TRL issues #3296, #2770). TRL 1.16 no longer passes it and current
+that argument and failed with a TypeError (TRL issues #3296, #2770). TRL 1.15 no longer passes it and current
 transformers accepts it, so `ignore_logits_to_keep_if_needed` leaves such models untouched and only swaps in the
 wrapper class when the installed model's `forward` cannot take the argument. Dropping it is safe: GRPO slices the
 completion positions out of the full logits itself.

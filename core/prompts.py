@@ -5,11 +5,11 @@ render the chat template to text (Gemma-3's already starts with `<bos>`), then t
 tokenizer's special tokens on, and every prompt starts `<bos><bos>`. So every place that turns conversational
 prompts into model inputs calls `encode_prompts`:
 
-- images or text only: the exact call TRL 1.16's `GRPOTrainer._tokenize_prompts` makes (the prompt's image
+- images or text only: the exact call TRL 1.15's `GRPOTrainer._tokenize_prompts` makes (the prompt's image
   placeholders filled by `trl.data_utils.prepare_multimodal_messages`, as its `_generate_and_score_completions` does,
   then `processor.apply_chat_template(..., tokenize=True, return_dict=True)`), so an image row's ids here are TRL's
   training ids; `tests/test_prompts.py` checks that against TRL's own method for every model family.
-- video (which TRL 1.16 does not handle; `core.trainer.VLMGRPOTrainer` encodes it through this function): the
+- video (which TRL 1.15 does not handle; `core.trainer.VLMGRPOTrainer` encodes it through this function): the
   template rendered to text and the processor called on it with the already sampled frames, adding the tokenizer's
   special tokens only when the rendered text does not already start with `<bos>` — the rule transformers'
   `ProcessorMixin.apply_chat_template(tokenize=True)` applies, so both paths agree on special tokens.

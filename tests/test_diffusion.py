@@ -109,7 +109,7 @@ def policy_hidden_states(
     """Last hidden states of the policy's own forward over edit prompt + completion: per sample its valid tokens
     after the pipeline's drop count.
 
-    Built as TRL 1.16's GRPOTrainer builds its forward, independently of core.diffusion: the GRPO prompt with its
+    Built as TRL 1.15's GRPOTrainer builds its forward, independently of core.diffusion: the GRPO prompt with its
     image through the processor's chat template (``_tokenize_prompts``), prompts left-padded together with their
     per-token ``mm_token_type_ids`` and completions right-padded, the types extended with zeros (text) over the
     completion (``_generate_single_turn`` / ``_generate_and_score_completions``), and every other field the processor

@@ -1,6 +1,6 @@
 """Evaluation generates from the very prompt ids training generates from, for every model family.
 
-Training's ids come from TRL 1.16's own `GRPOTrainer._generate_and_score_completions` (its `_tokenize_prompts`) run
+Training's ids come from TRL 1.15's own `GRPOTrainer._generate_and_score_completions` (its `_tokenize_prompts`) run
 by a `VLMGRPOTrainer` on the tiny model; evaluation's are what `core.evaluation.generate_greedy` (used by every
 recipe's evaluate.py and by mathvista's infer.py) hands the model, read by a forward pre-hook on the real model's
 first (prefill) forward. The bug these tests pin: rendering Gemma-3's template to text (it starts with `<bos>`) and

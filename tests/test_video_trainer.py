@@ -1,6 +1,6 @@
 """Video through the one core trainer: the log-probs GRPO optimises must be those of the model seeing the clip.
 
-TRL 1.16 alone drops the video tensors from its log-prob forwards. These tests compare the trainer's per-token
+TRL 1.15 alone drops the video tensors from its log-prob forwards. These tests compare the trainer's per-token
 log-probs with a direct model forward on the same video (to 1e-4), after generation and after TRL's shuffle/split
 into micro-batches, and check that a video training step moves the weights.
 """

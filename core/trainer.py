@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from trl import GRPOTrainer
 
@@ -179,9 +180,10 @@ class VLMGRPOTrainer(GRPOTrainer):
         training_args.generation_kwargs = suppress_placeholders(training_args.generation_kwargs, model.config)
         served_from = None
         if training_args.vllm_mode == "colocate" and needs_policy_folder(model):
-            served_from = write_policy_folder(
-                model, processing_class, Path(training_args.output_dir) / POLICY_FOLDER
-            )
+            with PartialState().local_main_process_first():  # the other ranks then find it in place
+                served_from = write_policy_folder(
+                    model, processing_class, Path(training_args.output_dir) / POLICY_FOLDER
+                )
         factory = partial(
             PolicyVLLMGeneration,
             served_from=served_from,

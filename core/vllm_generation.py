@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,8 +110,10 @@ def write_policy_folder(model: Any, processing_class: Any, out_dir: str | Path) 
     symlinked from the folder it was loaded from, and `processing_class` (tokenizer, processor with the trainer's
     pixel bounds, chat template) saved beside them.
 
-    Raises FileNotFoundError when the model was not loaded from a local folder with weight files (vLLM would have
-    nothing to load). The folder is rewritten on each start (it holds only links and small files).
+    Safe to call from every process at once (each rank of a colocated run builds its engine from it): the folder is
+    built under a private name and renamed into place; a complete folder already there (another rank's, or a previous
+    start's) is replaced only when its weight links point elsewhere. Raises FileNotFoundError when the model was not
+    loaded from a local folder with weight files (vLLM would have nothing to load).
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     source = Path(base.config._name_or_path)
@@ -119,19 +122,32 @@ def write_policy_folder(model: Any, processing_class: Any, out_dir: str | Path) 
             f"cannot serve the policy with vLLM: it was not loaded from a local folder with weight files ({source})"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.iterdir():
-        if stale.is_symlink() or stale.is_file():
-            stale.unlink()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
     for weights in _weight_files(source):
-        os.symlink(weights.resolve(), out / weights.name)
-    base.config.save_pretrained(out)
+        os.symlink(weights.resolve(), staging / weights.name)
+    base.config.save_pretrained(staging)
     generation_config = getattr(base, "generation_config", None)
     if generation_config is not None:
-        generation_config.save_pretrained(out)
-    _save_processing_class(processing_class, base.config, out)
+        generation_config.save_pretrained(staging)
+    _save_processing_class(processing_class, base.config, staging)
+    if out.exists() and not _links_to(out, source):
+        shutil.rmtree(out, ignore_errors=True)  # a previous start's folder for other weights
+    try:
+        staging.rename(out)
+    except OSError:  # another process put an identical folder in place first
+        shutil.rmtree(staging, ignore_errors=True)
     logger.info("vLLM serves the policy from %s (weights linked from %s)", out, source)
     return out
+
+
+def _links_to(folder: Path, source: Path) -> bool:
+    """`folder` is complete and its weight links point at `source`'s weight files."""
+    wanted = {w.name: w.resolve() for w in _weight_files(source)}
+    links = {p.name: p.resolve() for p in _weight_files(folder)}
+    return links == wanted and (folder / "config.json").exists() and (folder / "tokenizer_config.json").exists()
 
 
 def _save_processing_class(processing_class: Any, config: Any, out: Path) -> None:

@@ -206,3 +206,19 @@ def test_each_recipe_trains_a_step_with_vllm_generation(tmp_path, recipe: str) -
         assert event["image_token_runs"] == event["expected"]
         assert len(event["image_sizes"]) == (0 if recipe == "mmmg" else 1)  # Qwen-Image's t2i prompt is text only
         assert all(v == -100.0 for v in event["sampling"]["logit_bias"].values()) and event["sampling"]["logit_bias"]
+
+
+def test_the_policy_folder_is_reused_when_in_place_and_rebuilt_for_other_weights(tmp_path) -> None:
+    from core.diffusion import load_pipeline
+
+    edit, t2i = load_pipeline("tiny:qwen_image_edit"), load_pipeline("tiny:qwen_image")
+    out = tmp_path / "vllm_policy"
+    write_policy_folder(edit.text_encoder, edit.processor, out)
+    marker = out / "config.json"
+    first = marker.stat().st_mtime_ns
+    write_policy_folder(edit.text_encoder, edit.processor, out)  # a second rank: the folder in place is kept
+    assert marker.stat().st_mtime_ns == first
+    assert [p.name for p in tmp_path.iterdir()] == ["vllm_policy"]  # no staging folder left behind
+    write_policy_folder(t2i.text_encoder, t2i.tokenizer, out)  # a start with other weights: rebuilt
+    source = Path(resolve_model_path("tiny:qwen_image")) / "text_encoder"
+    assert {p.resolve().parent for p in out.iterdir() if p.is_symlink()} == {source.resolve()}

@@ -12,6 +12,7 @@ Added here:
   `VLLMGeneration`: prompt images brought to the trainer processor's size first (same pixels, same image-token
   count on both sides), the trainer's pixel bounds given to the engine, a text-encoder policy served from a folder
   assembled with its tokenizer and processor, the placeholder tokens biased out of vLLM's sampling too.
+- A torch path for the per-token log-probs on CPU (`core.cpu_logprobs`), where TRL 1.15 only has a Triton kernel.
 - Run guards: training stops with `UnscoredRewardsError` after `max_unscored_steps` generation batches in a row in
   which no completion could be scored, and checkpoints inside a generation batch are refused (see core.run).
 - A start-up report of what trains (counts per vision/projector/language group), so a wrong LoRA switch is caught
@@ -33,7 +34,7 @@ from accelerate import PartialState
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from trl import GRPOTrainer
 
-from core import check_triton_runs_here
+from core import cpu_logprobs
 from core.lora import trainable_report
 from core.plots import PLOT_NAME, plot_reward_curves
 from core.prompts import VIDEO_COLUMN, encode_prompts, encode_video_rows
@@ -43,6 +44,8 @@ from core.vllm_generation import fit_images_to_processor
 logger = logging.getLogger(__name__)
 
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")  # per-sample lists in TRL's batches
+
+cpu_logprobs.install()  # TRL 1.15's log-prob kernel is Triton-only: a torch path for CPU runs (see that module)
 
 
 class RewardPlotCallback(TrainerCallback):
@@ -124,7 +127,6 @@ class UnscoredStepGuard:
 
 class VLMGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        check_triton_runs_here()
         training_args = kwargs.get("args")
         if training_args is not None and training_args.use_vllm:
             with self._policy_vllm_generation(kwargs["model"], kwargs.get("processing_class"), training_args):

@@ -14,7 +14,6 @@ def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    import core  # noqa: F401  (before any test imports TRL: Triton's CPU interpreter must be chosen first)
 
 
 @pytest.fixture(scope="session")

@@ -107,7 +107,7 @@ def read_log(path: Path) -> list[dict]:
 
 
 def stand_in_env(log: Path) -> dict[str, str]:
-    env = subprocess_env(VLLM_STAND_IN_LOG=str(log), TRITON_INTERPRET=os.environ.get("TRITON_INTERPRET", "1"))
+    env = subprocess_env(VLLM_STAND_IN_LOG=str(log))
     env["PYTHONPATH"] = os.pathsep.join([str(STAND_IN), env.get("PYTHONPATH", str(REPO_ROOT))])
     return env
 

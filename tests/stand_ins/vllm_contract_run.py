@@ -4,8 +4,7 @@ vLLM back end when it is imported, so the stand-in must be importable before any
 
 usage: python tests/stand_ins/vllm_contract_run.py FAMILY OUT_DIR IMAGE_WIDTH IMAGE_HEIGHT [MAX_PIXELS]
 Writes OUT_DIR/contract.json: {"reward_completions": [[ids...]...], "logprob_input_ids": [[ids...]...],
-"fitted": [w, h], "log_history": [...]} (ids per completion, in the order TRL produced them). Run it with
-TRITON_INTERPRET=1 on a machine without a GPU (TRL is imported before core here).
+"fitted": [w, h], "log_history": [...]} (ids per completion, in the order TRL produced them).
 """
 
 from __future__ import annotations

@@ -49,6 +49,8 @@ MAX_T2I_SEQUENCE_LENGTH = 1024
 # Processor outputs with one value per token (the rest, e.g. pixel_values / image_grid_thw, are per image): re-laid out
 # with the ids when a completion is appended. The names TRL's GRPOTrainer extends over the completion the same way.
 PER_TOKEN_FIELDS = ("mm_token_type_ids", "token_type_ids")
+# Model ids of real-size architectures with random weights (core.architectures), e.g. random:Qwen/Qwen-Image-Edit.
+RANDOM_PREFIX = "random:"
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Loading
@@ -60,10 +62,17 @@ def load_pipeline(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     edit: bool | None = None,
+    *,
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+    vae_tile_size: int | None = None,
+    offload_dit: bool = False,
     **components: Any,
 ) -> DiffusionPipeline:
-    """Load a Qwen-Image(-Edit) pipeline (``tiny:qwen_image_edit`` / ``tiny:qwen_image`` resolve offline) with the DiT
-    and VAE frozen (``requires_grad_(False)``, eval) and the progress bar off, since it only renders rewards.
+    """Load a Qwen-Image(-Edit) pipeline (``tiny:qwen_image_edit`` / ``tiny:qwen_image`` resolve offline;
+    ``random:Qwen/Qwen-Image-Edit`` / ``random:Qwen/Qwen-Image`` build the real-size architecture with random weights
+    directly on ``device``) with the DiT and VAE frozen (``requires_grad_(False)``, eval) and the progress bar off,
+    since it only renders rewards.
 
     ``edit``: ``True`` loads ``QwenImageEditPipeline``, ``False`` ``QwenImagePipeline``, ``None`` the class named in
     ``model_index.json``. ``components`` go to ``from_pretrained``: e.g. ``text_encoder=None`` skips loading the
@@ -72,24 +81,171 @@ def load_pipeline(
     The pipeline's ``text_encoder`` is put in eval mode but not frozen: whether it is the policy is the caller's call.
     ``prompt_template_encode_start_idx`` is checked against the tokenizer and corrected on a mismatch
     (:func:`check_drop_count`), so the pipeline's own ``encode_prompt`` stays right for non-Qwen tokenizers too.
+
+    Memory (issue 14: the real DiT is ~41 GB in bf16): ``vae_tiling`` / ``vae_slicing`` / ``vae_tile_size`` go to
+    :func:`configure_vae`; ``offload_dit`` leaves the DiT in host memory instead of moving it to ``device`` (every
+    other component moves), for a ``PolicyRenderer(offload_dit=True)`` that lends it to the GPU for each render only.
     """
-    path = resolve_model_path(name_or_path)
-    pipeline_cls: type[DiffusionPipeline]
-    if edit is None:
-        pipeline_cls = DiffusionPipeline
+    if name_or_path.startswith(RANDOM_PREFIX):
+        pipeline = _random_pipeline(name_or_path, dtype, device, edit, components)
     else:
-        pipeline_cls = QwenImageEditPipeline if edit else QwenImagePipeline
-    pipeline = pipeline_cls.from_pretrained(path, dtype=dtype, **components)
+        pipeline_cls: type[DiffusionPipeline]
+        if edit is None:
+            pipeline_cls = DiffusionPipeline
+        else:
+            pipeline_cls = QwenImageEditPipeline if edit else QwenImagePipeline
+        pipeline = pipeline_cls.from_pretrained(resolve_model_path(name_or_path), dtype=dtype, **components)
     if not hasattr(pipeline, "prompt_template_encode"):
         raise ValueError(f"{name_or_path} is a {type(pipeline).__name__}, not a Qwen-Image(-Edit) pipeline")
-    pipeline.to(device)
+    if offload_dit:
+        for name, component in pipeline.components.items():
+            if isinstance(component, torch.nn.Module):
+                component.to("cpu" if name == "transformer" else device)
+    else:
+        pipeline.to(device)
     for name in ("transformer", "vae"):
         getattr(pipeline, name).requires_grad_(False).eval()
     if getattr(pipeline, "text_encoder", None) is not None:
         pipeline.text_encoder.eval()
     pipeline.set_progress_bar_config(disable=True)
+    configure_vae(pipeline, tiling=vae_tiling, slicing=vae_slicing, tile_size=vae_tile_size)
     check_drop_count(pipeline, on_mismatch="fix")
     return pipeline
+
+
+def _random_pipeline(
+    name: str, dtype: torch.dtype, device: str | torch.device, edit: bool | None, components: dict[str, Any]
+) -> DiffusionPipeline:
+    """``random:Qwen/Qwen-Image(-Edit)``: the real-size pipeline with random weights, built directly on ``device``
+    by ``core.architectures.build_pipeline`` (no download; for measuring memory and step time on a GPU)."""
+    from core.architectures import architecture, build_pipeline
+
+    facts = architecture(name)
+    wanted = {None: None, True: "QwenImageEditPipeline", False: "QwenImagePipeline"}[edit]
+    if facts.get("kind") != "pipeline" or (wanted is not None and facts["pipeline_class"] != wanted):
+        raise ValueError(f"{name} is not a {wanted or 'Qwen-Image(-Edit) pipeline'}")
+    if components:
+        raise ValueError(f"{name}: component overrides ({', '.join(components)}) are not supported for random weights")
+    return build_pipeline(name, device=device, dtype=dtype)
+
+
+def configure_vae(pipeline: Any, tiling: bool = False, slicing: bool = False, tile_size: int | None = None) -> None:
+    """Switch the pipeline VAE's memory savers on or off (both off: diffusers' default, what the pipeline does).
+
+    diffusers 0.42's ``AutoencoderKLQwenImage`` implements both, for encoding (the edit pipeline VAE-encodes the
+    condition image) and decoding (every rendered image):
+
+    * ``tiling``: images larger than a tile (default 256 x 256 pixels, stride 192, i.e. tiles overlapping by 64
+      pixels and blended) are encoded/decoded tile by tile, so the VAE's activation memory no longer grows with the
+      image area (at 1024 x 1024: 25 tiles of 256 x 256 instead of one 1024 x 1024 pass). The result differs slightly
+      from the untiled one where tiles are blended. ``tile_size`` (pixels, a multiple of the VAE's 8x downsampling;
+      the stride is 3/4 of it) sets another tile size, e.g. 32 for the tiny 64 x 64 smoke renders so that the tiled
+      code path runs on CPU.
+    * ``slicing``: a batch is encoded/decoded one image at a time (same result, activation memory of one image).
+
+    A VAE without these switches is refused with a ValueError rather than silently left as it is.
+    """
+    vae = pipeline.vae
+    for wanted, flag, what in ((tiling, "use_tiling", "tiling"), (slicing, "use_slicing", "slicing")):
+        if wanted and not hasattr(vae, flag):
+            raise ValueError(f"{type(vae).__name__} does not support VAE {what} (no '{flag}' switch in diffusers)")
+    if tile_size is not None and not tiling:
+        raise ValueError("vae_tile_size is set but vae_tiling is off; set vae_tiling: true or drop vae_tile_size")
+    if tiling:
+        if tile_size is None:
+            vae.enable_tiling()
+        else:
+            ratio = int(getattr(vae, "spatial_compression_ratio", 8))
+            if tile_size < 2 * ratio or tile_size % ratio:
+                raise ValueError(
+                    f"vae_tile_size must be a multiple of {ratio} and at least {2 * ratio}, got {tile_size}"
+                )
+            stride = max(ratio, (tile_size * 3 // 4) // ratio * ratio)
+            parameters = inspect.signature(vae.enable_tiling).parameters
+            if "tile_sample_min_height" not in parameters:
+                raise ValueError(f"{type(vae).__name__}.enable_tiling takes no tile size; leave vae_tile_size unset")
+            vae.enable_tiling(
+                tile_sample_min_height=tile_size,
+                tile_sample_min_width=tile_size,
+                tile_sample_stride_height=stride,
+                tile_sample_stride_width=stride,
+            )
+    elif hasattr(vae, "use_tiling"):
+        vae.disable_tiling()
+    if slicing:
+        vae.enable_slicing()
+    elif hasattr(vae, "use_slicing"):
+        vae.disable_slicing()
+
+
+class HostOffload:
+    """A frozen module whose weights live in host memory and are lent to a device only for the duration of
+    :meth:`lent` (the DiT between reward renders: ~41 GB of GPU memory freed while the policy trains).
+
+    Entering ``lent(device)`` puts a copy of every parameter and buffer on ``device`` in its place (non-blocking from
+    pinned memory); leaving it puts the original host tensors back, which were never released or changed, and drops
+    the device copies (the CUDA cache is emptied, so vLLM and the training step get the memory back). Nothing is
+    copied back: the module is frozen, so the host copy is still exact (a module with a trainable parameter is
+    refused). On CPU the loan is a plain copy (pointless there, but the same code path; the smoke configs run it).
+
+    ``pin_memory`` (default: when CUDA is available) page-locks the host copies once, which makes each loan a fast
+    DMA (~2 s for 41 GB at ~25 GB/s on PCIe 5); if the OS refuses to pin that much, a warning and unpinned copies.
+    Every rank holds its own host copy: 8 ranks x 41 GB of host RAM for the real DiT.
+    """
+
+    def __init__(self, module: torch.nn.Module, pin_memory: bool | None = None) -> None:
+        trainable = [name for name, p in module.named_parameters() if p.requires_grad]
+        if trainable:
+            raise ValueError(f"HostOffload is for frozen modules; {len(trainable)} trainable, e.g. {trainable[0]}")
+        module.to("cpu")
+        self.module = module
+        if torch.cuda.is_available() if pin_memory is None else pin_memory:
+            try:
+                for tensor in {id(t): t for t in (*module.parameters(), *module.buffers())}.values():
+                    tensor.data = tensor.data.pin_memory()
+            except RuntimeError as error:  # e.g. the locked-memory limit
+                logger.warning("could not pin the offloaded module's host memory (%s); loans will be slower", error)
+        # Every (submodule, "_parameters" | "_buffers", name, host tensor) slot; the loan swaps what the slots hold.
+        self._slots = [
+            (submodule, kind, name, tensor)
+            for submodule in module.modules()
+            for kind in ("_parameters", "_buffers")
+            for name, tensor in getattr(submodule, kind).items()
+            if tensor is not None
+        ]
+        self._lent_to: torch.device | None = None
+
+    @property
+    def lent_to(self) -> torch.device | None:
+        """The device the module is lent to right now (inside :meth:`lent`), else None."""
+        return self._lent_to
+
+    @contextlib.contextmanager
+    def lent(self, device: str | torch.device) -> Iterator[torch.nn.Module]:
+        """The module with its weights on ``device`` for the duration; its own host tensors back afterwards, also on
+        an exception. Nested loans to the same device reuse the outer one."""
+        device = torch.device(device)
+        if self._lent_to is not None:
+            if self._lent_to != device:
+                raise RuntimeError(f"module already lent to {self._lent_to}, cannot lend it to {device} as well")
+            yield self.module
+            return
+        copies: dict[int, torch.Tensor] = {}  # tied weights: one copy each
+        try:
+            for submodule, kind, name, home in self._slots:
+                if id(home) not in copies:
+                    data = home.detach().to(device, non_blocking=home.is_pinned(), copy=True)
+                    copies[id(home)] = torch.nn.Parameter(data, requires_grad=False) if kind == "_parameters" else data
+                getattr(submodule, kind)[name] = copies[id(home)]
+            self._lent_to = device
+            yield self.module
+        finally:
+            for submodule, kind, name, home in self._slots:
+                getattr(submodule, kind)[name] = home
+            self._lent_to = None
+            copies.clear()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def is_edit_pipeline(pipeline_or_template: Any) -> bool:
@@ -548,6 +704,17 @@ class PolicyRenderer:
     Edit pipelines render from `images` (the condition images the policy saw while generating, already resized with
     :func:`condition_images`, so the embedding forward sees the same image tokens as generation); text-to-image
     pipelines take `images=None`.
+
+    `offload_dit`: the DiT stays in host memory (:class:`HostOffload`) and is lent to the render device for each
+    render only, so between renders (generation, the policy's forward/backward, the optimizer step) its ~41 GB are
+    free; each render then pays one host-to-device copy of the DiT.
+
+    `log_images_steps` > 0: while training, the process of global rank 0 writes a grid of what it rendered (per row:
+    the condition image for edits, then the images of one prompt's completions) as
+    ``<output_dir>/samples/step-XXXXX.png`` (with the instructions and decoded completions in ``step-XXXXX.json``),
+    and to TensorBoard (``samples/rendered``, ``samples/completions``) when ``report_to`` includes tensorboard, at the
+    first render and then at the first render of every later block of `log_images_steps` optimizer steps
+    (:class:`core.plots.SampleGridLog`). Other ranks render other prompts; only rank 0's are shown.
     """
 
     def __init__(
@@ -560,6 +727,9 @@ class PolicyRenderer:
         width: int | None = None,
         true_cfg_scale: float = 1.0,
         condition_area: int | None = None,
+        *,
+        offload_dit: bool = False,
+        log_images_steps: int = 0,
     ) -> None:
         self.pipeline, self.processor = pipeline, processor
         self.num_inference_steps, self.seed = num_inference_steps, seed
@@ -568,12 +738,30 @@ class PolicyRenderer:
         self.trainer: Any = None
         self._key: tuple | None = None
         self._images: list[Image.Image] = []
+        self.dit_offload = HostOffload(pipeline.transformer) if offload_dit else None
+        if log_images_steps < 0:
+            raise ValueError(f"log_images_steps must be >= 0 (0: off), got {log_images_steps}")
+        self.sample_log: Any = None
+        if log_images_steps:
+            from core.plots import SampleGridLog
+
+            self.sample_log = SampleGridLog(log_images_steps)
 
     def bind(self, trainer: Any) -> None:
-        """Attach the trainer whose model is the policy; the frozen DiT/VAE move to its device."""
+        """Attach the trainer whose model is the policy; the frozen VAE (and the DiT unless it is offloaded) move to
+        its device."""
         self.trainer = trainer
-        for name in ("transformer", "vae"):
-            getattr(self.pipeline, name).to(trainer.accelerator.device)
+        self.pipeline.vae.to(trainer.accelerator.device)
+        if self.dit_offload is None:
+            self.pipeline.transformer.to(trainer.accelerator.device)
+
+    def render_device(self, model: Any = None) -> torch.device:
+        """Where the pipeline renders: the bound trainer's device, else `model`'s (evaluation), else the VAE's."""
+        if self.trainer is not None:
+            return torch.device(self.trainer.accelerator.device)
+        if model is not None:
+            return _model_device(model)
+        return _model_device(self.pipeline.vae)
 
     def _embeddings(
         self,
@@ -631,9 +819,46 @@ class PolicyRenderer:
             "seed": self.seed,
             "true_cfg_scale": self.true_cfg_scale,
         }
-        if images is None:
-            rendered = run_t2i(self.pipeline, embeds, mask, **common)
-        else:
-            rendered = run_edit(self.pipeline, list(images), embeds, mask, target_area=self.condition_area, **common)
+        # The DiT comes to the GPU only now, after the policy's gathered weights (ZeRO-3) were released above.
+        lend = self.dit_offload is not None
+        dit = self.dit_offload.lent(self.render_device(model)) if lend else contextlib.nullcontext()
+        with dit:
+            if images is None:
+                rendered = run_t2i(self.pipeline, embeds, mask, **common)
+            else:
+                rendered = run_edit(
+                    self.pipeline, list(images), embeds, mask, target_area=self.condition_area, **common
+                )
         self._key, self._images = key, rendered
+        if model is None:
+            self._log_samples(instructions, completion_ids, images, rendered, digests)
         return rendered
+
+    def _log_samples(
+        self,
+        instructions: Sequence[str],
+        completion_ids: Sequence[Sequence[int]],
+        images: Sequence[Image.Image] | None,
+        rendered: Sequence[Image.Image],
+        digests: Sequence[str],
+    ) -> None:
+        """The grid of this training render (see the class docstring), when one is due."""
+        trainer = self.trainer
+        if self.sample_log is None or trainer is None or not trainer.is_world_process_zero():
+            return
+        step = trainer.state.global_step + 1  # the optimizer step this generation feeds, numbered as the logs do
+        if not self.sample_log.due(step):
+            return
+        from core.plots import tensorboard_writer
+
+        rows: list[dict[str, Any]] = []
+        previous = None
+        for i, (instruction, ids, image) in enumerate(zip(instructions, completion_ids, rendered, strict=True)):
+            group = (instruction, digests[i] if digests else None)
+            if group != previous:  # TRL puts a prompt's generations next to each other
+                condition = None if images is None else images[i]
+                rows.append({"instruction": instruction, "condition": condition, "images": [], "completions": []})
+                previous = group
+            rows[-1]["images"].append(image)
+            rows[-1]["completions"].append(self.processor.decode(list(ids), skip_special_tokens=True))
+        self.sample_log.write(trainer.args.output_dir, step, rows, tensorboard_writer(trainer))

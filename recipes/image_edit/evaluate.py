@@ -35,7 +35,7 @@ from judging import (
 )
 from PIL import Image, ImageDraw
 
-from core.diffusion import PolicyRenderer, condition_images, template_system_prompt
+from core.diffusion import PolicyRenderer, condition_images, configure_vae, template_system_prompt
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient
 from core.judge_server import start_local_judge_if_asked
@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipeline, cfg = load_trained_pipeline(args.run_dir, device, edit=True)
     script = cfg["ScriptArguments"]
+    # The run's VAE memory switches (renders as training rendered them; runs from before these keys: off).
+    configure_vae(
+        pipeline, script.get("vae_tiling", False), script.get("vae_slicing", False), script.get("vae_tile_size")
+    )
     prompts = load_prompts(args.judge_prompts_from or script.get("judge_prompts_from"))
     processor, model = pipeline.processor, pipeline.text_encoder
     data = build_dataset(
@@ -109,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         script.get("edit_width"),
         script["true_cfg_scale"],
         area,
+        offload_dit=script.get("offload_dit", False),
     )
     edited = renderer.render([r["instruction"] for r in rows], completion_ids, images, model=model)
     instructions = [r["instruction"] for r in rows]

@@ -71,6 +71,36 @@ class ScriptArguments(JudgeArguments):
         default=1.0, metadata={"help": "Pipeline CFG scale; 1.0 renders without a negative prompt (half the cost)."}
     )
     render_seed: int = field(default=0, metadata={"help": "Noise seed of every rendered edit (fair comparisons)."})
+    vae_tiling: bool = field(
+        default=False,
+        metadata={
+            "help": "Encode/decode with the VAE tile by tile (256 px tiles, 64 px blended overlap; diffusers' "
+            "AutoencoderKLQwenImage.enable_tiling): VAE memory stops growing with the image area."
+        },
+    )
+    vae_slicing: bool = field(
+        default=False, metadata={"help": "Encode/decode one image of a batch at a time (same images, less memory)."}
+    )
+    vae_tile_size: int | None = field(
+        default=None,
+        metadata={"help": "VAE tile side in pixels (multiple of 8; stride 3/4 of it). Default: diffusers' 256."},
+    )
+    offload_dit: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the frozen DiT (~41 GB bf16) in host memory and copy it to the GPU for each reward render "
+            "only: frees it while the policy generates and trains, costs one host-to-device copy per render and "
+            "~41 GB of host RAM per rank."
+        },
+    )
+    log_images_steps: int = field(
+        default=10,
+        metadata={
+            "help": "Every N optimizer steps, rank 0 writes a grid of the images it rendered to "
+            "<output_dir>/samples/step-XXXXX.png (+ .json with the completions) and to TensorBoard when report_to "
+            "includes it. 0: off."
+        },
+    )
     condition_area: int | None = field(
         default=None,
         metadata={
@@ -92,7 +122,14 @@ def main() -> None:
 
     # The pipeline's own text encoder is the policy: its images always reflect the weights being trained.
     pipeline = load_pipeline(
-        model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype), device=training_args.device, edit=True
+        model_args.model_name_or_path,
+        dtype=torch_dtype(model_args.dtype),
+        device=training_args.device,
+        edit=True,
+        vae_tiling=script_args.vae_tiling,
+        vae_slicing=script_args.vae_slicing,
+        vae_tile_size=script_args.vae_tile_size,
+        offload_dit=script_args.offload_dit,  # the DiT is not moved to the GPU at all; the renderer lends it
     )
     model, processor = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.processor
     set_pixel_bounds(processor, model_args.min_pixels, model_args.max_pixels)
@@ -116,6 +153,8 @@ def main() -> None:
         script_args.edit_width,
         script_args.true_cfg_scale,
         area,
+        offload_dit=script_args.offload_dit,
+        log_images_steps=script_args.log_images_steps,
     )
     reward_funcs = build_reward_funcs(script_args.reward_funcs, renderer, judge, prompts, script_args.judge_samples)
 

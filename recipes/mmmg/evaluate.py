@@ -32,7 +32,7 @@ from protocol import (
     report,
 )
 
-from core.diffusion import PolicyRenderer, template_system_prompt
+from core.diffusion import PolicyRenderer, configure_vae, template_system_prompt
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient
 from core.judge_server import start_local_judge_if_asked
@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipeline, cfg = load_trained_pipeline(args.run_dir, device, edit=False)
     script = cfg["ScriptArguments"]
+    # The run's VAE memory switches (renders as training rendered them; runs from before these keys: off).
+    configure_vae(
+        pipeline, script.get("vae_tiling", False), script.get("vae_slicing", False), script.get("vae_tile_size")
+    )
     model, tokenizer = pipeline.text_encoder, pipeline.tokenizer
     data = build_dataset(
         resolve_dataset_source(args.dataset or script["dataset"], RECIPE_DIR),
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         script.get("image_height"),
         script.get("image_width"),
         script["true_cfg_scale"],
+        offload_dit=script.get("offload_dit", False),
     )
     images = renderer.render([r["text"] for r in rows], completion_ids, model=model)
     graphs = [json.loads(r["knowledge_graph"]) for r in rows]

@@ -50,6 +50,36 @@ class ScriptArguments(JudgeArguments):
     image_width: int | None = field(default=None, metadata={"help": "Rendered width (default: the pipeline's)."})
     true_cfg_scale: float = field(default=1.0, metadata={"help": "CFG scale; 1.0 renders without a negative prompt."})
     render_seed: int = field(default=0, metadata={"help": "Noise seed of every rendered image."})
+    vae_tiling: bool = field(
+        default=False,
+        metadata={
+            "help": "Encode/decode with the VAE tile by tile (256 px tiles, 64 px blended overlap; diffusers' "
+            "AutoencoderKLQwenImage.enable_tiling): VAE memory stops growing with the image area."
+        },
+    )
+    vae_slicing: bool = field(
+        default=False, metadata={"help": "Encode/decode one image of a batch at a time (same images, less memory)."}
+    )
+    vae_tile_size: int | None = field(
+        default=None,
+        metadata={"help": "VAE tile side in pixels (multiple of 8; stride 3/4 of it). Default: diffusers' 256."},
+    )
+    offload_dit: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the frozen DiT (~41 GB bf16) in host memory and copy it to the GPU for each reward render "
+            "only: frees it while the policy generates and trains, costs one host-to-device copy per render and "
+            "~41 GB of host RAM per rank."
+        },
+    )
+    log_images_steps: int = field(
+        default=10,
+        metadata={
+            "help": "Every N optimizer steps, rank 0 writes a grid of the images it rendered to "
+            "<output_dir>/samples/step-XXXXX.png (+ .json with the completions) and to TensorBoard when report_to "
+            "includes it. 0: off."
+        },
+    )
     readability: bool = field(
         default=False,
         metadata={"help": "Multiply by MMMG's readability term R (needs SAM2 weights for region counts; off)."},
@@ -70,7 +100,14 @@ def main() -> None:
 
     # The pipeline's own text encoder is the policy: its images always reflect the weights being trained.
     pipeline = load_pipeline(
-        model_args.model_name_or_path, dtype=torch_dtype(model_args.dtype), device=training_args.device, edit=False
+        model_args.model_name_or_path,
+        dtype=torch_dtype(model_args.dtype),
+        device=training_args.device,
+        edit=False,
+        vae_tiling=script_args.vae_tiling,
+        vae_slicing=script_args.vae_slicing,
+        vae_tile_size=script_args.vae_tile_size,
+        offload_dit=script_args.offload_dit,  # the DiT is not moved to the GPU at all; the renderer lends it
     )
     model, tokenizer = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.tokenizer
     train_dataset = build_dataset(
@@ -90,6 +127,8 @@ def main() -> None:
         script_args.image_height,
         script_args.image_width,
         script_args.true_cfg_scale,
+        offload_dit=script_args.offload_dit,
+        log_images_steps=script_args.log_images_steps,
     )
     reward_funcs = build_reward_funcs(script_args.reward_funcs, renderer, judge)
 

@@ -1,6 +1,7 @@
 """Load a supported VLM and its processor the same way in every recipe.
 
-Families: Qwen2.5-VL, Qwen3-VL and Gemma-3 (vision). `tiny:<family>` ids resolve to generated offline checkpoints.
+Families: Qwen2.5-VL, Qwen3-VL and Gemma-3 (vision). `tiny:<family>` ids resolve to generated offline checkpoints;
+`random:<hub id>` ids to the real architecture with random weights (core.architectures: no download).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 from trl.trainer.utils import get_quantization_config
 
+from core.architectures import build_model, is_random, random_model_dir
 from core.config import VLMModelConfig
 from core.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.lora import expose_vision_input_embeddings
@@ -25,9 +27,14 @@ SUPPORTED_FAMILIES = ("qwen2_5_vl", "qwen3_vl", "gemma3")
 DYNAMIC_RESOLUTION_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 
 
+def model_path(name_or_path: str) -> str:
+    """Where a model's files are: a tiny checkpoint, a random:<id> folder (config + processor), or the name as is."""
+    return random_model_dir(name_or_path) if is_random(name_or_path) else resolve_model_path(name_or_path)
+
+
 def model_family(name_or_path: str) -> str:
     """The `model_type` of a checkpoint, checked against the families the recipes support."""
-    config = AutoConfig.from_pretrained(resolve_model_path(name_or_path))
+    config = AutoConfig.from_pretrained(model_path(name_or_path))
     family = config.model_type
     if family not in SUPPORTED_FAMILIES:
         raise ValueError(f"{name_or_path} is a {family!r} model; supported families: {', '.join(SUPPORTED_FAMILIES)}")
@@ -68,7 +75,7 @@ def set_pixel_bounds(processor: ProcessorMixin, min_pixels: int | None, max_pixe
 
 def load_processor(model_args: VLMModelConfig, padding_side: str = "left") -> ProcessorMixin:
     """Processor with the configured pixel bounds; left padding because GRPO generates from batched prompts."""
-    path = resolve_model_path(model_args.model_name_or_path)
+    path = model_path(model_args.model_name_or_path)
     processor = AutoProcessor.from_pretrained(path, revision=model_args.model_revision, padding_side=padding_side)
     set_pixel_bounds(processor, model_args.min_pixels, model_args.max_pixels)
     return processor
@@ -96,10 +103,21 @@ def model_init_kwargs(model_args: VLMModelConfig) -> dict[str, Any]:
 def load_model(model_args: VLMModelConfig) -> PreTrainedModel:
     """The policy model, on CPU until the trainer places it (DeepSpeed and DDP need device_map=None)."""
     if not model_args.model_name_or_path:
-        raise ValueError("model_name_or_path is required (a hub id, a local path or tiny:<family>)")
+        raise ValueError("model_name_or_path is required (a hub id, a local path, tiny:<family> or random:<hub id>)")
     family = model_family(model_args.model_name_or_path)
-    path = resolve_model_path(model_args.model_name_or_path)
-    model = AutoModelForImageTextToText.from_pretrained(path, **model_init_kwargs(model_args))
+    path = model_path(model_args.model_name_or_path)
+    if is_random(model_args.model_name_or_path):
+        # The real architecture with random weights (no download), built on CPU like a loaded checkpoint; the folder's
+        # config carries special-token ids that match its processor.
+        kwargs = model_init_kwargs(model_args)
+        if "quantization_config" in kwargs:
+            raise ValueError("random:<id> models are built unquantised: set load_in_4bit/load_in_8bit false")
+        dtype = kwargs["dtype"] if kwargs["dtype"] != "auto" else torch.bfloat16
+        model = build_model(
+            model_args.model_name_or_path, device="cpu", dtype=dtype, config=AutoConfig.from_pretrained(path)
+        )
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(path, **model_init_kwargs(model_args))
     logger.info("loaded %s (%s) from %s", type(model).__name__, family, path)
     if model_args.train_vision:
         # Qwen3-VL's vision tower names no input embedding, so under reentrant checkpointing its LoRA would get no

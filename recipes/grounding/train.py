@@ -27,6 +27,7 @@ from core.backends import check_backend
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor, model_family
+from core.plan import warn_if_over_budget
 from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
@@ -78,6 +79,7 @@ def build_datasets(script_args: ScriptArguments, processor: Any) -> tuple[Datase
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
     check_backend("transformers", model_args, training_args)  # before anything loads
+    warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
     resume = setup_run(training_args, script_args, model_args)
 
     # Data and rewards are checked before the model loads: a bad row fails in seconds, not after the weights.

@@ -23,6 +23,7 @@ from core.judge_server import start_local_judge_if_asked
 from core.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import set_pixel_bounds, torch_dtype
+from core.plan import warn_if_over_budget
 from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
@@ -113,6 +114,7 @@ class ScriptArguments(JudgeArguments):
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
     check_backend("transformers", model_args, training_args, text_encoder_policy=True)  # before anything loads
+    warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
     prompts = load_prompts(script_args.judge_prompts_from)  # a wrong path fails here, before anything loads
     local_judge = start_local_judge_if_asked(script_args)  # `judge_base_url: local` (smoke runs, demo)
     # A misconfigured judge fails here, before any model is loaded.

@@ -20,6 +20,7 @@ from core.backends import BACKENDS, check_backend, load_unsloth_policy, unsloth_
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
+from core.plan import warn_if_over_budget
 from core.rewards import check_rewards_can_score
 from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
@@ -89,6 +90,7 @@ class ScriptArguments:
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments, aliases=ALIASES)
     check_backend(script_args.backend, model_args, training_args)  # no GPU for unsloth: stop before anything loads
+    warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
     resume = setup_run(training_args, script_args, model_args)
 
     reward_cfg = RewardConfig.from_object(script_args)

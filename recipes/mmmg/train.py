@@ -21,6 +21,7 @@ from core.judge_server import start_local_judge_if_asked
 from core.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import torch_dtype
+from core.plan import warn_if_over_budget
 from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
@@ -89,6 +90,7 @@ class ScriptArguments(JudgeArguments):
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments)
     check_backend("transformers", model_args, training_args, text_encoder_policy=True)  # before anything loads
+    warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
     if script_args.readability:
         raise SystemExit(
             "readability needs SAM2 region counts, which this recipe does not ship (see README); set readability: false"

@@ -18,6 +18,7 @@ from core.backends import check_backend
 from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
+from core.plan import warn_if_over_budget
 from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
@@ -108,6 +109,7 @@ def build_datasets(script_args: ScriptArguments, image_patch_size: int = 14) -> 
 def main() -> None:
     script_args, training_args, model_args = parse_config(ScriptArguments, aliases=ORIGINAL_NAMES)
     check_backend("transformers", model_args, training_args, video=True)  # before anything loads
+    warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
     if training_args.reward_weights is None:
         weights = {
             "format_reward": script_args.format_reward_weight,

@@ -569,6 +569,33 @@ class Plan:
     def fits(self) -> bool:
         return self.total_gb <= self.launch.gpu_memory_gb
 
+    def markdown(self) -> str:
+        """The same plan as Markdown (component table, phase peaks, verdict, assumptions), for README sections."""
+        launch = self.launch
+        zero = f"DeepSpeed ZeRO-{launch.zero_stage}" if launch.zero_stage else "no DeepSpeed"
+        lines = [
+            f"Per GPU: {self.model}, {launch.num_gpus} GPU(s), {zero}, {launch.gpu_memory_gb:g} GB cards "
+            "(GB = 2^30 bytes).",
+            "",
+            "| component | GB | when |",
+            "|---|---:|---|",
+        ]
+        for item in self.items:
+            note = f" ({item.note})" if item.note else ""
+            lines.append(f"| {item.name}{note} | {item.gb:.2f} | {item.phase} |")
+        for phase, gb in self.phase_totals().items():
+            lines.append(f"| peak during {phase} | {gb:.2f} | |")
+        verdict = "fits" if self.fits else "does not fit"
+        lines.append(
+            f"| **total (peak per GPU, during {self.peak_phase})** | **{self.total_gb:.1f}** | "
+            f"**{verdict} in {launch.gpu_memory_gb:g} GB** |"
+        )
+        if self.changes:
+            lines += ["", "Changes, cheapest first (new peak per GPU):", ""]
+            lines += [f"- {label}: {gb:.1f} GB" for label, gb in self.changes]
+        lines += ["", "Assumptions:", ""] + [f"- {a}" for a in self.assumptions]
+        return "\n".join(lines)
+
     def format(self) -> str:
         launch = self.launch
         zero = f"DeepSpeed ZeRO-{launch.zero_stage}" if launch.zero_stage else "no DeepSpeed"
@@ -661,6 +688,9 @@ def plan_run(script_args: Any, training_args: Any, model_args: Any, launch: Laun
     if zero == 3 and not four_bit:
         weights /= n
         note += f", ZeRO-3 shard 1/{n}"
+        if launch.offload_param:
+            weights = 0.0
+            note += ", offloaded to CPU (offload_param_device)"
     policy_label = "policy weights" + (" (Qwen-Image text encoder = policy)" if pipe else "")
     if unsloth and training_args.use_vllm:
         note += "; shared with Unsloth's vLLM engine, inside its reservation below"
@@ -1277,6 +1307,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--images_per_prompt", type=int, default=1, help="images per prompt (image recipes; default 1)")
     parser.add_argument("--what_if", action="store_true", help="list the changes and their peaks even when it fits")
+    parser.add_argument("--markdown", action="store_true", help="print the plan as Markdown (README sections)")
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING)
     config = Path(args.config)
@@ -1303,7 +1334,7 @@ def main(argv: list[str] | None = None) -> int:
         launch,
         always=args.what_if,
     )
-    print(plan.format())
+    print(plan.markdown() if args.markdown else plan.format())
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -63,8 +64,16 @@ def test_cli_prints_a_breakdown_for_every_recipe(recipe: str) -> None:
         assert needle in out, f"{needle!r} missing:\n{out}"
     if recipe in ("image_edit", "mmmg"):
         assert "frozen DiT" in out and "frozen VAE" in out
-    total = float(next(line for line in out.splitlines() if line.startswith("total (peak")).split()[-1])
+    total_line = next(line for line in out.splitlines() if line.startswith("total (peak"))
+    total = float(total_line.split()[-1])
     assert 5 < total < 200
+    # the README's memory section is this plan (python -m core.plan CONFIG --markdown), not a hand-written estimate
+    readme = (RECIPES_DIR / recipe / "README.md").read_text()
+    phase = total_line.split("during ")[1].split(")")[0]
+    assert f"python -m core.plan recipes/{recipe}/config.yaml --markdown" in readme
+    match = re.search(r"\| \*\*total \(peak per GPU, during (\w+)\)\*\* \| \*\*([\d.]+)\*\* \|", readme)
+    assert match, "no planner table in the README"
+    assert match.group(1) == phase and abs(float(match.group(2)) - total) <= 0.051, "regenerate the README table"
 
 
 def test_verdict_flips_when_the_card_shrinks() -> None:

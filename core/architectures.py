@@ -524,7 +524,10 @@ def random_model_dir(name: str) -> str:
     facts = architecture(name)
     if facts["kind"] != "vlm":
         raise ValueError(f"{_hub_id(name)} is a diffusers pipeline: build it with build_pipeline, not as a folder")
-    target = _cache_root() / f"{_hub_id(name).replace('/', '--')}-v{RANDOM_VERSION}"
+    from core.tiny import TINY_VERSION
+
+    # the borrowed processor comes from a tiny checkpoint: a new tiny generation gets a new folder
+    target = _cache_root() / f"{_hub_id(name).replace('/', '--')}-v{RANDOM_VERSION}-tiny{TINY_VERSION}"
     if (target / "config.json").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)

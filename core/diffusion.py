@@ -26,6 +26,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -55,6 +56,43 @@ RANDOM_PREFIX = "random:"
 # ---------------------------------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class RenderMemoryArguments:
+    """Memory switches of the reward renderer (VAE tiling/slicing, DiT offload) and the rendered-image log, shared by
+    the recipes that render with a Qwen-Image pipeline (image_edit, mmmg); every field is a YAML key and a `--flag`."""
+
+    vae_tiling: bool = field(
+        default=False,
+        metadata={
+            "help": "Encode/decode with the VAE tile by tile (256 px tiles, 64 px blended overlap; diffusers' "
+            "AutoencoderKLQwenImage.enable_tiling): VAE memory stops growing with the image area."
+        },
+    )
+    vae_slicing: bool = field(
+        default=False, metadata={"help": "Encode/decode one image of a batch at a time (same images, less memory)."}
+    )
+    vae_tile_size: int | None = field(
+        default=None,
+        metadata={"help": "VAE tile side in pixels (multiple of 8; stride 3/4 of it). Default: diffusers' 256."},
+    )
+    offload_dit: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the frozen DiT (~41 GB bf16) in host memory and copy it to the GPU for each reward render "
+            "only: frees it while the policy generates and trains, costs one host-to-device copy per render and "
+            "~41 GB of host RAM per rank."
+        },
+    )
+    log_images_steps: int = field(
+        default=10,
+        metadata={
+            "help": "Every N optimizer steps, rank 0 writes a grid of the images it rendered to "
+            "<output_dir>/samples/step-XXXXX.png (+ .json with the completions) and to TensorBoard when report_to "
+            "includes it. 0: off."
+        },
+    )
 
 
 def load_pipeline(

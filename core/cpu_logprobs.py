@@ -22,31 +22,98 @@ import torch
 _TOKEN_CHUNK = 256  # tokens per full-logits block: 256 x 151,936 x 4 B = 156 MB at Qwen's vocabulary
 
 
-def _statistics(
+def _logits(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
-    targets: torch.Tensor,
     temperature: float,
     softcap: float | None,
     logit_scale: float,
-    outputs: tuple[str, ...],
-) -> tuple[torch.Tensor | None, ...]:
+) -> torch.Tensor:
+    """[tokens, H] -> transformed float32 logits [tokens, V]."""
     z = hidden.float() @ weight.float().t()
     if bias is not None:
-        z = z + bias.float()
-    z = z * logit_scale
+        z += bias.float()
+    if logit_scale != 1.0:
+        z *= logit_scale
     if softcap is not None:
-        z = softcap * torch.tanh(z / softcap)
-    z = z / temperature
-    log_p = torch.log_softmax(z, dim=-1)
-    log_probs = log_p.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_p.exp() * log_p).sum(-1) if "entropy" in outputs else None
-    with torch.no_grad():
-        log_sum_sq = torch.logsumexp(2 * log_p, dim=-1) if "log_sum_sq_probs" in outputs else None
-        mean_logits = z.mean(-1) if "mean_logits" in outputs else None
-        is_top1 = z.argmax(-1) == targets if "is_top1" in outputs else None
-    return log_probs, entropy, log_sum_sq, mean_logits, is_top1
+        z = torch.tanh(z.div_(softcap)).mul_(softcap)
+    if temperature != 1.0:
+        z /= temperature
+    return z
+
+
+class _ChunkedStatistics(torch.autograd.Function):
+    """Forward folds the vocabulary one token chunk at a time and keeps only per-token results; backward recomputes
+    each chunk's logits (as TRL's kernel does), so no [tokens, vocab] tensor outlives its chunk. Gradients flow
+    through `log_probs` and `entropy`, the two statistics the GRPO loss uses: with log p = z - lse,
+    d log p[t] / dz = onehot(t) - p and d H / dz = -p (log p + H)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature, softcap, logit_scale):  # noqa: ANN001
+        n = hidden.shape[0]
+        log_probs = hidden.new_empty(n, dtype=torch.float32)
+        lse = torch.empty_like(log_probs)
+        entropy = torch.empty_like(log_probs)
+        log_sum_sq = torch.empty_like(log_probs)
+        mean_logits = torch.empty_like(log_probs)
+        is_top1 = torch.empty(n, dtype=torch.bool, device=hidden.device)
+        for i in range(0, n, _TOKEN_CHUNK):
+            rows = slice(i, i + _TOKEN_CHUNK)
+            z = _logits(hidden[rows], weight, bias, temperature, softcap, logit_scale)
+            top, top_index = z.max(-1)
+            is_top1[rows] = top_index == targets[rows]  # first arg-max, as torch.argmax
+            mean_logits[rows] = z.mean(-1)
+            e = torch.exp(z - top.unsqueeze(-1))
+            total = e.sum(-1)
+            lse[rows] = top + total.log()
+            log_probs[rows] = z.gather(-1, targets[rows].long().unsqueeze(-1)).squeeze(-1) - lse[rows]
+            entropy[rows] = lse[rows] - torch.linalg.vecdot(e, z) / total
+            log_sum_sq[rows] = torch.linalg.vecdot(e, e).log() - 2 * total.log()
+        ctx.save_for_backward(hidden, weight, bias, targets, lse, entropy)
+        ctx.set_materialize_grads(False)  # None, not zeros, for outputs the loss does not use
+        ctx.transform = (temperature, softcap, logit_scale)
+        ctx.mark_non_differentiable(log_sum_sq, mean_logits, is_top1)
+        return log_probs, entropy, log_sum_sq, mean_logits, is_top1
+
+    @staticmethod
+    def backward(ctx, grad_log_probs, grad_entropy, *_unused):  # noqa: ANN001, ANN205
+        hidden, weight, bias, targets, lse, entropy = ctx.saved_tensors
+        temperature, softcap, logit_scale = ctx.transform
+        grad_hidden = torch.zeros_like(hidden, dtype=torch.float32)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32)
+        grad_bias = None if bias is None else torch.zeros_like(bias, dtype=torch.float32)
+        for i in range(0, hidden.shape[0], _TOKEN_CHUNK):
+            rows = slice(i, i + _TOKEN_CHUNK)
+            h = hidden[rows].float()
+            z = _logits(hidden[rows], weight, bias, temperature, softcap, logit_scale)
+            log_p = z - lse[rows].unsqueeze(-1)
+            p = log_p.exp()
+            if grad_entropy is not None:  # dH/dz = -p (log p + H)
+                grad_z = log_p.add_(entropy[rows].unsqueeze(-1)).mul_(p).mul_(-grad_entropy[rows].unsqueeze(-1))
+            else:
+                grad_z = torch.zeros_like(z)
+            if grad_log_probs is not None:  # d log p[t]/dz = onehot(t) - p
+                g = grad_log_probs[rows].unsqueeze(-1)
+                grad_z.sub_(p.mul_(g))
+                grad_z.scatter_add_(-1, targets[rows].long().unsqueeze(-1), g)
+            # z = c tanh(x s / c) / T  ->  dz/dx = (s / T)(1 - (z T / c)^2);  z = x s / T  ->  dz/dx = s / T
+            if softcap is not None:
+                grad_z.mul_(1 - (z * (temperature / softcap)).square_())
+            grad_x = grad_z.mul_(logit_scale / temperature)
+            grad_hidden[rows] = grad_x @ weight.float()
+            grad_weight.addmm_(grad_x.t(), h)
+            if grad_bias is not None:
+                grad_bias.add_(grad_x.sum(0))
+        return (
+            grad_hidden.to(hidden.dtype),
+            grad_weight.to(weight.dtype),
+            None if grad_bias is None else grad_bias.to(bias.dtype),
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def chunked_logprobs(
@@ -65,22 +132,9 @@ def chunked_logprobs(
     float32 (is_top1 bool). `chunk_size` (TRL's vocabulary chunk) is accepted and unused: whole rows are computed for
     `_TOKEN_CHUNK` tokens at a time."""
     del chunk_size
-    parts = [
-        _statistics(
-            hidden[i : i + _TOKEN_CHUNK],
-            weight,
-            bias,
-            targets[i : i + _TOKEN_CHUNK],
-            temperature,
-            final_logit_softcapping,
-            logit_scale,
-            outputs,
-        )
-        for i in range(0, hidden.shape[0], _TOKEN_CHUNK)
-    ]
-    if not parts:  # no valid position: empty outputs still connected to the graph, as TRL's masked_scatter expects
-        parts = [_statistics(hidden, weight, bias, targets, temperature, final_logit_softcapping, logit_scale, outputs)]
-    return tuple(None if part[0] is None else torch.cat(list(part)) for part in zip(*parts, strict=True))
+    names = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+    results = _ChunkedStatistics.apply(hidden, weight, bias, targets, temperature, final_logit_softcapping, logit_scale)
+    return tuple(r if name == "log_probs" or name in outputs else None for name, r in zip(names, results, strict=True))
 
 
 class DeviceDispatch:

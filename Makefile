@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# pytest-xdist processes for `make test`: the tests are mostly single-threaded Python and subprocesses
+TEST_WORKERS ?= 2
 RUN := outputs/demo-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: install demo test lint
@@ -34,7 +36,7 @@ demo: install
 	@echo "Real training:   bash recipes/grounding/run_8gpu.sh   (see README.md for every recipe)"
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -365,7 +365,7 @@ def check_drop_count(pipeline: Any, on_mismatch: Literal["fix", "warn", "raise"]
         if on_mismatch == "raise":
             raise ValueError(message)
         if on_mismatch == "fix":
-            logger.warning("%s; using %d (expected for non-Qwen tokenizers such as the tiny ones)", message, computed)
+            logger.warning("%s; using %d (expected for tokenizers other than Qwen2.5-VL's)", message, computed)
             pipeline.prompt_template_encode_start_idx = computed
         else:
             logger.warning(message)

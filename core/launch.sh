@@ -3,7 +3,8 @@
 #   bash core/launch.sh RECIPE_DIR [train.py flags ...]
 # Environment:
 #   NUM_GPUS           processes per machine (default 8; 2 with SMOKE=1)
-#   NUM_MACHINES       machines (default 1); MACHINE_RANK (default 0); MAIN_PROCESS_IP; MAIN_PROCESS_PORT (29500)
+#   NUM_MACHINES       machines (default 1); MACHINE_RANK (default 0); MAIN_PROCESS_IP; MAIN_PROCESS_PORT (29500 across
+#                      machines; on one machine a free port, so two runs on one node do not collide)
 #   SMOKE=1            CPU run of the recipe's config_smoke.yaml under the same launcher and DeepSpeed config
 #   CONFIG             training YAML (default RECIPE_DIR/config.yaml, or config_smoke.yaml with SMOKE=1)
 #   ACCELERATE_CONFIG  accelerate/DeepSpeed file (default RECIPE_DIR/deepspeed_zero2.yaml)
@@ -41,7 +42,14 @@ accelerate_config=${ACCELERATE_CONFIG:-$recipe_dir/deepspeed_zero2.yaml}
 num_machines=${NUM_MACHINES:-1}
 machine_rank=${MACHINE_RANK:-0}
 main_ip=${MAIN_PROCESS_IP:-127.0.0.1}
-main_port=${MAIN_PROCESS_PORT:-29500}
+if [[ -n "${MAIN_PROCESS_PORT:-}" ]]; then
+  main_port=$MAIN_PROCESS_PORT
+elif [[ "$num_machines" == "1" ]]; then  # a port nothing listens on now, as torchrun --standalone picks one
+  main_port=$((20000 + RANDOM % 40000))
+  while (: <"/dev/tcp/127.0.0.1/$main_port") 2>/dev/null; do main_port=$((20000 + RANDOM % 40000)); done
+else
+  main_port=29500
+fi
 
 # --output_dir given on the command line wins over RUN_NAME and the config (argparse keeps the last value).
 output_dir=""

@@ -35,20 +35,19 @@ import argparse
 import copy
 import dataclasses
 import functools
-import importlib.util
 import json
 import logging
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.recipe_modules import load_recipe_module
+
 logger = logging.getLogger(__name__)
 
 GiB = 1024**3
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # --- fixed assumptions (each printed with the plan) ------------------------------------------------------------------
 CUDA_CONTEXT_GB = 1.0  # CUDA context, cuBLAS/NCCL workspaces: outside torch's allocator (typically 0.5-1.5 GB)
@@ -1129,38 +1128,6 @@ def with_changes(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _load_recipe_train(recipe_dir: Path) -> Any:
-    """Import recipes/<r>/train.py with its folder first on sys.path and sibling module names set aside (recipes
-    import `data`, `rewards` by plain name), restoring sys.path and sys.modules afterwards."""
-    siblings = {p.stem for p in recipe_dir.glob("*.py")} | {
-        p.name for p in recipe_dir.iterdir() if (p / "__init__.py").is_file()
-    }
-
-    def is_sibling(name: str) -> bool:
-        return name.split(".", 1)[0] in siblings
-
-    set_aside = {k: sys.modules.pop(k) for k in list(sys.modules) if is_sibling(k)}
-    sys.path.insert(0, str(recipe_dir))
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.append(str(REPO_ROOT))
-    module_name = f"_plan_{recipe_dir.name}_train"
-    spec = importlib.util.spec_from_file_location(module_name, recipe_dir / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(module_name, None)
-        raise
-    finally:
-        sys.path.remove(str(recipe_dir))
-        for key in [k for k in sys.modules if is_sibling(k)]:
-            sys.modules.pop(key)
-        sys.modules.update(set_aside)
-    return module
-
-
 def parse_recipe_config(config: str | Path, extra: list[str] | None = None, num_gpus: int = 8) -> tuple[Any, Any, Any]:
     """(script_args, training_args, model_args) as the recipe's train.py would parse `--config config extra...` on
     `num_gpus` processes (GRPOConfig checks the generation batch against the world size it sees), on any machine."""
@@ -1171,7 +1138,7 @@ def parse_recipe_config(config: str | Path, extra: list[str] | None = None, num_
     config = Path(config)
     recipe_dir = config.resolve().parent
     if (recipe_dir / "train.py").is_file():
-        train = _load_recipe_train(recipe_dir)
+        train = load_recipe_module(recipe_dir, "train")
         script_cls = train.ScriptArguments
         aliases = getattr(train, "ALIASES", None) or getattr(train, "ORIGINAL_NAMES", None) or {}
     else:

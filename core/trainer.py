@@ -125,6 +125,51 @@ class UnscoredStepGuard:
             )
 
 
+class NoSignalWatch:
+    """Counts generation batches in which every group's rewards were identical (TRL's `frac_reward_zero_std` = 1).
+
+    Then every advantage is 0 and the rewards give no gradient: the loss, `grad_norm` 0 and an unchanged adapter are
+    the only traces. A model that never writes an answer the rewards can tell apart (a random tiny model; a base model
+    that ignores the answer format) trains nothing, and without this the run looks like it succeeded. The trainer
+    warns once after `warn_after` such batches in a row and says at the end how many batches had no signal.
+    """
+
+    def __init__(self, warn_after: int = 3) -> None:
+        self.warn_after = warn_after
+        self.in_a_row = 0
+        self.total = 0
+        self.batches = 0
+        self.warned = False
+
+    def update(self, frac_zero_std: float, reward_stds: dict[str, float]) -> None:
+        self.batches += 1
+        if frac_zero_std < 1.0:
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.total += 1
+        if self.in_a_row >= self.warn_after and not self.warned:
+            self.warned = True
+            flat = ", ".join(f"{name} std {std:.3g}" for name, std in reward_stds.items())
+            logger.warning(
+                "no learning signal: in %d generation batches in a row every group of completions got identical "
+                "rewards (frac_reward_zero_std = 1; %s), so every advantage is 0 and the rewards give no gradient. "
+                "Usually the model never writes an answer the rewards can tell apart (a random tiny model, or a model "
+                "that does not follow the answer format): read a few completions, check each reward on them, or "
+                "raise temperature / num_generations.",
+                self.in_a_row,
+                flat,
+            )
+
+    def summary(self) -> str | None:
+        if not self.total:
+            return None
+        return (
+            f"{self.total} of {self.batches} generation batches had no learning signal (identical rewards in every "
+            "group, zero advantages)" + (": the rewards never moved the policy" if self.total == self.batches else "")
+        )
+
+
 class VLMGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         training_args = kwargs.get("args")
@@ -135,6 +180,7 @@ class VLMGRPOTrainer(GRPOTrainer):
             super().__init__(*args, **kwargs)
         self.add_callback(RewardPlotCallback())
         self.add_callback(GenerationBoundaryCallback())
+        self.no_signal = NoSignalWatch()
         self.unscored_guard = UnscoredStepGuard(
             list(self.reward_func_names), int(getattr(self.args, "max_unscored_steps", 5))
         )
@@ -210,6 +256,22 @@ class VLMGRPOTrainer(GRPOTrainer):
         return encode_prompts(self.processing_class, prompts, videos=videos, fps=fps, **self.chat_template_kwargs)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = self._sample_and_score(inputs)
+        metrics = self._metrics["train"]
+        if self.model.training and self.accelerator.is_main_process and metrics.get("frac_reward_zero_std"):
+            stds = {name: metrics[f"rewards/{name}/std"][-1] for name in self.reward_func_names}
+            self.no_signal.update(metrics["frac_reward_zero_std"][-1], stds)
+        return output
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            summary = self.no_signal.summary()
+            if summary and self.accelerator.is_main_process:
+                logger.warning(summary)
+
+    def _sample_and_score(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         if not inputs or VIDEO_COLUMN not in inputs[0]:
             if self.use_vllm:  # vLLM's processor and the trainer's then see the same pixels, hence the same tokens
                 inputs = fit_images_to_processor(self.processing_class, inputs)

@@ -167,9 +167,13 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def bar_label(row: dict[str, float]) -> str:
+    """A bar's label, "accuracy (right/count)": a group at 0 reads "0.00 (0/5)" instead of as a missing bar."""
+    return f"{row['accuracy']:.2f} ({round(row['accuracy'] * row['count'])}/{row['count']})"
+
+
 def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
-    """One horizontal bar panel per grouping, overall accuracy as a dashed line; each bar labelled with its accuracy
-    and right/count, so a group at 0 reads "0.00 (0/5)" rather than as a missing bar."""
+    """One horizontal bar panel per grouping, overall accuracy as a dashed line, each bar with its `bar_label`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,14 +186,7 @@ def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
         values = [row["accuracy"] for row in table.values()]
         ax.barh(labels, values, color="#4c72b0")
         for y, row in enumerate(table.values()):
-            right = round(row["accuracy"] * row["count"])
-            ax.text(
-                min(row["accuracy"], 0.62) + 0.02,
-                y,
-                f"{row['accuracy']:.2f} ({right}/{row['count']})",
-                va="center",
-                fontsize=8,
-            )
+            ax.text(min(row["accuracy"], 0.62) + 0.02, y, bar_label(row), va="center", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         ax.axvline(metrics["accuracy"], color="k", linestyle="--", linewidth=1)
         ax.set_xlim(0, 1)

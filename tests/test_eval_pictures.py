@@ -114,7 +114,7 @@ def test_grounding_grid_draws_the_predicted_box_point_and_nothing_parsed(tmp_pat
     records = [
         grounding_record([100, 40, 180, 90], completion="[100, 40, 180, 90]", iou=0.0),
         grounding_record([150, 30], completion="(150, 30)"),
-        grounding_record(None, completion="It is the round thing on the left."),
+        grounding_record(None, solution=(30, 0, 90, 20), completion="It is the round thing on the left."),
     ]
     path = tmp_path / "predictions.png"
     boxes = G.draw_grid(records, [picture(size)] * 3, path)
@@ -136,8 +136,10 @@ def test_grounding_grid_draws_the_predicted_box_point_and_nothing_parsed(tmp_pat
 
     none_region, _ = image_region(image, boxes[2], size)
     assert count(none_region, G.PRED_COLOUR) == 0  # nothing parsed: no predicted mark ...
-    assert count(none_region[:21], G.NOTHING_COLOUR) > 500  # ... but the grey "nothing parsed" banner
-    assert count(none_region, G.TRUE_COLOUR) > 0
+    banner, below = none_region[: G.BANNER], none_region[G.BANNER :]
+    assert count(banner, G.NOTHING_COLOUR) > 0.7 * banner.shape[0] * banner.shape[1]  # ... but the grey banner
+    assert count(banner, G.TRUE_COLOUR) == 0  # above the image, not over it:
+    assert count(below[:2], G.TRUE_COLOUR) > 2 * 60  # the true box on the image's top edge shows in full
 
     legend = image[: boxes[0][1]]
     for colour in (G.TRUE_COLOUR, G.PRED_COLOUR, G.NOTHING_COLOUR):

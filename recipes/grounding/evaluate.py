@@ -59,19 +59,24 @@ def outside(values: list[float], size: tuple[int, int]) -> bool:
     return x1 < 0 or y1 < 0 or x0 > size[0] or y0 > size[1]
 
 
+BANNER = 20  # height of the "nothing parsed" banner, in pixels
+
+
 def annotate(record: dict, image: Image.Image, cell: int) -> Image.Image:
     """The image scaled to fit a `cell` square with the true target (green) and the prediction (red) drawn on it;
-    when nothing was parsed, a grey "nothing parsed" banner across its top instead of a prediction."""
-    thumb, scale = fit_image(image, cell)
+    when nothing was parsed, a grey "nothing parsed" banner above the image instead (above, not over it: a true box
+    at the image's top edge stays visible)."""
+    nothing = record["prediction"] is None
+    thumb, scale = fit_image(image, cell, cell - BANNER if nothing else cell)
     draw = ImageDraw.Draw(thumb)
     _draw_target(draw, record["solution"], scale, TRUE_COLOUR)
-    if record["prediction"] is not None:
+    if not nothing:
         _draw_target(draw, record["prediction"], scale, PRED_COLOUR)
-    else:
-        font = caption_font(13)
-        draw.rectangle([0, 0, thumb.width, 20], fill=NOTHING_COLOUR)
-        draw.text((4, 3), "nothing parsed", fill=(255, 255, 255), font=font)
-    return thumb
+        return thumb
+    framed = Image.new("RGB", (thumb.width, thumb.height + BANNER), NOTHING_COLOUR)
+    ImageDraw.Draw(framed).text((4, 3), "nothing parsed", fill=(255, 255, 255), font=caption_font(13))
+    framed.paste(thumb, (0, BANNER))
+    return framed
 
 
 def caption(record: dict, image_size: tuple[int, int]) -> list[CaptionLine]:

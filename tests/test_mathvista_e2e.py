@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 from safetensors.torch import load_file
 
 from tests.helpers import REPO_ROOT, load_recipe_module, subprocess_env
@@ -118,6 +119,8 @@ def test_evaluate_scores_the_held_out_rows_and_breaks_accuracy_down(evaluated, s
         assert sum(group["count"] for group in table.values()) == len(records)
         assert set(table) == {str(r[key]) for r in records}
     assert (evaluated / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(evaluated / "examples.png") as examples:  # one 256-pixel panel per scored item, 4 a row
+        assert examples.width == min(4, len(records)) * (256 + 6) + 6
 
 
 def test_infer_streams_the_same_answer_evaluate_generated(evaluated, sample, tmp_path):

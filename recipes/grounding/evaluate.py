@@ -1,8 +1,10 @@
 """Greedy evaluation of a finished (or checkpointed) run: point-in-box and IoU>0.5 accuracy.
 
 Usage:  python recipes/grounding/evaluate.py RUN_DIR [--data_file FILE] [--max_samples N] [--batch_size 8]
-Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl and predictions.png (true box green,
-prediction red). RUN_DIR holds a LoRA adapter or full weights, plus run_config.yaml written by train.py.
+Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl and predictions.png (one panel per example:
+true box or point green, predicted red, a grey "nothing parsed" banner when the completion held neither; under it the
+instruction, both coordinates, the completion when nothing parsed, hit and IoU; a legend on top).
+RUN_DIR holds a LoRA adapter or full weights, plus run_config.yaml written by train.py.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from pathlib import Path
 
 import torch
@@ -19,36 +20,97 @@ from PIL import Image, ImageDraw
 from rewards import AccuracyCoordReward, IoUReward, frame_for_family, parse_box, parse_point, to_original
 
 from core.evaluation import generate_greedy, load_trained_policy
+from core.plots import BLACK, RIGHT, WRONG, CaptionLine, caption_font, fit_image, panel, panel_sheet
 from core.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
 
 
-def draw_grid(records: list[dict], images: list[Image.Image], path: Path, cell: int = 256, cols: int = 4) -> None:
-    rows = math.ceil(len(records) / cols)
-    grid = Image.new("RGB", (cols * cell, rows * (cell + 28)), "white")
-    for i, (rec, img) in enumerate(zip(records, images, strict=True)):
-        scale = cell / max(img.size)
-        thumb = img.convert("RGB").resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
-        draw = ImageDraw.Draw(thumb)
-        truth = [v * scale for v in rec["solution"]]
-        if len(truth) == 4:
-            draw.rectangle(truth, outline=(0, 200, 0), width=2)
-        else:
-            draw.ellipse([truth[0] - 4, truth[1] - 4, truth[0] + 4, truth[1] + 4], outline=(0, 200, 0), width=2)
-        pred = rec["prediction"]
-        if pred is not None and len(pred) == 4:
-            draw.rectangle([v * scale for v in pred], outline=(220, 0, 0), width=2)
-        elif pred is not None:
-            x, y = pred[0] * scale, pred[1] * scale
-            draw.line([x - 5, y, x + 5, y], fill=(220, 0, 0), width=2)
-            draw.line([x, y - 5, x, y + 5], fill=(220, 0, 0), width=2)
-        x0, y0 = (i % cols) * cell, (i // cols) * (cell + 28)
-        grid.paste(thumb, (x0, y0))
-        caption = f"{rec['problem'][:34]}\nhit={rec['point_in_box']:.0f} iou={rec['iou'] or 0:.2f}"
-        ImageDraw.Draw(grid).multiline_text((x0 + 3, y0 + cell), caption, fill=(0, 0, 0), spacing=1)
-    grid.save(path)
+TRUE_COLOUR = (0, 200, 0)  # the true box / point
+PRED_COLOUR = (220, 0, 0)  # the predicted box / point
+NOTHING_COLOUR = (90, 90, 90)  # banner over an image whose completion held no box or point
+LEGEND = [
+    ("true box / point", TRUE_COLOUR),
+    ("predicted box / point", PRED_COLOUR),
+    ("nothing parsed from the completion", NOTHING_COLOUR),
+]
+
+
+def _coords(values: list[float] | None) -> str:
+    return "[" + ", ".join(f"{v:.0f}" for v in values) + "]" if values else "none"
+
+
+def _draw_target(draw: ImageDraw.ImageDraw, values: list[float], scale: float, colour: tuple[int, int, int]) -> None:
+    """A box as a rectangle, a point as a cross in a circle (visible on any background), in image coordinates."""
+    v = [c * scale for c in values]
+    if len(v) == 4:
+        draw.rectangle(v, outline=colour, width=2)
+        return
+    x, y = v
+    draw.ellipse([x - 6, y - 6, x + 6, y + 6], outline=colour, width=2)
+    draw.line([x - 9, y, x + 9, y], fill=colour, width=2)
+    draw.line([x, y - 9, x, y + 9], fill=colour, width=2)
+
+
+def outside(values: list[float], size: tuple[int, int]) -> bool:
+    """Whether a predicted box or point lies wholly outside the image (drawn, it would not show)."""
+    x0, y0, x1, y1 = values if len(values) == 4 else (*values, *values)
+    return x1 < 0 or y1 < 0 or x0 > size[0] or y0 > size[1]
+
+
+BANNER = 20  # height of the "nothing parsed" banner, in pixels
+
+
+def annotate(record: dict, image: Image.Image, cell: int) -> Image.Image:
+    """The image scaled to fit a `cell` square with the true target (green) and the prediction (red) drawn on it;
+    when nothing was parsed, a grey "nothing parsed" banner above the image instead (above, not over it: a true box
+    at the image's top edge stays visible)."""
+    nothing = record["prediction"] is None
+    thumb, scale = fit_image(image, cell, cell - BANNER if nothing else cell)
+    draw = ImageDraw.Draw(thumb)
+    _draw_target(draw, record["solution"], scale, TRUE_COLOUR)
+    if not nothing:
+        _draw_target(draw, record["prediction"], scale, PRED_COLOUR)
+        return thumb
+    framed = Image.new("RGB", (thumb.width, thumb.height + BANNER), NOTHING_COLOUR)
+    ImageDraw.Draw(framed).text((4, 3), "nothing parsed", fill=(255, 255, 255), font=caption_font(13))
+    framed.paste(thumb, (0, BANNER))
+    return framed
+
+
+def caption(record: dict, image_size: tuple[int, int]) -> list[CaptionLine]:
+    """What the panel says under the image: the instruction, truth and prediction (with the completion when nothing
+    parsed, so the reader sees what the model wrote), and hit / IoU in green (hit) or red (miss)."""
+    lines = [
+        CaptionLine(record["problem"], BLACK, max_lines=3),
+        CaptionLine(f"true: {_coords(record['solution'])}", RIGHT),
+    ]
+    pred = record["prediction"]
+    if pred is None:
+        lines.append(CaptionLine(f"pred: nothing parsed from {record['completion']!r}", WRONG, max_lines=3))
+    else:
+        where = " (outside the image)" if outside(pred, image_size) else ""
+        lines.append(CaptionLine(f"pred: {_coords(pred)}{where}", WRONG))
+    iou = "n/a" if record["iou"] is None else f"{record['iou']:.2f}"
+    hit = record["point_in_box"] >= 1.0
+    lines.append(CaptionLine(f"point in box: {'yes' if hit else 'no'}, IoU: {iou}", RIGHT if hit else WRONG))
+    return lines
+
+
+def draw_grid(
+    records: list[dict], images: list[Image.Image], path: Path, cell: int = 256, cols: int = 4
+) -> list[tuple[int, int, int, int]]:
+    """predictions.png: one panel per example (`annotate` + `caption`) under a legend. Returns the panels' boxes."""
+    panels = [
+        panel(annotate(rec, img, cell), caption(rec, img.size), width=cell)
+        for rec, img in zip(records, images, strict=True)
+    ]
+    hits = sum(rec["point_in_box"] >= 1.0 for rec in records)
+    title = f"grounding: {len(records)} examples, point in box {hits}/{len(records)}"
+    sheet, boxes = panel_sheet(panels, cols, title=title, legend=LEGEND)
+    sheet.save(path)
+    return boxes
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -5,7 +5,9 @@ Usage:  python recipes/mathvista/evaluate.py RUN_DIR [--dataset_name D --split S
 RUN_DIR is a training output folder (its final_model/ is used), final_model/ itself or a checkpoint-* folder.
 By default it scores the rows of the run's split that the run did NOT train on (those after max_samples); with no
 such rows it falls back to the training rows and says so.
-Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl and accuracy.png.
+Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl, accuracy.png (bars per group, each labelled
+"accuracy (right/count)") and examples.png (the first --grid_size items: image, question, options, answer, prediction,
+framed green when right and red when wrong).
 
 Scoring. `accuracy` is the value of MathVista's `evaluation/calculate_score.py` (lupantech/MathVista, commit
 53d5258; `normalize_extracted_answer` then `safe_equal`, default `ignore_empty_extractions=False`), with the
@@ -42,9 +44,11 @@ from typing import Any
 
 import torch
 from data import build_dataset, load_split
+from PIL import Image
 from rewards import RewardConfig, extract_solution, format_ok, is_correct
 
 from core.evaluation import generate_greedy, load_trained_policy
+from core.plots import BLACK, GREY, RIGHT, WRONG, CaptionLine, panel, panel_sheet
 from core.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -163,8 +167,13 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def bar_label(row: dict[str, float]) -> str:
+    """A bar's label, "accuracy (right/count)": a group at 0 reads "0.00 (0/5)" instead of as a missing bar."""
+    return f"{row['accuracy']:.2f} ({round(row['accuracy'] * row['count'])}/{row['count']})"
+
+
 def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
-    """One horizontal bar panel per grouping, overall accuracy as a dashed line."""
+    """One horizontal bar panel per grouping, overall accuracy as a dashed line, each bar with its `bar_label`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,16 +183,69 @@ def plot_accuracy(metrics: dict[str, Any], path: Path) -> None:
     for ax, key in zip(axes, GROUPS, strict=True):
         table = metrics[f"accuracy_by_{key}"]
         labels = [f"{name}\n(n={row['count']})" for name, row in table.items()]
-        ax.barh(labels, [row["accuracy"] for row in table.values()], color="#4c72b0")
+        values = [row["accuracy"] for row in table.values()]
+        ax.barh(labels, values, color="#4c72b0")
+        for y, row in enumerate(table.values()):
+            ax.text(min(row["accuracy"], 0.62) + 0.02, y, bar_label(row), va="center", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         ax.axvline(metrics["accuracy"], color="k", linestyle="--", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_title(key)
         ax.invert_yaxis()
-    fig.suptitle(f"accuracy {metrics['accuracy']:.3f} over {metrics['num_samples']} items (dashed: overall)")
+    fig.suptitle(
+        f"accuracy {metrics['accuracy']:.3f} over {metrics['num_samples']} items (dashed: overall; examples.png shows "
+        "the items)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _choices_text(choices: Any) -> str:
+    if choices is None or isinstance(choices, str | bytes) or not list(choices):
+        return ""
+    return "  ".join(f"({chr(ord('A') + i)}) {c}" for i, c in enumerate(choices))
+
+
+def example_caption(record: dict[str, Any]) -> list[CaptionLine]:
+    """Under one example: right/wrong (official), the question, the options, the answer, and what the model wrote
+    in its solution block with the official reading of it (a letter becomes the option's text), or its completion's
+    start when there was no single solution block."""
+    verdict = "right" if record["correct"] else "wrong"
+    lines = [
+        CaptionLine(
+            f"{verdict}  (pid {record['pid']}, {record['question_type']}, {record['answer_type']})",
+            RIGHT if record["correct"] else WRONG,
+        ),
+        CaptionLine(f"Q: {record['question']}", BLACK, max_lines=4),
+    ]
+    if choices := _choices_text(record.get("choices")):
+        lines.append(CaptionLine(choices, GREY, max_lines=2))
+    lines.append(CaptionLine(f"answer: {record['answer']}", BLACK, max_lines=2))
+    if record["prediction"] is None:
+        text = f"prediction: no single solution block in {record['completion']!r}"
+        lines.append(CaptionLine(text, WRONG, max_lines=3))
+    else:
+        read = record["official_prediction"]
+        shown = record["prediction"] if read == record["prediction"] else f"{record['prediction']!r} read as {read!r}"
+        lines.append(CaptionLine(f"prediction: {shown}", RIGHT if record["correct"] else WRONG, max_lines=3))
+    return lines
+
+
+def draw_examples(
+    records: list[dict[str, Any]], images: list[Image.Image], path: Path, cell: int = 256, columns: int = 4
+) -> list[tuple[int, int, int, int]]:
+    """examples.png: one panel per scored item (image, question, options, answer, prediction), framed green when
+    right and red when wrong by the official scorer. Returns the panels' boxes."""
+    panels = [
+        panel(image, example_caption(rec), width=cell, border=RIGHT if rec["correct"] else WRONG)
+        for rec, image in zip(records, images, strict=True)
+    ]
+    right = sum(rec["correct"] for rec in records)
+    title = f"MathVista: {right}/{len(records)} right (official scoring) in these examples"
+    sheet, boxes = panel_sheet(panels, columns, title=title, legend=[("right", RIGHT), ("wrong", WRONG)])
+    sheet.save(path)
+    return boxes
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -195,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max_samples", type=int, default=None)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--max_new_tokens", type=int, default=512)
+    parser.add_argument("--grid_size", type=int, default=16, help="examples drawn in examples.png")
     parser.add_argument("--out_dir", type=Path, help="default: RUN_DIR/eval")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -220,10 +283,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     records: list[dict[str, Any]] = []
+    images: list[Image.Image] = []
     for first in range(0, len(dataset), args.batch_size):
         rows = [dataset[i] for i in range(first, min(first + args.batch_size, len(dataset)))]
         completions = generate_greedy(model, processor, rows, args.max_new_tokens)
         records += [score(row, text, reward_cfg) for row, text in zip(rows, completions, strict=True)]
+        images += [row["image"] for row in rows][: max(0, args.grid_size - len(images))]
         logger.info("evaluated %d/%d", len(records), len(dataset))
 
     metrics = summarise(records)
@@ -235,9 +300,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for record in records:
             f.write(json.dumps(record) + "\n")
     plot_accuracy(metrics, out_dir / "accuracy.png")
+    draw_examples(records[: len(images)], images, out_dir / "examples.png")
     summary = ("num_samples", "accuracy", "reward_accuracy", "format_rate", "solution_rate")
     print(json.dumps({k: metrics[k] for k in summary}, indent=2))
-    print(f"wrote {out_dir}/metrics.json, predictions.jsonl, accuracy.png")
+    print(f"wrote {out_dir}/metrics.json, predictions.jsonl, accuracy.png, examples.png")
     return metrics
 
 

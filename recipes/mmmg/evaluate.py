@@ -2,7 +2,8 @@
 
 Usage:  python recipes/mmmg/evaluate.py RUN_DIR [--max_per_config 8] [--levels ...] [--disciplines ...]
 Writes RUN_DIR/eval/ (or --out_dir): metrics.json (per level, per discipline, overall, and `protocol`: how the
-numbers were produced), tables.md, predictions.jsonl and images.png (a grid of generated images with their score).
+numbers were produced), tables.md, predictions.jsonl and images.png (each generated image with its level, discipline,
+score, prompt and the judge's yes / no on every element and dependency of its knowledge graph).
 The judge is the run's (`judge_base_url: local` starts the project's local judge server again).
 
 Scoring is the official MMMG evaluation's (github.com/MMMGBench/MMMG @ 98bb915, `stat_knowledge.py` and
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 from data import build_dataset
-from PIL import Image, ImageDraw
+from PIL import Image
 from protocol import (
     SAM2_GENERATOR_SETTINGS,
     SAM2_MODEL_CFG,
@@ -36,6 +37,7 @@ from core.diffusion import PolicyRenderer, configure_vae, template_system_prompt
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient
 from core.judge_server import start_local_judge_if_asked
+from core.plots import BLACK, GREY, RIGHT, WRONG, CaptionLine, panel, panel_sheet
 from core.prompts import encode_prompts
 from core.run import resolve_dataset_source
 
@@ -50,6 +52,49 @@ def table(title: str, means: dict[str, float], counts: dict[str, int]) -> list[s
     lines = [f"### {title}", "", "| group | n | MMMG score |", "|---|---|---|"]
     lines += [f"| {g} | {counts[g]} | {means[g]:.3f} |" for g in sorted(means)]
     return [*lines, ""]
+
+
+def judged_lines(kg: dict[str, Any], judged: dict[str, bool] | None) -> list[CaptionLine]:
+    """The judge's verdict on every element and dependency of the knowledge graph, one "yes"/"no" line each (green /
+    red): what the score was computed from, so two look-alike images with different scores can be told apart."""
+    if judged is None:
+        return [CaptionLine("judge: no reply, not scored (left out)", GREY)]
+    lines = []
+    for heading, keys in (("elements", kg.get("elements") or []), ("dependencies", kg.get("dependencies") or [])):
+        if keys:
+            lines.append(CaptionLine(f"{heading}:", GREY))
+        for key in keys:
+            yes = judged.get(key, False)
+            lines.append(CaptionLine(f"{'yes' if yes else 'no'}: {key}", RIGHT if yes else WRONG, max_lines=2))
+    return lines
+
+
+def caption(record: dict[str, Any], kg: dict[str, Any]) -> list[CaptionLine]:
+    """Under one generated image: level / discipline and score, the prompt, and the judged checklist."""
+    score = "not scored" if record["score"] is None else f"score {record['score']:.2f}"
+    if record.get("region_count") is not None:  # readability on: score = R x fidelity
+        score += f" (fidelity {record['fidelity']:.2f}, {record['region_count']} regions)"
+    return [
+        CaptionLine(f"{record['level']} / {record['discipline']}: {score}", BLACK),
+        CaptionLine(f"prompt: {record['text']}", GREY, max_lines=5),
+        *judged_lines(kg, record["judged"]),
+    ]
+
+
+def draw_grid(
+    records: list[dict[str, Any]],
+    images: list[Image.Image],
+    graphs: list[dict[str, Any]],
+    path: Path,
+    cell: int = 256,
+    columns: int = 4,
+) -> list[tuple[int, int, int, int]]:
+    """images.png: one panel per generated image with `caption` under it. Returns the panels' boxes."""
+    panels = [panel(img, caption(rec, kg), width=cell) for img, rec, kg in zip(images, records, graphs, strict=True)]
+    legend = [("judge: yes (present in the image)", RIGHT), ("judge: no", WRONG)]
+    sheet, boxes = panel_sheet(panels, columns, title=f"MMMG: {len(records)} generated images", legend=legend)
+    sheet.save(path)
+    return boxes
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -181,16 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with open(out_dir / "predictions.jsonl", "w") as f:
         for rec in records:
             f.write(json.dumps(rec) + "\n")
-    cell, cols = 128, 4
-    n_rows = max(1, -(-len(images) // cols))
-    grid = Image.new("RGB", (cols * cell, n_rows * (cell + 24)), "white")
-    draw = ImageDraw.Draw(grid)
-    for i, (img, rec) in enumerate(zip(images, records, strict=True)):
-        x, y = (i % cols) * cell, (i // cols) * (cell + 24)
-        grid.paste(img.convert("RGB").resize((cell, cell)), (x, y))
-        fid = "n/a" if rec["score"] is None else f"{rec['score']:.2f}"
-        draw.text((x + 2, y + cell + 4), f"{rec['level'][:10]}/{rec['discipline'][:8]} {fid}", fill=(0, 0, 0))
-    grid.save(out_dir / "images.png")
+    draw_grid(records, images, graphs, out_dir / "images.png")
     print(json.dumps(metrics, indent=2))
     print(f"wrote {out_dir}")
     return metrics

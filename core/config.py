@@ -75,6 +75,14 @@ class VLMGRPOConfig(GRPOConfig):
             "None, e.g. the judge is down. Such steps have zero advantage and teach nothing. 0 disables the check."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in an output_dir that already holds a run (checkpoints or a finished run): its "
+            "contents are deleted before training, except training.log, which keeps appending. Without it such a "
+            "folder is refused and left untouched. (transformers' former TrainingArguments flag, gone in 5.x.)"
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -22,22 +22,41 @@ logger = logging.getLogger("core")
 
 
 def setup_logging(training_args: GRPOConfig) -> None:
+    """core's own messages at INFO on rank 0 (WARNING on the others); transformers at WARNING.
+
+    transformers' INFO stream is mostly configuration, processor and tokenizer dumps: hundreds of lines before the
+    first step that bury the progress bar, the rewards per step and where the results went. TrainingArguments'
+    `--log_level info` (`--log_level_replica` for the other ranks) brings them back, as in any transformers script.
+    """
     level = logging.INFO if training_args.process_index == 0 else logging.WARNING
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level, stream=sys.stdout
     )
-    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity_warning()
+    # What Trainer.__init__ does too, only earlier, so the model and processor loads obey the user's --log_level.
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+
+
+def _wants_resume(training_args: GRPOConfig) -> bool:
+    return training_args.resume_from_checkpoint not in (None, "", False, "false", "False")
 
 
 def resolve_resume(training_args: GRPOConfig) -> str | None:
     """`--resume_from_checkpoint true|last` means the newest checkpoint in output_dir; a path is taken as given."""
     value = training_args.resume_from_checkpoint
-    if value in (None, "", False, "false", "False"):
+    if not _wants_resume(training_args):
         return None
     if str(value).lower() in ("true", "last"):
         last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
         if last is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-* in {training_args.output_dir}")
+            finished = (
+                " (it holds a finished run saved without checkpoints, which cannot be continued)"
+                if finished_run_state(training_args.output_dir) is not None
+                else ""
+            )
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {value}: no checkpoint-* in {training_args.output_dir}{finished}"
+            )
         return last
     if not os.path.isdir(value):
         raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
@@ -52,21 +71,134 @@ def resolve_exact_resume(training_args: GRPOConfig) -> str | None:
     return checkpoint
 
 
+FINISHED_RUN_FILES = ("trainer_state.json", "train_results.json")
+"""What `train_and_save` writes at the top of output_dir only once training has ended (a checkpoint keeps its own
+trainer_state.json inside checkpoint-N): either one marks a finished run."""
+
+KEPT_ON_OVERWRITE = ("training.log",)
+"""Left in place by --overwrite_output_dir: the launcher is already appending this run's console to it."""
+
+
+def finished_run_state(output_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The trainer state of the finished run in output_dir ({} when only train_results.json is left, or the state
+    is unreadable), or None when output_dir holds no finished run."""
+    out = Path(output_dir)
+    if not any((out / name).is_file() for name in FINISHED_RUN_FILES):
+        return None
+    try:
+        return json.loads((out / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def finished_run_is_complete(state: dict[str, Any], training_args: GRPOConfig) -> bool:
+    """Whether resuming this finished run would train 0 steps: it already reached max_steps (or num_train_epochs when
+    max_steps is not set). Asking for more steps is a real continuation, not a no-op."""
+    if training_args.max_steps > 0:
+        return int(state.get("global_step", 0)) >= training_args.max_steps
+    return float(state.get("epoch", 0)) >= training_args.num_train_epochs
+
+
+def _has_checkpoints(out: Path) -> bool:
+    return out.is_dir() and any(p.is_dir() for p in out.glob("checkpoint-*"))
+
+
+def _finished_summary(out: Path, state: dict[str, Any]) -> str:
+    step = state.get("global_step")
+    at = f"trained to step {step}" if step is not None else "trained"
+    return f"{out} already holds a finished run ({at}; its model, trainer_state.json and train_results.json)"
+
+
+def earlier_run_problem(training_args: GRPOConfig) -> str | None:
+    """Why a new (not resumed) run must not start in output_dir, or None: it holds a finished run, or checkpoints of
+    an interrupted one. Both messages say nothing was touched and how to keep, continue or replace that run."""
+    out = Path(training_args.output_dir)
+    state = finished_run_state(out)
+    replace = "or --overwrite_output_dir true to delete it and start over"
+    if state is not None:
+        more = (
+            "; to train it further, raise --max_steps and pass --resume_from_checkpoint true"
+            if _has_checkpoints(out)
+            else ""
+        )
+        return (
+            f"{_finished_summary(out, state)}. Nothing was touched. Pass another --output_dir to keep it, "
+            f"{replace}{more}."
+        )
+    if _has_checkpoints(out):
+        return (
+            f"{out} already holds checkpoints from an earlier run. Continue it with --resume_from_checkpoint true, "
+            f"pass another --output_dir, {replace}; nothing was overwritten."
+        )
+    return None
+
+
+def clear_output_dir(out: Path) -> None:
+    """--overwrite_output_dir: delete the earlier run in `out` (all but KEPT_ON_OVERWRITE), so neither its checkpoints
+    (which `--resume_from_checkpoint true` would pick) nor its finished-run files outlive it."""
+    removed = 0
+    for path in out.iterdir():
+        if path.name in KEPT_ON_OVERWRITE:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed += 1
+    logger.warning("--overwrite_output_dir: deleted %d entries of the earlier run in %s", removed, out)
+
+
+def stop_if_already_finished(training_args: GRPOConfig) -> None:
+    """`--resume_from_checkpoint` on a run that has already reached its steps: say so and exit 0 before anything is
+    written (Trainer would train 0 steps and rewrite the run's results, state and curve)."""
+    out = Path(training_args.output_dir)
+    state = finished_run_state(out)
+    if not _wants_resume(training_args) or state is None or not finished_run_is_complete(state, training_args):
+        return
+    if training_args.process_index == 0:
+        asked = (
+            f"the {training_args.max_steps} steps asked for"
+            if training_args.max_steps > 0
+            else f"the {training_args.num_train_epochs:g} epochs asked for"
+        )
+        further = (
+            "raise --max_steps and pass --resume_from_checkpoint true"
+            if _has_checkpoints(out)
+            else "it would need checkpoints, and it was saved without any"
+        )
+        logger.warning(
+            "Nothing to resume: %s, reaching %s. No file was changed. To train it further, %s; to start over, pass "
+            "--overwrite_output_dir true or another --output_dir.",
+            _finished_summary(out, state),
+            asked,
+            further,
+        )
+    raise SystemExit(0)
+
+
 def setup_run(training_args: GRPOConfig, *configs: Any) -> str | None:
-    """Logging, a guard against training over an earlier run's checkpoints, and the resolved-config record.
+    """Logging, the guards that keep an earlier run's results (see `earlier_run_problem`,
+    `stop_if_already_finished`), and the resolved-config record. Every refusal happens before any file is written.
 
     Returns the checkpoint to resume from (or None).
     """
     setup_logging(training_args)
     check_save_steps(training_args)
+    overwrite = bool(getattr(training_args, "overwrite_output_dir", False))
+    if overwrite and _wants_resume(training_args):
+        raise ValueError(
+            "--overwrite_output_dir true deletes the earlier run and --resume_from_checkpoint continues it: pass "
+            "only one of them."
+        )
+    stop_if_already_finished(training_args)
     resume = resolve_exact_resume(training_args)
     out = Path(training_args.output_dir)
-    if resume is None and out.is_dir() and any(out.glob("checkpoint-*")):
-        raise FileExistsError(
-            f"{out} already holds checkpoints from an earlier run. Continue it with --resume_from_checkpoint true, "
-            "or pass another --output_dir; nothing was overwritten."
-        )
+    problem = earlier_run_problem(training_args) if resume is None else None
+    if problem and not overwrite:
+        raise FileExistsError(problem)
     if training_args.process_index == 0:
+        if problem:
+            clear_output_dir(out)
         path = save_resolved_config(out, *configs, training_args)
         logger.info("resolved config written to %s", path)
     return resume

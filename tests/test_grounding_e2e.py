@@ -137,7 +137,7 @@ def test_second_run_into_same_folder_is_refused_and_nothing_is_touched(trained_r
         timeout=600,
     )
     assert proc.returncode != 0
-    assert "already holds checkpoints" in proc.stderr + proc.stdout
+    assert "already holds a finished run (trained to step 2;" in proc.stderr + proc.stdout
     after = {p: p.stat().st_mtime_ns for p in trained_run.rglob("*") if p.is_file()}
     assert after == before
 

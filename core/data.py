@@ -52,6 +52,7 @@ __all__ = [
     "image_prompt",
     "inspect_images",
     "load_records",
+    "load_saved_split",
     "looks_like_path",
     "mark_sample_written",
     "missing_column_problems",
@@ -401,6 +402,31 @@ def resolve_dataset_source(name: str, recipe_dir: str | os.PathLike[str]) -> str
             "or a hub dataset id (owner/name)"
         ]
     )
+
+
+def load_saved_split(path: str | os.PathLike[str], split: str | None = None) -> datasets.Dataset:
+    """One split of a `datasets.save_to_disk` folder: `split` of a DatasetDict folder (only that split is read), or
+    the Dataset saved there (`split` None or the folder holds a single Dataset).
+
+    A split saved with 0 rows has no data file and `datasets.load_from_disk` fails on it with a bare IndexError; it
+    is a `DataError` naming the folder and split here. An unknown split names the ones there are.
+    """
+    path = Path(path)
+    index = path / "dataset_dict.json"
+    if index.is_file():
+        available = list(json.loads(index.read_text()).get("splits", []))
+        if split not in available:
+            raise DataError([f"no split {split!r}; available: {', '.join(available) or '(none)'}"], source=path)
+        folder = path / split
+    else:
+        folder = path
+    state = folder / "state.json"
+    if not state.is_file():
+        raise DataError([f"{folder} is not a datasets.save_to_disk folder (no dataset_dict.json or state.json)"], path)
+    if not json.loads(state.read_text()).get("_data_files"):
+        where = f"split {split!r}" if index.is_file() else "the saved dataset"
+        raise DataError([f"{where} holds 0 rows; remake the folder (data.py --make-sample) or choose another"], path)
+    return datasets.load_from_disk(str(folder))
 
 
 # ------------------------------------------------------------------------------------------ offline sample folders

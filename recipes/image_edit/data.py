@@ -13,7 +13,6 @@ is a single atomic edit, level k merges atomic edits 1..k. `source` is a hub nam
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from collections.abc import Sequence
@@ -23,7 +22,14 @@ from typing import Any
 import datasets
 from PIL import Image, ImageDraw
 
-from core.data import DataError, mark_sample_written, require_rows, resolve_dataset_source, sample_is_current
+from core.data import (
+    DataError,
+    load_saved_split,
+    mark_sample_written,
+    require_rows,
+    resolve_dataset_source,
+    sample_is_current,
+)
 from core.images import DEFAULT_MAX_PIXELS, normalize_image
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -48,25 +54,19 @@ def load_source(source: str, splits: Sequence[str]) -> dict[str, datasets.Datase
 
 
 def _load_local_splits(path: Path, splits: Sequence[str]) -> dict[str, datasets.Dataset]:
-    """The requested splits of a `save_to_disk` folder, each loaded on its own (an unrequested split is not read).
-
-    A split saved with 0 rows has no data file, and `datasets.load_from_disk` fails on it with a bare IndexError:
-    it is reported here as an empty split instead.
-    """
-    index = path / "dataset_dict.json"
-    if not index.is_file():
+    """The requested splits of a `save_to_disk` folder, each loaded on its own (`core.data.load_saved_split`: an
+    empty split is a DataError, not datasets' bare IndexError)."""
+    if not (path / "dataset_dict.json").is_file():
         raise DataError([f"{path} is not a datasets.save_to_disk folder (no dataset_dict.json)"], source=path)
-    available = list(json.loads(index.read_text()).get("splits", []))
-    missing = [s for s in splits if s not in available]
-    if missing:
-        raise DataError([f"split(s) {missing} not found; available: {available}"], source=path)
-    empty = [s for s in splits if not json.loads((path / s / "state.json").read_text()).get("_data_files")]
-    if empty:
-        raise DataError(
-            [f"split(s) {empty} hold 0 rows; remake the folder (data.py --make-sample) or choose other --splits"],
-            source=path,
-        )
-    return {s: datasets.load_from_disk(str(path / s)) for s in splits}
+    problems, tables = [], {}
+    for split in splits:
+        try:
+            tables[split] = load_saved_split(path, split)
+        except DataError as err:
+            problems += err.problems
+    if problems:
+        raise DataError(problems, source=path)
+    return tables
 
 
 def edit_prompt(instruction: str, system_prompt: str) -> list[dict[str, Any]]:

@@ -52,6 +52,7 @@ from core.data import (
     describe_row,
     image_prompt,
     load_records,
+    load_saved_split,
     looks_like_path,
     mark_sample_written,
     require_rows,
@@ -256,12 +257,9 @@ def load_split(source: str | os.PathLike[str], split: str = DEFAULT_SPLIT) -> da
         return _records_to_dataset(records, path)
     if path.is_dir():
         if (path / "dataset_dict.json").is_file():
-            loaded = datasets.load_from_disk(str(path))
-            if split not in loaded:
-                raise _unknown_split(path, split, list(loaded))
-            return loaded[split]
+            return load_saved_split(path, split)  # an empty split: a DataError, not datasets' IndexError
         if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
-            return datasets.load_from_disk(str(path))  # one saved Dataset: it is the split asked for
+            return load_saved_split(path)  # one saved Dataset: it is the split asked for
         splits = _parquet_splits(path)
         if not splits:
             raise DataError(

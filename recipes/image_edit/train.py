@@ -86,9 +86,8 @@ def main() -> None:
     check_backend("transformers", model_args, training_args, text_encoder_policy=True)  # before anything loads
     warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
     prompts = load_prompts(script_args.judge_prompts_from)  # a wrong path fails here, before anything loads
-    resume = setup_run(training_args, script_args, model_args)
-    # Data and arguments (splits, complexities, columns, images, zero rows) are checked before the judge starts and
-    # before the pipeline loads: a bad dataset fails in seconds.
+    # Data and arguments (splits, complexities, columns, images, zero rows) are checked before the judge starts, before
+    # the output folder is written and before the pipeline loads: a bad dataset fails in seconds.
     rows = load_edit_rows(
         resolve_dataset_source(script_args.dataset, RECIPE_DIR),
         script_args.splits,
@@ -99,6 +98,7 @@ def main() -> None:
     # A misconfigured judge fails here, before any model is loaded.
     judge = JudgeClient(script_args)
     judge.check()
+    resume = setup_run(training_args, script_args, model_args)
 
     # The pipeline's own text encoder is the policy: its images always reflect the weights being trained.
     pipeline = load_pipeline(

@@ -65,7 +65,6 @@ def main() -> None:
         raise SystemExit(
             "readability needs SAM2 region counts, which this recipe does not ship (see README); set readability: false"
         )
-    resume = setup_run(training_args, script_args, model_args)
     # Data and arguments (levels, disciplines, prompt column, knowledge graphs, zero rows) are checked before the
     # judge starts and before the pipeline loads: a bad dataset fails in seconds.
     rows = load_mmmg(
@@ -78,6 +77,7 @@ def main() -> None:
     local_judge = start_local_judge_if_asked(script_args)  # `judge_base_url: local` (smoke runs, demo)
     judge = JudgeClient(script_args)
     judge.check()  # a misconfigured judge fails before any model is loaded
+    resume = setup_run(training_args, script_args, model_args)
 
     # The pipeline's own text encoder is the policy: its images always reflect the weights being trained.
     pipeline = load_pipeline(

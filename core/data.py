@@ -64,6 +64,7 @@ __all__ = [
     "to_dataset",
 ]
 
+
 class DataError(ValueError):
     """A data file has problems; the message lists every one of them, not just the first.
 

@@ -29,6 +29,7 @@ What is left here is therefore only lazy loading, up-front validation and the si
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,8 @@ import datasets
 
 from core.images import DEFAULT_MAX_PIXELS, NormalizedImage, open_lazy, oriented_size
 
+logger = logging.getLogger("core")
+
 __all__ = [
     "SAMPLE_MARKER",
     "DataError",
@@ -49,11 +52,18 @@ __all__ = [
     "image_prompt",
     "inspect_images",
     "load_records",
+    "load_saved_split",
+    "looks_like_path",
     "mark_sample_written",
+    "missing_column_problems",
+    "require_rows",
+    "resolve_dataset_source",
+    "resolve_input_path",
     "resolve_image_path",
     "sample_is_current",
     "to_dataset",
 ]
+
 
 class DataError(ValueError):
     """A data file has problems; the message lists every one of them, not just the first.
@@ -68,6 +78,40 @@ class DataError(ValueError):
         where = f" in {self.source}" if self.source else ""
         header = f"{len(self.problems)} problem(s){where}:"
         super().__init__("\n".join([header, *(f"  - {problem}" for problem in self.problems)]))
+
+
+def require_rows(count: int, source: str | os.PathLike[str] | None, what: str = "rows") -> None:
+    """Zero usable rows is an error, not a run that trains 0 steps and saves an untrained model as finished.
+
+    Called by every recipe's loader after filtering (splits, levels, max_samples), so `data.py --check` and
+    train.py both stop here, before any weights load.
+    """
+    if count <= 0:
+        raise DataError(
+            [
+                f"no usable {what}: the data is empty or the selection (splits, levels, configs, max samples) left "
+                "nothing; add rows or widen the selection"
+            ],
+            source=source,
+        )
+
+
+def missing_column_problems(
+    records: Sequence[Mapping[str, Any]], required: Sequence[str | tuple[str, ...]]
+) -> list[str]:
+    """One problem per required column that NO record has (a renamed column), listing the columns found.
+
+    A tuple is a set of alternatives (e.g. `("image_path", "image_base64")`). Reporting a renamed column once
+    instead of once per row keeps a 5,000-row file's error readable; callers raise these before row checks.
+    """
+    found = sorted({key for record in records for key in record})
+    problems = []
+    for column in required:
+        names = column if isinstance(column, tuple) else (column,)
+        if records and not any(name in record for record in records for name in names):
+            wanted = " or ".join(repr(name) for name in names)
+            problems.append(f"no row has column {wanted} (renamed?); columns found: {found}")
+    return problems
 
 
 def describe_row(index: int, row_id: Any = None) -> str:
@@ -198,6 +242,7 @@ class ImageInfo:
 
 
 def _inspect_one(index: int, row: Mapping[str, Any], images_root: Any, id_key: str, image_key: str) -> ImageInfo:
+    """One row's image; `index` is the row's number in the data file (for the message)."""
     label = describe_row(index, row.get(id_key))
     raw = row.get(image_key)
     if isinstance(raw, os.PathLike):
@@ -231,21 +276,24 @@ def inspect_images(
     id_key: str = "id",
     image_key: str = "image",
     max_workers: int | None = None,
+    indices: Sequence[int] | None = None,
 ) -> list[ImageInfo]:
     """Open every row's image once (in a thread pool: Pillow decodes without the GIL) and report size or problem.
 
     Results are in row order. Used by `check_images` and by recipes that also need the original image sizes, so
-    the files are read only once.
+    the files are read only once. `indices`: each row's number in the data file when `rows` is a subset of it
+    (e.g. only the rows with an image path), so the messages name the right row.
     """
     rows = list(rows)
     if not rows:
         return []
+    numbers = list(range(len(rows))) if indices is None else list(indices)
     workers = max_workers or min(32, (os.cpu_count() or 1) * 4, len(rows))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(
             pool.map(
                 lambda item: _inspect_one(item[0], item[1], images_root, id_key, image_key),
-                enumerate(rows),
+                zip(numbers, rows, strict=True),
             )
         )
 
@@ -285,6 +333,101 @@ def to_dataset(
         raise DataError(["no rows to build a dataset from"])
     dataset = datasets.Dataset.from_list(materialised)
     return dataset.cast_column(image_column, NormalizedImage(max_pixels=max_pixels))
+
+
+# ------------------------------------------------------------------------------------------ local paths vs hub ids
+
+# Folders the recipes keep local data in (`--make-sample` writes `data/sample`): a name starting with one is a path.
+LOCAL_DATA_DIRS = ("data",)
+DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".arrow", ".csv")
+
+
+def resolve_input_path(path: str | None, recipe_dir: str | os.PathLike[str]) -> str | None:
+    """A data path as the user meant it: absolute or relative to the working directory if it exists there,
+    else relative to the recipe folder, so a recipe's config can name its own `data/` and a copied recipe folder
+    reads its own copy."""
+    if not path:
+        return path
+    candidate = Path(path)
+    resolved = candidate if candidate.is_absolute() or candidate.exists() else Path(recipe_dir) / candidate
+    resolved = resolved.resolve()
+    logger.info("input %s -> %s", path, resolved)
+    return str(resolved)
+
+
+def looks_like_path(name: str, recipe_dir: str | os.PathLike[str]) -> bool:
+    """Whether a dataset name is meant as a local path rather than a hub id (`owner/name`).
+
+    A path: starts with `.`, `/`, `~`; has a backslash, more than one `/`, or a data-file suffix; or its first
+    part is a recipe data folder (`data/...`) or a folder that exists in the working directory or the recipe folder.
+    """
+    if name.startswith((".", "/", "~")) or "\\" in name or name.lower().endswith(DATA_SUFFIXES):
+        return True
+    parts = [part for part in name.split("/") if part]
+    if len(parts) > 2:
+        return True
+    if len(parts) < 2:
+        return False
+    first = parts[0]
+    return first in LOCAL_DATA_DIRS or Path(first).is_dir() or (Path(recipe_dir) / first).is_dir()
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is inside it (a command a person can paste), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def resolve_dataset_source(name: str, recipe_dir: str | os.PathLike[str]) -> str:
+    """A dataset named by a local path (see `resolve_input_path`) or by a hub id: the resolved path when that path
+    exists, else the name unchanged for `datasets.load_dataset`.
+
+    A name that looks like a path (`looks_like_path`) and exists nowhere raises `DataError` with the command that
+    makes the recipe's offline sample there, instead of a hub lookup that retries and fails with "Couldn't reach".
+    """
+    local = resolve_input_path(name, recipe_dir)
+    if Path(local).exists():
+        return local
+    if not looks_like_path(name, recipe_dir):
+        return name
+    recipe_dir = Path(recipe_dir).resolve()
+    target = Path(name).expanduser()
+    target = target if target.is_absolute() else recipe_dir / target
+    tried = sorted({str(Path(name).expanduser().absolute()), str(target)})
+    raise DataError(
+        [
+            f"dataset {name!r} not found (looked for {' and '.join(tried)}). Make the offline sample with: "
+            f"python {_shown(recipe_dir / 'data.py')} --make-sample {_shown(target)} ; or name an existing folder, "
+            "or a hub dataset id (owner/name)"
+        ]
+    )
+
+
+def load_saved_split(path: str | os.PathLike[str], split: str | None = None) -> datasets.Dataset:
+    """One split of a `datasets.save_to_disk` folder: `split` of a DatasetDict folder (only that split is read), or
+    the Dataset saved there (`split` None or the folder holds a single Dataset).
+
+    A split saved with 0 rows has no data file and `datasets.load_from_disk` fails on it with a bare IndexError; it
+    is a `DataError` naming the folder and split here. An unknown split names the ones there are.
+    """
+    path = Path(path)
+    index = path / "dataset_dict.json"
+    if index.is_file():
+        available = list(json.loads(index.read_text()).get("splits", []))
+        if split not in available:
+            raise DataError([f"no split {split!r}; available: {', '.join(available) or '(none)'}"], source=path)
+        folder = path / split
+    else:
+        folder = path
+    state = folder / "state.json"
+    if not state.is_file():
+        raise DataError([f"{folder} is not a datasets.save_to_disk folder (no dataset_dict.json or state.json)"], path)
+    if not json.loads(state.read_text()).get("_data_files"):
+        where = f"split {split!r}" if index.is_file() else "the saved dataset"
+        raise DataError([f"{where} holds 0 rows; remake the folder (data.py --make-sample) or choose another"], path)
+    return datasets.load_from_disk(str(folder))
 
 
 # ------------------------------------------------------------------------------------------ offline sample folders

@@ -16,14 +16,59 @@ from core.prompts import VIDEO_COLUMN, encode_prompts, encode_video_rows
 logger = logging.getLogger(__name__)
 
 
+def _has_model(folder: Path) -> bool:
+    """Whether `folder` holds saved weights: a LoRA adapter or full weights (safetensors, shards or torch .bin)."""
+    return (folder / "adapter_config.json").is_file() or any(
+        any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
+    )
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    """The folder's checkpoint-<step> folders, oldest first."""
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """`run_dir` when it holds a model to evaluate; else FileNotFoundError saying what to pass instead.
+
+    Shared by every evaluate.py: a mistyped folder is named as typed (not its parent, where the config lookup would
+    go next), and a run killed before its final save (checkpoints only) points at its newest checkpoint instead of
+    failing inside transformers with "Unrecognized model ... model_type".
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"{run_dir}: no such folder. Pass a training output folder (its --output_dir) or one of its "
+            "checkpoint-* folders."
+        )
+    if _has_model(run_dir):
+        return run_dir
+    checkpoints = [c for c in _checkpoints(run_dir) if _has_model(c)]
+    if checkpoints:
+        raise FileNotFoundError(
+            f"{run_dir} holds no final model: the run stopped before saving it. Evaluate its latest checkpoint "
+            f"instead: {checkpoints[-1]} (or resume training with --resume_from_checkpoint true)."
+        )
+    raise FileNotFoundError(
+        f"{run_dir} holds no model (no adapter_config.json or weights) and no checkpoint-* folder: pass a training "
+        "output folder after training, or one of its checkpoint-* folders."
+    )
+
+
+def _config_dir(run_dir: Path) -> Path:
+    """Where the run's resolved config is: the folder itself or, for a checkpoint, its parent."""
+    return run_dir if (run_dir / "run_config.yaml").is_file() else run_dir.parent
+
+
 def load_trained_policy(run_dir: str | Path, device: str) -> tuple[Any, Any, str, dict]:
     """The trained policy (base + LoRA adapter merged, or full weights), its processor, family and resolved config.
 
-    `run_dir` is a training output folder or one of its checkpoint-* folders; the resolved config is read from the
-    folder itself or, for a checkpoint, from its parent.
+    `run_dir` is a training output folder or one of its checkpoint-* folders (`check_run_dir`); the resolved config
+    is read from the folder itself or, for a checkpoint, from its parent.
     """
-    run_dir = Path(run_dir)
-    cfg_dir = run_dir if (run_dir / "run_config.yaml").is_file() else run_dir.parent
+    run_dir = check_run_dir(run_dir)
+    cfg_dir = _config_dir(run_dir)
     cfg = load_resolved_config(cfg_dir)
     model_args = VLMModelConfig(**cfg["VLMModelConfig"])
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not torch.cuda.is_available():
@@ -90,8 +135,8 @@ def load_trained_pipeline(run_dir: str | Path, device: str, edit: bool) -> tuple
     from core.diffusion import load_pipeline
     from core.models import torch_dtype
 
-    run_dir = Path(run_dir)
-    cfg = load_resolved_config(run_dir)
+    run_dir = check_run_dir(run_dir)
+    cfg = load_resolved_config(_config_dir(run_dir))
     model_cfg = cfg["VLMModelConfig"]
     pipeline = load_pipeline(
         model_cfg["model_name_or_path"], dtype=torch_dtype(model_cfg["dtype"]), device=device, edit=edit

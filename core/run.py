@@ -16,6 +16,7 @@ import transformers
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
+from core import data as core_data
 from core.config import RESOLVED_CONFIG_NAME, save_resolved_config
 
 logger = logging.getLogger("core")
@@ -320,20 +321,10 @@ def train_and_save(trainer: GRPOTrainer, resume: str | None, final_dir: str | Pa
 
 
 def resolve_dataset_source(name: str, recipe_dir: str | Path) -> str:
-    """A dataset named by a local path (see `resolve_input_path`) or by a hub id: the resolved path when that path
-    exists, else the name unchanged for `datasets.load_dataset`."""
-    local = resolve_input_path(name, recipe_dir)
-    return local if Path(local).exists() else name
+    """`core.data.resolve_dataset_source`: a local path or a hub id; a missing path-like name is a DataError."""
+    return core_data.resolve_dataset_source(name, recipe_dir)
 
 
 def resolve_input_path(path: str | None, recipe_dir: str | Path) -> str | None:
-    """A data path as the user meant it: absolute or relative to the working directory if it exists there,
-    else relative to the recipe folder, so a recipe's config can name its own `data/` and a copied recipe folder
-    reads its own copy."""
-    if not path:
-        return path
-    candidate = Path(path)
-    resolved = candidate if candidate.is_absolute() or candidate.exists() else Path(recipe_dir) / candidate
-    resolved = resolved.resolve()
-    logger.info("input %s -> %s", path, resolved)
-    return str(resolved)
+    """`core.data.resolve_input_path`: working directory first, then the recipe folder."""
+    return core_data.resolve_input_path(path, recipe_dir)

@@ -368,7 +368,8 @@ def test_build_dataset_reports_every_problem_with_row_and_pid(tmp_path: Path) ->
         "row 11 (id 'intfloat'): answer_type integer but answer '2.5' is not an integer",
         "row 12 (id 'badlist'): answer_type list but answer 'two and three' does not parse as a list",
         f"row 13 (id 'nofile'): image 'images/missing.png' -> {tmp_path / 'images' / 'missing.png'}: file not found",
-        "row 14 (id 'corrupt'): cannot decode image",
+        # the corrupt file is named, as the user wrote it and resolved (issue 15, item 5)
+        f"row 14 (id 'corrupt'): image 'images/corrupt.png' -> {tmp_path / 'images' / 'corrupt.png'}: cannot decode",
         "row 15 (id 'noimage'): missing image",
         "row 16 (id 'twice'): missing or empty question",
         "row 16 (id 'twice'): missing or empty answer",

@@ -46,6 +46,7 @@ from core.data import (
     inspect_images,
     load_records,
     mark_sample_written,
+    missing_column_problems,
     row_ids,
     sample_is_current,
     to_dataset,
@@ -114,6 +115,9 @@ def build_dataset(
     records = load_records(path)
     if not records:
         raise DataError([f"{path}: no records"], source=path)
+    renamed = missing_column_problems(records, ["image", ("problem", "prompt"), "solution"])
+    if renamed:
+        raise DataError(renamed, source=path)  # once, not once per row
 
     images = inspect_images(records, root)
     budget = max_image_pixels(image_processor) if image_processor is not None else None

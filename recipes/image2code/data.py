@@ -52,6 +52,7 @@ from core.data import (
     inspect_images,
     load_records,
     mark_sample_written,
+    missing_column_problems,
     resolve_image_path,
     row_ids,
     sample_is_current,
@@ -111,9 +112,17 @@ def build_dataset(
         records = records[: max(0, int(max_samples))]
     if not records:
         raise DataError([f"{path}: no records"], source=path)
+    renamed = missing_column_problems(records, ["reference_code", ("image_path", "image_base64")])
+    if renamed:
+        raise DataError(renamed, source=path)  # once, not once per row
 
     path_rows = [(index, record) for index, record in enumerate(records) if "image_path" in record]
-    infos = inspect_images([record for _, record in path_rows], root, image_key="image_path")
+    infos = inspect_images(
+        [record for _, record in path_rows],
+        root,
+        image_key="image_path",
+        indices=[index for index, _ in path_rows],  # row numbers in the file, base64 rows counted too
+    )
     path_info = {index: info for (index, _), info in zip(path_rows, infos, strict=True)}
 
     problems: list[str] = []

@@ -22,9 +22,17 @@ from typing import Any
 import datasets
 from PIL import Image, ImageDraw
 
-from core.data import DataError, mark_sample_written, sample_is_current
+from core.data import (
+    DataError,
+    load_saved_split,
+    mark_sample_written,
+    require_rows,
+    resolve_dataset_source,
+    sample_is_current,
+)
 from core.images import DEFAULT_MAX_PIXELS, normalize_image
 
+RECIPE_DIR = Path(__file__).resolve().parent
 HUB_NAME = "UCSC-VLAA/Complex-Edit"
 SPLITS = ("test_real", "test_syn")
 MAX_COMPLEXITY = 8
@@ -37,15 +45,28 @@ def load_source(source: str, splits: Sequence[str]) -> dict[str, datasets.Datase
         raise ValueError(f"unknown split(s) {unknown}; Complex-Edit has {', '.join(SPLITS)}")
     path = Path(source)
     if path.exists():
-        if not (path / "dataset_dict.json").is_file():
-            raise DataError([f"{path} is not a datasets.save_to_disk folder (no dataset_dict.json)"], source=path)
-        loaded = datasets.load_from_disk(str(path))
-    else:
-        loaded = datasets.load_dataset(source)
+        return _load_local_splits(path, splits)
+    loaded = datasets.load_dataset(source)
     missing = [s for s in splits if s not in loaded]
     if missing:
         raise DataError([f"split(s) {missing} not found; available: {list(loaded)}"], source=source)
     return {s: loaded[s] for s in splits}
+
+
+def _load_local_splits(path: Path, splits: Sequence[str]) -> dict[str, datasets.Dataset]:
+    """The requested splits of a `save_to_disk` folder, each loaded on its own (`core.data.load_saved_split`: an
+    empty split is a DataError, not datasets' bare IndexError)."""
+    if not (path / "dataset_dict.json").is_file():
+        raise DataError([f"{path} is not a datasets.save_to_disk folder (no dataset_dict.json)"], source=path)
+    problems, tables = [], {}
+    for split in splits:
+        try:
+            tables[split] = load_saved_split(path, split)
+        except DataError as err:
+            problems += err.problems
+    if problems:
+        raise DataError(problems, source=path)
+    return tables
 
 
 def edit_prompt(instruction: str, system_prompt: str) -> list[dict[str, Any]]:
@@ -56,17 +77,17 @@ def edit_prompt(instruction: str, system_prompt: str) -> list[dict[str, Any]]:
     ]
 
 
-def build_dataset(
+def load_edit_rows(
     source: str,
-    system_prompt: str,
     splits: Sequence[str] = ("test_real",),
     complexities: Sequence[int] = (1, 2, 3),
     max_samples: int | None = None,
-) -> datasets.Dataset:
-    """Rows `prompt`, `image`, `instruction`, `complexity`, `id`; every problem reported at once.
+) -> list[dict[str, Any]]:
+    """Validated rows `id`, `instruction`, `complexity`, `image` (decoded); every problem reported at once.
 
-    `image` is `core.images.normalize_image` of the source picture (upright 8-bit RGB, transparency on white, at
-    most `DEFAULT_MAX_PIXELS`); train.py then resizes it to the pipeline's condition area as the pipeline would.
+    Needs no pipeline, so train.py calls it before any weights load: a missing folder or column, a bad split or
+    complexity, an undecodable image or zero usable rows fail in seconds. `image` is `core.images.normalize_image`
+    of the source picture (upright 8-bit RGB, transparency on white, at most `DEFAULT_MAX_PIXELS`).
     """
     bad = [c for c in complexities if not 1 <= int(c) <= MAX_COMPLEXITY]
     if bad:
@@ -92,23 +113,40 @@ def build_dataset(
                     continue
                 rows.append({"id": rid, "split": split, "row": index, "complexity": int(c), "instruction": instruction})
     rows = rows[:max_samples] if max_samples else rows
-    images = []
     for r in rows:
         try:
-            images.append(normalize_image(tables[r["split"]][r["row"]]["image"], max_pixels=DEFAULT_MAX_PIXELS))
+            r["image"] = normalize_image(tables[r["split"]][r["row"]]["image"], max_pixels=DEFAULT_MAX_PIXELS)
         except Exception as err:  # any decode failure is reported with its row
             problems.append(f"{r['id']}: image cannot be decoded ({type(err).__name__}: {err})")
     if problems:
         raise DataError(problems, source=source)
+    require_rows(len(rows), source, what=f"prompts in split(s) {', '.join(splits)}")
+    return rows
+
+
+def rows_to_dataset(rows: Sequence[dict[str, Any]], system_prompt: str) -> datasets.Dataset:
+    """Rows `prompt`, `image`, `instruction`, `complexity`, `id` from `load_edit_rows`; `system_prompt` is the
+    pipeline's (train.py resizes `image` to the pipeline's condition area as the pipeline would)."""
     return datasets.Dataset.from_dict(
         {
             "prompt": [edit_prompt(r["instruction"], system_prompt) for r in rows],
-            "image": images,
+            "image": [r["image"] for r in rows],
             "instruction": [r["instruction"] for r in rows],
             "complexity": [r["complexity"] for r in rows],
             "id": [r["id"] for r in rows],
         }
     ).cast_column("image", datasets.Image())
+
+
+def build_dataset(
+    source: str,
+    system_prompt: str,
+    splits: Sequence[str] = ("test_real",),
+    complexities: Sequence[int] = (1, 2, 3),
+    max_samples: int | None = None,
+) -> datasets.Dataset:
+    """`load_edit_rows` then `rows_to_dataset`, for callers that have the pipeline's system prompt already."""
+    return rows_to_dataset(load_edit_rows(source, splits, complexities, max_samples), system_prompt)
 
 
 # ----------------------------------------------------------------------------------------------- offline sample
@@ -220,11 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sample Complex-Edit set ({args.n_real} test_real, {args.n_syn} test_syn rows) in {out}")
         return 0
     try:
-        ds = build_dataset(args.check, "system", args.splits, args.complexities)
-    except DataError as err:
+        rows = load_edit_rows(resolve_dataset_source(args.check, RECIPE_DIR), args.splits, args.complexities)
+    except (DataError, ValueError) as err:
         print(err, file=sys.stderr)
         return 1
-    print(f"OK: {args.check}: {len(ds)} prompts")
+    print(f"OK: {args.check}: {len(rows)} prompts")
     return 0
 
 

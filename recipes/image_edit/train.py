@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data import build_dataset
+from data import load_edit_rows, rows_to_dataset
 from judging import CRITERIA, load_prompts
 from rewards import DEFAULT_REWARD_SAMPLES, EditRenderer, build_reward_funcs
 
@@ -86,6 +86,14 @@ def main() -> None:
     check_backend("transformers", model_args, training_args, text_encoder_policy=True)  # before anything loads
     warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
     prompts = load_prompts(script_args.judge_prompts_from)  # a wrong path fails here, before anything loads
+    # Data and arguments (splits, complexities, columns, images, zero rows) are checked before the judge starts, before
+    # the output folder is written and before the pipeline loads: a bad dataset fails in seconds.
+    rows = load_edit_rows(
+        resolve_dataset_source(script_args.dataset, RECIPE_DIR),
+        script_args.splits,
+        script_args.complexities,
+        script_args.max_train_samples,
+    )
     local_judge = start_local_judge_if_asked(script_args)  # `judge_base_url: local` (smoke runs, demo)
     # A misconfigured judge fails here, before any model is loaded.
     judge = JudgeClient(script_args)
@@ -105,13 +113,7 @@ def main() -> None:
     )
     model, processor = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.processor
     set_pixel_bounds(processor, model_args.min_pixels, model_args.max_pixels)
-    train_dataset = build_dataset(
-        resolve_dataset_source(script_args.dataset, RECIPE_DIR),
-        template_system_prompt(pipeline),
-        script_args.splits,
-        script_args.complexities,
-        script_args.max_train_samples,
-    )
+    train_dataset = rows_to_dataset(rows, template_system_prompt(pipeline))
     # The policy generates from, and is later re-run on, the condition image the pipeline would make: same tokens.
     area = script_args.condition_area
     train_dataset = train_dataset.map(lambda row: {"image": condition_images(pipeline, [row["image"]], area)[0]})

@@ -52,12 +52,17 @@ from core.data import (
     describe_row,
     image_prompt,
     load_records,
+    load_saved_split,
+    looks_like_path,
     mark_sample_written,
+    require_rows,
+    resolve_dataset_source,
     resolve_image_path,
     sample_is_current,
 )
 from core.images import normalize_image, normalize_opened, open_lazy
 
+RECIPE_DIR = Path(__file__).resolve().parent
 HUB_NAME = "AI4Math/MathVista"
 DEFAULT_SPLIT = "testmini"
 QUESTION_TYPES = ("multi_choice", "free_form")
@@ -123,14 +128,6 @@ _INTEGER = re.compile(r"[+-]?\d+")
 
 
 # ------------------------------------------------------------------------------------------------------------ loading
-
-
-def _looks_local(source: str) -> bool:
-    """A hub id is `name` or `owner/name`; anything path-like that does not exist is a typo'd path, not a hub id,
-    and deserves "not found" rather than a confusing hub error."""
-    if source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source:
-        return True
-    return Path(source).suffix.lower() in (".json", ".jsonl", ".parquet")
 
 
 def _parquet_splits(folder: Path) -> dict[str, list[Path]]:
@@ -260,12 +257,9 @@ def load_split(source: str | os.PathLike[str], split: str = DEFAULT_SPLIT) -> da
         return _records_to_dataset(records, path)
     if path.is_dir():
         if (path / "dataset_dict.json").is_file():
-            loaded = datasets.load_from_disk(str(path))
-            if split not in loaded:
-                raise _unknown_split(path, split, list(loaded))
-            return loaded[split]
+            return load_saved_split(path, split)  # an empty split: a DataError, not datasets' IndexError
         if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
-            return datasets.load_from_disk(str(path))  # one saved Dataset: it is the split asked for
+            return load_saved_split(path)  # one saved Dataset: it is the split asked for
         splits = _parquet_splits(path)
         if not splits:
             raise DataError(
@@ -274,7 +268,7 @@ def load_split(source: str | os.PathLike[str], split: str = DEFAULT_SPLIT) -> da
         if split not in splits:
             raise _unknown_split(path, split, sorted(splits))
         return _read_parquet(splits[split])
-    if _looks_local(text):
+    if looks_like_path(text, RECIPE_DIR):
         raise DataError([f"not found: {path}"], source=text)
     try:
         return datasets.load_dataset(text, split=split)
@@ -473,6 +467,15 @@ def _unscorable_answer(clean: Mapping[str, Any]) -> str | None:
     )
 
 
+def _image_origin(decoded: Any, image: Any, root: Path | None) -> str:
+    """Where a row's picture comes from, for a message: `image 'x.png' -> /abs/x.png` or the embedded bytes."""
+    if isinstance(decoded, Mapping) and decoded.get("bytes"):
+        return f"decoded_image ({len(decoded['bytes'])} bytes embedded in the data)"
+    named = image if isinstance(image, str) and image.strip() else None
+    path = (decoded.get("path") if isinstance(decoded, Mapping) else None) or named
+    return f"image {named or path!r} -> {resolve_image_path(path, root)}" if path else "image"
+
+
 def _open_image(decoded: Any, image: Any, root: Path | None) -> Image.Image:
     """The row's picture: `decoded_image` bytes, else its path, else the `image` path (relative to `root`)."""
     if isinstance(decoded, Image.Image):
@@ -509,7 +512,7 @@ def _prepare_image(decoded: Any, image: Any, root: Path | None, image_size: int)
     except (LookupError, FileNotFoundError) as err:
         return None, str(err)
     except Exception as err:  # Pillow raises many unrelated types for bad data; all mean "cannot decode"
-        return None, f"cannot decode image ({type(err).__name__}: {err})"
+        return None, f"{_image_origin(decoded, image, root)}: cannot decode ({type(err).__name__}: {err})"
     buffer = io.BytesIO()
     if source_format in ("JPEG", "MPO"):
         rgb.save(buffer, format="JPEG", quality=95)
@@ -561,6 +564,7 @@ def build_dataset(
         missing.append("decoded_image or image")
     if missing:
         raise DataError([f"missing column(s) {missing}; the source has {table.column_names}"], source=where)
+    require_rows(len(table), where)
     if start >= len(table):
         raise DataError([f"start {start} is past the end of the split ({len(table)} rows)"], source=where)
     end = len(table) if max_samples is None else min(len(table), start + max_samples)
@@ -963,7 +967,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         dataset = build_dataset(
-            args.check, args.split, start=args.start, max_samples=args.max_samples, image_size=args.image_size
+            resolve_dataset_source(args.check, RECIPE_DIR),
+            args.split,
+            start=args.start,
+            max_samples=args.max_samples,
+            image_size=args.image_size,
         )
     except (DataError, ValueError) as err:
         print(err, file=sys.stderr)

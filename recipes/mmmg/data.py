@@ -28,8 +28,9 @@ from typing import Any
 import datasets
 from protocol import parse_kg
 
-from core.data import DataError, mark_sample_written, sample_is_current
+from core.data import DataError, mark_sample_written, require_rows, resolve_dataset_source, sample_is_current
 
+RECIPE_DIR = Path(__file__).resolve().parent
 HUB_NAME = "MMMGbench/MMMG"
 LEVELS = ("preschool", "primaryschool", "secondaryschool", "highschool", "undergraduate", "PhD")
 DISCIPLINES = (
@@ -167,6 +168,7 @@ def load_mmmg(
             )
     if problems:
         raise DataError(problems, source=source)
+    require_rows(len(rows), source, what="prompts")
     return rows
 
 
@@ -178,16 +180,9 @@ def text_prompt(text: str, system_prompt: str) -> list[dict[str, Any]]:
     ]
 
 
-def build_dataset(
-    source: str,
-    system_prompt: str,
-    levels: Sequence[str] | None = None,
-    disciplines: Sequence[str] | None = None,
-    prompt_column: str = "prompt",
-    max_samples: int | None = None,
-) -> datasets.Dataset:
-    """Rows `prompt`, `text`, `knowledge_graph`, `annotation`, `level`, `discipline`, `key`, `id`."""
-    rows = load_mmmg(source, levels, disciplines, prompt_column, max_samples)
+def rows_to_dataset(rows: Sequence[dict[str, Any]], system_prompt: str) -> datasets.Dataset:
+    """Rows `prompt`, `text`, `knowledge_graph`, `annotation`, `level`, `discipline`, `key`, `id` from `load_mmmg`;
+    `system_prompt` is the pipeline's."""
     return datasets.Dataset.from_dict(
         {
             "prompt": [text_prompt(r["text"], system_prompt) for r in rows],
@@ -197,6 +192,18 @@ def build_dataset(
             },
         }
     )
+
+
+def build_dataset(
+    source: str,
+    system_prompt: str,
+    levels: Sequence[str] | None = None,
+    disciplines: Sequence[str] | None = None,
+    prompt_column: str = "prompt",
+    max_samples: int | None = None,
+) -> datasets.Dataset:
+    """`load_mmmg` then `rows_to_dataset`, for callers that have the pipeline's system prompt already."""
+    return rows_to_dataset(load_mmmg(source, levels, disciplines, prompt_column, max_samples), system_prompt)
 
 
 # ----------------------------------------------------------------------------------------------- offline sample
@@ -305,11 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sample MMMG set ({', '.join(SAMPLE_CONFIGS)}; {args.n_per_config} rows each) in {out}")
         return 0
     try:
-        ds = build_dataset(args.check, "system", args.levels, args.disciplines, args.prompt_column, args.max_samples)
+        source = resolve_dataset_source(args.check, RECIPE_DIR)
+        rows = load_mmmg(source, args.levels, args.disciplines, args.prompt_column, args.max_samples)
     except (DataError, ValueError) as err:
         print(err, file=sys.stderr)
         return 1
-    print(f"OK: {args.check}: {len(ds)} prompts")
+    print(f"OK: {args.check}: {len(rows)} prompts")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data import DISCIPLINES, LEVELS, build_dataset
+from data import DISCIPLINES, LEVELS, load_mmmg, rows_to_dataset
 from rewards import build_reward_funcs
 
 from core.backends import check_backend
@@ -65,6 +65,15 @@ def main() -> None:
         raise SystemExit(
             "readability needs SAM2 region counts, which this recipe does not ship (see README); set readability: false"
         )
+    # Data and arguments (levels, disciplines, prompt column, knowledge graphs, zero rows) are checked before the
+    # judge starts and before the pipeline loads: a bad dataset fails in seconds.
+    rows = load_mmmg(
+        resolve_dataset_source(script_args.dataset, RECIPE_DIR),
+        script_args.levels,
+        script_args.disciplines,
+        script_args.prompt_column,
+        script_args.max_train_samples,
+    )
     local_judge = start_local_judge_if_asked(script_args)  # `judge_base_url: local` (smoke runs, demo)
     judge = JudgeClient(script_args)
     judge.check()  # a misconfigured judge fails before any model is loaded
@@ -82,14 +91,7 @@ def main() -> None:
         offload_dit=script_args.offload_dit,  # the DiT is not moved to the GPU at all; the renderer lends it
     )
     model, tokenizer = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.tokenizer
-    train_dataset = build_dataset(
-        resolve_dataset_source(script_args.dataset, RECIPE_DIR),
-        template_system_prompt(pipeline),
-        script_args.levels,
-        script_args.disciplines,
-        script_args.prompt_column,
-        script_args.max_train_samples,
-    )
+    train_dataset = rows_to_dataset(rows, template_system_prompt(pipeline))
 
     renderer = PolicyRenderer(
         pipeline,

@@ -54,6 +54,7 @@ from core.data import (
     duplicate_id_problems,
     load_records,
     mark_sample_written,
+    missing_column_problems,
     row_ids,
     sample_is_current,
 )
@@ -176,6 +177,9 @@ def build_dataset(
     records = load_records(path)
     if not records:
         raise DataError([f"{path}: no records"], source=path)
+    renamed = missing_column_problems(records, ["conversations", "video"])
+    if renamed:
+        raise DataError(renamed, source=path)  # once, not once per row
 
     videos = inspect_videos(records, root)
     problems: list[str] = []

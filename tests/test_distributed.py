@@ -37,6 +37,8 @@ def test_smoke_launcher_runs_zero2_on_two_cpu_processes(tmp_path):
             str(sample / "eval.jsonl"),
             "--disable_tqdm",
             "true",
+            "--log_level",
+            "info",  # transformers' start-up report, with the global batch size (off on the console by default)
         ],
         cwd=REPO_ROOT,
         env=env,

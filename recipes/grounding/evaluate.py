@@ -107,7 +107,7 @@ def draw_grid(
         for rec, img in zip(records, images, strict=True)
     ]
     hits = sum(rec["point_in_box"] >= 1.0 for rec in records)
-    title = f"grounding: {len(records)} examples, point in box {hits}/{len(records)}"
+    title = f"{RECIPE_DIR.name}: {len(records)} examples, point in box {hits}/{len(records)}"
     sheet, boxes = panel_sheet(panels, cols, title=title, legend=LEGEND)
     sheet.save(path)
     return boxes

@@ -99,7 +99,7 @@ def range_problems(config: Any) -> list[str]:
         bad = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v not in allowed]
         if bad:
             shown = value if isinstance(value, (list, tuple)) else bad[0]
-            problems.append(f"--{f.name} {shown}: must be in {allowed}")
+            problems.append(f"--{f.name} {shown}: must be {allowed.describe()}")
     return problems
 
 
@@ -191,7 +191,8 @@ class _AliasingTrlParser(TrlParser):
     values GRPOConfig derives in __post_init__, such as the generation batch size, see the final numbers)."""
 
     def __init__(self, dataclass_types: tuple, aliases: dict[str, str]) -> None:
-        super().__init__(dataclass_types)
+        # No prefix matching: `--sandbox_wall 5` must be "did you mean --sandbox_wall_s", not silently that flag.
+        super().__init__(dataclass_types, allow_abbrev=False)
         self.aliases = aliases
 
     def set_defaults_with_config(self, **kwargs: Any) -> list[str]:

@@ -31,6 +31,14 @@ class Range:
         right = ")" if self.high_open or self.high is None else "]"
         return f"{left}{low}, {high}{right}"
 
+    def describe(self) -> str:
+        """What a message says the value must be: `> 0`, `>= 1`, `<= 1`, or `in [1, 8]`."""
+        if self.high is None and self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None and self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {self}"
+
 
 POSITIVE = Range(0, None, low_open=True)  # > 0: time limits, scales, rates
 AT_LEAST_ONE = Range(1, None)  # counts and sizes

@@ -147,3 +147,17 @@ def test_sigkill_of_the_launcher_stops_its_workers(tmp_path):
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
             launcher.wait()
+
+
+def test_first_cpu_deepspeed_launch_says_it_compiles_an_extension_once(tmp_path):
+    root = launcher_copy(tmp_path / "repo")
+    chosen = fake_python(tmp_path / "chosen" / "python", tmp_path / "calls.txt")
+    extensions = tmp_path / "torch_extensions"
+    env = {**os.environ, "PYTHON": str(chosen), "SMOKE": "1", "TORCH_EXTENSIONS_DIR": str(extensions)}
+    note = "== first DeepSpeed launch on CPU: DeepSpeed compiles its CPU extension once (about a minute); later"
+    first = launch(root, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.splitlines()[0] == f"{note} launches reuse it."
+    (extensions / "py311_cpu" / "deepspeed_shm_comm").mkdir(parents=True)  # what DeepSpeed builds on first use
+    again = launch(root, env)
+    assert again.returncode == 0 and note not in again.stdout

@@ -68,10 +68,13 @@ def _in_project(filename: str) -> bool:
 
 def is_user_error(exc: BaseException) -> bool:
     """True for a user-facing error (see the module docstring): a user-error type raised before training started,
-    or raised by the project's own code (core/, recipes/) at any time."""
+    or raised by the project's own code (core/, recipes/) at any time. A plain ValueError counts only when a `raise`
+    statement raised it (a check refusing a value), not when the interpreter did (a failed unpacking is a bug)."""
     if not isinstance(exc, USER_ERROR_TYPES):
         return False
     frames = traceback.extract_tb(exc.__traceback__)
+    if frames and type(exc) is ValueError and not (frames[-1].line or "").lstrip().startswith("raise"):
+        return False  # the interpreter's own ValueError (unpacking, int("x")): a bug, not a refused input
     if not frames or _in_project(frames[-1].filename):
         return True
     return not any((Path(f.filename).name, f.name) in _TRAINING_FRAMES for f in frames)

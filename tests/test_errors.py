@@ -189,10 +189,12 @@ def test_range_bounds():
 # --- which exceptions are "user-facing" -------------------------------------------------------------------------
 
 
-def raised_in(tmp_path: Path, file_name: str, function: str, exc: BaseException) -> BaseException:
-    """`exc` raised from `function` in a real module `file_name` outside the project (a library's frame)."""
+def raised_in(
+    tmp_path: Path, file_name: str, function: str, exc: BaseException | None, body: str = "raise exc"
+) -> BaseException:
+    """`exc` raised (by `body`) from `function` in a real module `file_name` outside the project (a library's frame)."""
     source = tmp_path / file_name
-    source.write_text(f"def {function}(exc):\n    raise exc\n")
+    source.write_text(f"def {function}(exc):\n    {body}\n")
     namespace: dict = {}
     exec(compile(source.read_text(), str(source), "exec"), namespace)
     try:
@@ -206,6 +208,8 @@ def test_library_value_error_during_training_keeps_its_traceback(tmp_path):
     assert not is_user_error(raised_in(tmp_path, "trainer.py", "_inner_training_loop", ValueError("nan loss")))
     assert is_user_error(raised_in(tmp_path, "configuration.py", "from_pretrained", ValueError("bad value")))
     assert not is_user_error(raised_in(tmp_path, "configuration.py", "load", RuntimeError("bug")))
+    unpacking = raised_in(tmp_path, "helpers.py", "split", None, body="a, b = [1]")
+    assert isinstance(unpacking, ValueError) and not is_user_error(unpacking)  # the interpreter's: a bug
 
 
 def test_a_bug_keeps_its_traceback_and_exit_status(tmp_path):

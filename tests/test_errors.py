@@ -97,7 +97,7 @@ def test_launcher_prints_the_start_up_error_once_and_last_with_the_trace_in_the_
     message = [f"DataError: 1 problem(s) in {missing}:", f"  - file not found: {missing}"]
     assert proc.returncode == USER_ERROR_EXIT, console[-5000:]
     assert proc.stdout.rstrip().splitlines()[-3:] == [
-        "== the run stopped before training; fix this and launch again:",
+        "== the run stopped on this error; fix it and launch again:",
         *message,
     ]
     assert console.count("file not found") == 1
@@ -118,7 +118,7 @@ def test_monitor_does_not_relaunch_a_run_stopped_by_a_start_up_error(tmp_path):
     )
     assert proc.returncode == USER_ERROR_EXIT, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines() == [
-        "== bad stopped before training; not relaunching (it cannot succeed until this is fixed):",
+        "== bad stopped on an error in its input; not relaunching (it cannot succeed until this is fixed):",
         *out_of_range("--num_inference_steps 0: must be >= 1"),
         f"== full log: {tmp_path}/bad/training.log",
     ]

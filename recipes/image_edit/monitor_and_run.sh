@@ -45,7 +45,7 @@ while true; do
   launches=$((launches + 1))
   ((status == 0)) && continue
   if [[ $status -eq 2 && -s "$out/error.txt" ]]; then
-    echo "== $run_name stopped before training; not relaunching (it cannot succeed until this is fixed):" >&2
+    echo "== $run_name stopped on an error in its input; not relaunching (it cannot succeed until this is fixed):" >&2
     cat "$out/error.txt" >&2
     echo "== full log: $out/training.log" >&2
     exit 2

@@ -98,7 +98,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 # accelerate runs in the background so that a signal to this shell is handled at once: TERM, INT and HUP are
 # forwarded to it, and torch's elastic agent inside stops the workers (each in a session of its own). A watchdog
-# covers SIGKILL of this shell, which no trap sees: it sends TERM to accelerate once the shell is gone (KILL 5 s
+# covers SIGKILL of this shell, which no trap sees: it sends TERM to accelerate once the shell is gone (KILL 1 s
 # later), and the workers die with accelerate (core.errors.die_with_parent). The log is written by a tee on fd 3.
 exec 3> >(tee -a "$log")
 tee_pid=$!
@@ -107,12 +107,19 @@ set +e
 agent=$!
 for sig in TERM INT HUP; do trap "kill -$sig $agent 2>/dev/null" "$sig"; done
 launcher=$$
+alive() {  # a killed process stays a zombie until its parent reaps it (or never, under some PID 1s): not alive
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { [[ ! -d /proc/self ]] && kill -0 "$1" 2>/dev/null; return; }
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
 (
-  while kill -0 "$launcher" 2>/dev/null; do sleep 0.5; done
-  kill -TERM "$agent" 2>/dev/null || exit 0
-  sleep 5
-  kill -KILL "$agent" 2>/dev/null
-) </dev/null >/dev/null 2>&1 &
+  while alive "$launcher"; do sleep 0.25; done
+  alive "$agent" || exit 0
+  kill -TERM "$agent" 2>/dev/null
+  for _ in 1 2 3 4 5 6 7 8 9 10; do sleep 0.1; alive "$agent" || exit 0; done
+  kill -KILL "$agent" 2>/dev/null  # its workers die with it (PR_SET_PDEATHSIG, core.errors.die_with_parent)
+) </dev/null >/dev/null 2>&1 3>&- &
 watchdog=$!
 status=0
 wait "$agent" || status=$?

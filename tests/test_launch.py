@@ -139,6 +139,11 @@ def test_sigkill_of_the_launcher_stops_its_workers(tmp_path):
         launcher.wait()
         time.sleep(2.0)
         survivors = {pid: cmd for pid, cmd in processes_naming(str(out)).items() if pid in started}
+        assert {pid: cmd for pid, cmd in survivors.items() if "python" in cmd} == {}  # accelerate and the workers
+        deadline = time.monotonic() + 5  # the watchdog and the log's tee follow once nothing writes
+        while survivors and time.monotonic() < deadline:
+            time.sleep(0.2)
+            survivors = {pid: cmd for pid, cmd in processes_naming(str(out)).items() if pid in started}
         assert survivors == {}, survivors
     finally:
         for pid in processes_naming(str(out)):

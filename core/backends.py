@@ -22,6 +22,7 @@ import torch
 from trl import GRPOConfig
 
 from core.config import VLMModelConfig
+from core.errors import UserFacingError
 from core.models import torch_dtype
 from core.trainer import RewardPlotCallback
 
@@ -32,7 +33,7 @@ BACKENDS = ("transformers", "unsloth")
 EXTRAS = {"transformers": "gpu", "unsloth": "unsloth"}
 
 
-class BackendError(RuntimeError):
+class BackendError(RuntimeError, UserFacingError):
     """The chosen backend cannot run here; the message lists every reason and the alternative."""
 
 

@@ -2,16 +2,24 @@
 
 The parser is built over three dataclasses: the recipe's own script arguments, `VLMGRPOConfig` (TRL's `GRPOConfig`
 plus run guards) and `VLMModelConfig` (TRL's `ModelConfig` plus the vision-language switches TRL lacks). `TrlParser`
-already rejects unknown YAML keys and lets the command line override the file; this module only adds the
-resolved-config record.
+already rejects unknown YAML keys and lets the command line override the file; this module adds the
+resolved-config record, "did you mean" for an unknown key or flag, and range checks: a dataclass field (the
+recipes' ScriptArguments included) declares its allowed values with `metadata={"range": (low, high)}` (inclusive,
+None for no bound) or a `Range`, and `parse_config` refuses a value outside it before anything loads.
+`INHERITED_RANGES` does the same for the fields TRL and transformers own. Errors are `core.errors.ConfigError`,
+shown without a traceback (core.errors).
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
+import difflib
 import os
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -20,9 +28,102 @@ from typing import Any, TypeVar
 import yaml
 from trl import GRPOConfig, ModelConfig, TrlParser
 
+from core.errors import ConfigError, install_error_hook
+from core.ranges import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range
+
 RESOLVED_CONFIG_NAME = "run_config.yaml"
 
 T = TypeVar("T")
+
+
+# Fields of TRL's GRPOConfig / ModelConfig (and transformers' TrainingArguments) users set in the recipes' configs.
+INHERITED_RANGES: dict[str, Range] = {
+    "learning_rate": NON_NEGATIVE,
+    "num_train_epochs": POSITIVE,
+    "max_steps": Range(-1, None),  # -1: use num_train_epochs
+    "per_device_train_batch_size": AT_LEAST_ONE,
+    "per_device_eval_batch_size": AT_LEAST_ONE,
+    "gradient_accumulation_steps": AT_LEAST_ONE,
+    "num_generations": Range(2, None),  # GRPO's advantage compares completions within a group
+    "num_generations_eval": AT_LEAST_ONE,
+    "max_completion_length": AT_LEAST_ONE,
+    "temperature": POSITIVE,
+    "top_p": Range(0, 1, low_open=True),
+    "top_k": NON_NEGATIVE,
+    "min_p": FRACTION,
+    "repetition_penalty": POSITIVE,
+    "beta": NON_NEGATIVE,
+    "epsilon": NON_NEGATIVE,
+    "epsilon_high": NON_NEGATIVE,
+    "num_iterations": AT_LEAST_ONE,
+    "steps_per_generation": AT_LEAST_ONE,
+    "generation_batch_size": AT_LEAST_ONE,
+    "logging_steps": POSITIVE,
+    "save_steps": POSITIVE,
+    "eval_steps": POSITIVE,
+    "save_total_limit": AT_LEAST_ONE,
+    "warmup_steps": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE,
+    "max_grad_norm": NON_NEGATIVE,
+    "seed": NON_NEGATIVE,
+    "dataloader_num_workers": NON_NEGATIVE,
+    "adam_beta1": Range(0, 1, high_open=True),
+    "adam_beta2": Range(0, 1, high_open=True),
+    "adam_epsilon": POSITIVE,
+    "lora_r": AT_LEAST_ONE,
+    "lora_alpha": POSITIVE,
+    "lora_dropout": Range(0, 1, high_open=True),
+    "vllm_gpu_memory_utilization": Range(0, 1, low_open=True),
+    "vllm_tensor_parallel_size": AT_LEAST_ONE,
+}
+
+
+def field_range(f: dataclasses.Field) -> Range | None:
+    """The field's declared `range` metadata (a `Range` or an inclusive (low, high) tuple), else INHERITED_RANGES."""
+    spec = f.metadata.get("range") if f.metadata else None
+    if spec is None:
+        return INHERITED_RANGES.get(f.name)
+    return spec if isinstance(spec, Range) else Range(*spec)
+
+
+def range_problems(config: Any) -> list[str]:
+    """One line per numeric field of the dataclass `config` whose value (or any item of a list value) is outside
+    its range. None is always allowed: it means "the default"."""
+    problems = []
+    for f in dataclasses.fields(config):
+        allowed = field_range(f)
+        value = getattr(config, f.name, None)
+        if allowed is None or value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        bad = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v not in allowed]
+        if bad:
+            shown = value if isinstance(value, (list, tuple)) else bad[0]
+            problems.append(f"--{f.name} {shown}: must be {allowed.describe()}")
+    return problems
+
+
+def check_ranges(*configs: Any) -> None:
+    """Raise ConfigError listing every out-of-range value of the parsed dataclasses."""
+    problems = [p for cfg in configs for p in range_problems(cfg)]
+    if problems:
+        raise ConfigError(
+            "out-of-range value(s) (set in the config file or on the command line):\n  "
+            + "\n  ".join(problems)
+            + "\nSet each to a value within its range."
+        )
+
+
+def unknown_key_message(unknown: list[str], known: list[str], where: str, flags: bool = False) -> str:
+    """`unknown key 'x' in where; did you mean 'y'?` per unknown key (difflib's closest known key); with `flags`,
+    `unknown flag --x ...; did you mean --y?`."""
+    noun, prefix = ("flag", "--") if flags else ("key", "")
+    lines = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else f" (no known {noun} is close; see --help)"
+        lines.append(f"unknown {noun} {prefix}{key} in {where}{hint}")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -32,15 +133,17 @@ class VLMModelConfig(ModelConfig):
     min_pixels: int | None = field(
         default=None,
         metadata={
+            "range": AT_LEAST_ONE,
             "help": "Lower bound on pixels per image after the processor's resize (Qwen families). "
-            "None keeps the checkpoint's own processor setting."
+            "None keeps the checkpoint's own processor setting.",
         },
     )
     max_pixels: int | None = field(
         default=None,
         metadata={
+            "range": AT_LEAST_ONE,
             "help": "Upper bound on pixels per image after the processor's resize (Qwen families); the main "
-            "memory knob for vision tokens. None keeps the checkpoint's own processor setting."
+            "memory knob for vision tokens. None keeps the checkpoint's own processor setting.",
         },
     )
     train_language: bool = field(
@@ -70,9 +173,10 @@ class VLMGRPOConfig(GRPOConfig):
     max_unscored_steps: int = field(
         default=5,
         metadata={
+            "range": NON_NEGATIVE,
             "help": "Stop training with an error after this many consecutive generation batches (optimizer steps "
             "with the default steps_per_generation) in which no completion could be scored: every reward returned "
-            "None, e.g. the judge is down. Such steps have zero advantage and teach nothing. 0 disables the check."
+            "None, e.g. the judge is down. Such steps have zero advantage and teach nothing. 0 disables the check.",
         },
     )
     overwrite_output_dir: bool = field(
@@ -95,11 +199,32 @@ class _AliasingTrlParser(TrlParser):
     values GRPOConfig derives in __post_init__, such as the generation batch size, see the final numbers)."""
 
     def __init__(self, dataclass_types: tuple, aliases: dict[str, str]) -> None:
-        super().__init__(dataclass_types)
+        # No prefix matching: `--sandbox_wall 5` must be "did you mean --sandbox_wall_s", not silently that flag.
+        super().__init__(dataclass_types, allow_abbrev=False)
         self.aliases = aliases
 
     def set_defaults_with_config(self, **kwargs: Any) -> list[str]:
         return super().set_defaults_with_config(**rename_aliases(kwargs, self.aliases))
+
+    @staticmethod
+    def _parse_dataclass_field(parser: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+        """HfArgumentParser hands every metadata key to argparse, which knows no `range`: drop it there (parse_config
+        checks it) and show it in --help instead."""
+        if f.metadata and "range" in f.metadata:
+            metadata = {k: v for k, v in f.metadata.items() if k != "range"}
+            metadata["help"] = f"{metadata.get('help', '')} Allowed: {field_range(f)}.".strip()
+            f = copy.copy(f)
+            f.metadata = types.MappingProxyType(metadata)
+        TrlParser._parse_dataclass_field(parser, f)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """argparse's usage errors (a bad value, a missing required flag) as a ConfigError: one message, shown like
+        every other start-up error, instead of the usage of several hundred flags on every rank."""
+        raise ConfigError(f"{message} (see --help)")
+
+    def known_keys(self) -> list[str]:
+        """Every key the config file and the command line accept (aliases included)."""
+        return sorted({a.dest for a in self._actions if a.dest != "help"} | set(self.aliases))
 
 
 def flatten_aliased_sections(config: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
@@ -151,10 +276,27 @@ def parse_config(
     YAML and on the command line alike; the command line still wins over the file. A dotted alias such as
     `reward.solution_start` also accepts the nested YAML form `reward: {solution_start: ...}`.
     """
+    install_error_hook()  # every train.py calls this first: its start-up errors print as messages
     aliases = aliases or {}
     args = rename_alias_flags(list(sys.argv[1:] if args is None else args), aliases)
     parser = _AliasingTrlParser((script_args_cls, VLMGRPOConfig, VLMModelConfig), aliases)
-    script_args, training_args, model_args = parser.parse_args_and_config(args=args)
+    config_path = args[args.index("--config") + 1] if "--config" in args[:-1] else None
+    script_args, training_args, model_args, from_file, from_cli = parser.parse_args_and_config(
+        args=args, return_remaining_strings=True, separate_remaining_strings=True
+    )
+    unknown = []
+    if from_file:
+        keys = [s[2:] for s in from_file[::2]]  # TrlParser returns them as ["--key", "value", ...]
+        unknown.append(unknown_key_message(keys, parser.known_keys(), f"config file {config_path}"))
+    if from_cli:
+        flags = [s.split("=", 1)[0][2:] for s in from_cli if s.startswith("--")]
+        if flags:
+            unknown.append(unknown_key_message(flags, parser.known_keys(), "the command line", flags=True))
+        else:
+            unknown.append(f"unexpected argument(s) on the command line: {' '.join(from_cli)}")
+    if unknown:
+        raise ConfigError("\n".join(unknown))
+    check_ranges(script_args, training_args, model_args)
     return script_args, training_args, model_args
 
 

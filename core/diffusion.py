@@ -35,6 +35,7 @@ from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dime
 from PIL import Image
 from trl.models import unwrap_model_for_generation
 
+from core.ranges import NON_NEGATIVE, Range
 from core.tiny import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,10 @@ class RenderMemoryArguments:
     )
     vae_tile_size: int | None = field(
         default=None,
-        metadata={"help": "VAE tile side in pixels (multiple of 8; stride 3/4 of it). Default: diffusers' 256."},
+        metadata={
+            "range": Range(8, None),
+            "help": "VAE tile side in pixels (multiple of 8; stride 3/4 of it). Default: diffusers' 256.",
+        },
     )
     offload_dit: bool = field(
         default=False,
@@ -88,9 +92,10 @@ class RenderMemoryArguments:
     log_images_steps: int = field(
         default=10,
         metadata={
+            "range": NON_NEGATIVE,
             "help": "Every N optimizer steps, rank 0 writes a grid of the images it rendered to "
             "<output_dir>/samples/step-XXXXX.png (+ .json with the completions) and to TensorBoard when report_to "
-            "includes it. 0: off."
+            "includes it. 0: off.",
         },
     )
 

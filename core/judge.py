@@ -58,6 +58,8 @@ from urllib.parse import urlsplit
 import openai
 from PIL import Image
 
+from core.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
+
 __all__ = [
     "JudgeArguments",
     "JudgeClient",
@@ -108,9 +110,14 @@ class JudgeArguments:
     )
     judge_temperature: float | None = field(
         default=0.0,
-        metadata={"help": "Sampling temperature of the judge; None (null) leaves it out (reasoning models: default)."},
+        metadata={
+            "range": NON_NEGATIVE,
+            "help": "Sampling temperature of the judge; None (null) leaves it out (reasoning models: default).",
+        },
     )
-    judge_max_tokens: int = field(default=256, metadata={"help": "Maximum tokens of one judge reply."})
+    judge_max_tokens: int = field(
+        default=256, metadata={"range": AT_LEAST_ONE, "help": "Maximum tokens of one judge reply."}
+    )
     judge_max_tokens_field: str = field(
         default="max_tokens",
         metadata={
@@ -119,13 +126,19 @@ class JudgeArguments:
             "choices": ["max_tokens", "max_completion_tokens"],
         },
     )
-    judge_timeout_s: float = field(default=60.0, metadata={"help": "Timeout of one judge HTTP attempt, in seconds."})
+    judge_timeout_s: float = field(
+        default=60.0, metadata={"range": POSITIVE, "help": "Timeout of one judge HTTP attempt, in seconds."}
+    )
     judge_max_retries: int = field(
         default=3,
-        metadata={"help": "Retries (with backoff, by the openai client) on 429, 5xx, timeouts and connection errors."},
+        metadata={
+            "range": NON_NEGATIVE,
+            "help": "Retries (with backoff, by the openai client) on 429, 5xx, timeouts and connection errors.",
+        },
     )
     judge_max_concurrency: int = field(
-        default=32, metadata={"help": "Judge requests in flight at once (per process), across all calls."}
+        default=32,
+        metadata={"range": AT_LEAST_ONE, "help": "Judge requests in flight at once (per process), across all calls."},
     )
     judge_cache_dir: str | None = field(
         default=None,
@@ -134,13 +147,17 @@ class JudgeArguments:
     judge_breaker_failures: int = field(
         default=5,
         metadata={
+            "range": NON_NEGATIVE,
             "help": "Consecutive failed judge requests that open the circuit breaker (requests then fail at once); "
-            "0 disables the breaker."
+            "0 disables the breaker.",
         },
     )
     judge_breaker_cooldown_s: float = field(
         default=30.0,
-        metadata={"help": "Seconds the breaker stays open before one probe request is let through."},
+        metadata={
+            "range": NON_NEGATIVE,
+            "help": "Seconds the breaker stays open before one probe request is let through.",
+        },
     )
 
 

@@ -13,6 +13,11 @@
 #                      `make install` builds) if it exists, else python3 on PATH. Set it to run from any other
 #                      environment (conda, a cluster module); the test suite sets it to its own interpreter.
 # The log is appended (tee -a) to OUTPUT_DIR/training.log, so a resumed run keeps what came before.
+# A start-up error (bad data, config, missing file; core/errors.py) is printed once, as the last lines, without a
+# traceback (the traceback is in training.log), and the launcher exits with status 2: fix the input and rerun.
+# Any other failure exits with the workers' status. Killing the launcher (TERM, INT, HUP, or even KILL) stops its
+# workers: a signal is forwarded to the accelerate process group, and a watchdog stops that group within a second
+# when the launcher itself is gone (workers also die with their parent, core/errors.die_with_parent).
 set -euo pipefail
 
 recipe_dir=$(cd "${1:?usage: launch.sh RECIPE_DIR [flags]}" && pwd)
@@ -32,6 +37,10 @@ if [[ "${SMOKE:-0}" == "1" ]]; then
   # DeepSpeed on CPU: its CPU accelerator, the gloo backend (accelerate would otherwise count one process), and no
   # bf16 mixed precision. Not --cpu: that makes accelerate drop DeepSpeed for plain multi-CPU DDP.
   export DS_ACCELERATOR=cpu
+  if ! compgen -G "${TORCH_EXTENSIONS_DIR:-$HOME/.cache/torch_extensions}/*/deepspeed_*" >/dev/null; then
+    echo "== first DeepSpeed launch on CPU: DeepSpeed compiles its CPU extension once (about a minute); later" \
+      "launches reuse it."
+  fi
   extra+=(--mixed_precision no)
   train_extra+=(--ddp_backend gloo)
 else
@@ -66,6 +75,10 @@ if [[ -z "$output_dir" ]]; then
 fi
 mkdir -p "$output_dir"
 log="$output_dir/training.log"
+# Workers write a start-up error's message here (core/errors.py); it is printed last. An old one is stale.
+error_file="$output_dir/error.txt"
+rm -f "$error_file"
+export VLM_GRPO_ERROR_FILE="$(cd "$output_dir" && pwd)/error.txt" VLM_GRPO_LOG="$(cd "$output_dir" && pwd)/training.log"
 
 cmd=("$PYTHON" -m accelerate.commands.launch
   --config_file "$accelerate_config"
@@ -82,9 +95,47 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
   echo "== $(date '+%F %T') $recipe on $num_machines machine(s) x $num_gpus process(es), rank $machine_rank"
   echo "== ${cmd[*]}"
 } | tee -a "$log"
+
+# accelerate runs in the background so that a signal to this shell is handled at once: TERM, INT and HUP are
+# forwarded to it, and torch's elastic agent inside stops the workers (each in a session of its own). A watchdog
+# covers SIGKILL of this shell, which no trap sees: it sends TERM to accelerate once the shell is gone (KILL 1 s
+# later), and the workers die with accelerate (core.errors.die_with_parent). The log is written by a tee on fd 3.
+exec 3> >(tee -a "$log")
+tee_pid=$!
 set +e
-"${cmd[@]}" 2>&1 | tee -a "$log"
-status=${PIPESTATUS[0]}
+"${cmd[@]}" >&3 2>&1 &
+agent=$!
+for sig in TERM INT HUP; do trap "kill -$sig $agent 2>/dev/null" "$sig"; done
+launcher=$$
+alive() {  # a killed process stays a zombie until its parent reaps it (or never, under some PID 1s): not alive
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { [[ ! -d /proc/self ]] && kill -0 "$1" 2>/dev/null; return; }
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+(
+  while alive "$launcher"; do sleep 0.25; done
+  alive "$agent" || exit 0
+  kill -TERM "$agent" 2>/dev/null
+  for _ in 1 2 3 4 5 6 7 8 9 10; do sleep 0.1; alive "$agent" || exit 0; done
+  kill -KILL "$agent" 2>/dev/null  # its workers die with it (PR_SET_PDEATHSIG, core.errors.die_with_parent)
+) </dev/null >/dev/null 2>&1 3>&- &
+watchdog=$!
+status=0
+wait "$agent" || status=$?
+while kill -0 "$agent" 2>/dev/null; do  # `wait` returns early when a trapped signal arrives: wait for the exit
+  status=0
+  wait "$agent" || status=$?
+done
+kill "$watchdog" 2>/dev/null
+exec 3>&-
+for _ in $(seq 100); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done  # the log complete before the end
 set -e
+if [[ $status -ne 0 && -s "$error_file" ]]; then
+  echo "== exit $status; log (with the traceback): $log" | tee -a "$log"
+  echo "== the run stopped on this error; fix it and launch again:" | tee -a "$log"
+  tee -a "$log" <"$error_file"
+  exit 2
+fi
 echo "== exit $status; log: $log" | tee -a "$log"
 exit "$status"

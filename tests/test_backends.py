@@ -191,6 +191,6 @@ def test_recipe_with_use_vllm_that_cannot_work_stops_before_anything_loads(tmp_p
 
     out = tmp_path / "run"
     proc = run_smoke_train(recipe, "--output_dir", str(out), "--use_vllm", "true", "--vllm_mode", mode, timeout=300)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a start-up error (core.errors.USER_ERROR_EXIT): fix the input, do not retry
     assert "BackendError: cannot start training" in proc.stderr and reason in proc.stderr
     assert not out.exists()  # nothing written, no data or weights loaded

@@ -1,4 +1,5 @@
-"""Which interpreter `core/launch.sh` runs: `PYTHON` if set, else the repository's `.venv`, else `python3` on PATH.
+"""`core/launch.sh`: which interpreter it runs (`PYTHON` if set, else the repository's `.venv`, else `python3` on
+PATH), and that a SIGKILLed launcher leaves no worker behind.
 
 The tests that drive the launcher pass `PYTHON=sys.executable` (tests.helpers.subprocess_env), so they run in the
 suite's own environment wherever it lives. Here each candidate interpreter is a small script that records that it
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from tests.helpers import REPO_ROOT, subprocess_env
+import pytest
+
+from tests.helpers import REPO_ROOT, load_recipe_module, subprocess_env
 
 
 def fake_python(path: Path, record: Path) -> Path:
@@ -84,3 +89,80 @@ def test_without_python_variable_or_venv_python3_on_path_is_used(tmp_path):
     log = (root / "out" / "training.log").read_text()
     assert f"== {on_path} -m accelerate.commands.launch" not in log  # the log names the command as run: python3
     assert "== python3 -m accelerate.commands.launch" in log
+
+
+def processes_naming(text: str) -> dict[int, str]:
+    """Live (not zombie) processes whose command line contains `text`, by pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found[int(entry.name)] = cmdline
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigkill_of_the_launcher_stops_its_workers(tmp_path):
+    """`kill -9` of the launcher shell alone (no trap can run): within ~2 s neither accelerate nor a worker is left."""
+    sample = tmp_path / "sample"
+    load_recipe_module("grounding", "data").make_sample(sample, n_train=8, n_eval=2, seed=0)
+    out = tmp_path / "run"
+    flags = ["--train_file", str(sample / "train.jsonl"), "--eval_file", "", "--output_dir", str(out)]
+    flags += ["--max_steps", "200", "--save_strategy", "no"]
+    with open(tmp_path / "console.txt", "w") as sink:
+        launcher = subprocess.Popen(
+            ["bash", str(REPO_ROOT / "recipes" / "grounding" / "run_8gpu.sh"), *flags],
+            cwd=REPO_ROOT,
+            env=subprocess_env(SMOKE="1", NUM_GPUS="2"),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    started = {}
+    try:
+        deadline = time.monotonic() + 300
+        log = out / "training.log"
+        # rank 0 logs this after parse_config, which both ranks pass before it (the process group's rendezvous)
+        while not (log.is_file() and "resolved config written" in log.read_text()):
+            assert launcher.poll() is None and time.monotonic() < deadline, (tmp_path / "console.txt").read_text()
+            time.sleep(0.5)
+        started = processes_naming(str(out))
+        workers = [pid for pid, cmd in started.items() if "train.py" in cmd and "accelerate" not in cmd]
+        assert len(workers) == 2, started
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+        time.sleep(2.0)
+        survivors = {pid: cmd for pid, cmd in processes_naming(str(out)).items() if pid in started}
+        assert {pid: cmd for pid, cmd in survivors.items() if "python" in cmd} == {}  # accelerate and the workers
+        deadline = time.monotonic() + 5  # the watchdog and the log's tee follow once nothing writes
+        while survivors and time.monotonic() < deadline:
+            time.sleep(0.2)
+            survivors = {pid: cmd for pid, cmd in processes_naming(str(out)).items() if pid in started}
+        assert survivors == {}, survivors
+    finally:
+        for pid in processes_naming(str(out)):
+            if pid in started:
+                os.kill(pid, signal.SIGKILL)
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+
+
+def test_first_cpu_deepspeed_launch_says_it_compiles_an_extension_once(tmp_path):
+    root = launcher_copy(tmp_path / "repo")
+    chosen = fake_python(tmp_path / "chosen" / "python", tmp_path / "calls.txt")
+    extensions = tmp_path / "torch_extensions"
+    env = {**os.environ, "PYTHON": str(chosen), "SMOKE": "1", "TORCH_EXTENSIONS_DIR": str(extensions)}
+    note = "== first DeepSpeed launch on CPU: DeepSpeed compiles its CPU extension once (about a minute); later"
+    first = launch(root, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.splitlines()[0] == f"{note} launches reuse it."
+    (extensions / "py311_cpu" / "deepspeed_shm_comm").mkdir(parents=True)  # what DeepSpeed builds on first use
+    again = launch(root, env)
+    assert again.returncode == 0 and note not in again.stdout

@@ -107,7 +107,7 @@ def test_grounding_train_refuses_iou_on_points_before_the_model_loads(grounding,
         *("--reward_funcs", "iou_reward", "--output_dir", str(tmp_path / "run")),
         timeout=300,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a start-up error (core.errors.USER_ERROR_EXIT)
     assert "reward 'iou_reward' returned None (cannot score)" in proc.stderr
     assert "trainable" not in proc.stdout.lower()  # the trainer's start-up report: no model was built
     assert not list((tmp_path / "run").glob("checkpoint-*"))

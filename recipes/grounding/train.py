@@ -28,6 +28,7 @@ from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor, model_family
 from core.plan import warn_if_over_budget
+from core.ranges import AT_LEAST_ONE
 from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
@@ -56,7 +57,9 @@ class ScriptArguments:
         metadata={"help": f"Frame the model answers in: auto (by model family) or one of {', '.join(FRAMES)}."},
     )
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system message for every prompt."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"range": AT_LEAST_ONE, "help": "Use only the first N training rows."}
+    )
 
 
 def build_datasets(script_args: ScriptArguments, processor: Any) -> tuple[Dataset, Dataset | None]:

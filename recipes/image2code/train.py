@@ -19,6 +19,7 @@ from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
 from core.plan import warn_if_over_budget
+from core.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
 from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.sandbox import Sandbox, SandboxLimits
@@ -38,20 +39,32 @@ class ScriptArguments:
         default=None, metadata={"help": "Folder image_path is relative to (default: the data file's folder)."}
     )
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system message."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"range": AT_LEAST_ONE, "help": "Use only the first N training rows."}
+    )
     # The original's reward.* settings (total = success*w_exec + similarity*w_sim + penalty(status)).
-    code_execution_weight: float = field(default=0.3, metadata={"help": "Weight of execution success."})
-    image_similarity_weight: float = field(default=0.7, metadata={"help": "Weight of the combined similarity."})
+    code_execution_weight: float = field(
+        default=0.3, metadata={"range": NON_NEGATIVE, "help": "Weight of execution success."}
+    )
+    image_similarity_weight: float = field(
+        default=0.7, metadata={"range": NON_NEGATIVE, "help": "Weight of the combined similarity."}
+    )
     syntax_error_penalty: float = field(default=-1.0, metadata={"help": "Added when the code does not compile."})
     runtime_error_penalty: float = field(default=-0.5, metadata={"help": "Added when the code raises."})
     timeout_penalty: float = field(default=-0.5, metadata={"help": "Added when the code runs out of time."})
     killed_penalty: float = field(default=-0.5, metadata={"help": "Added when a limit kills it (memory, signal)."})
     no_image_penalty: float = field(default=0.0, metadata={"help": "Added when it runs but draws nothing."})
-    ssim_weight: float = field(default=0.3, metadata={"help": "Similarity weight of SSIM."})
-    mse_weight: float = field(default=0.15, metadata={"help": "Similarity weight of normalised MSE."})
-    cosine_weight: float = field(default=0.15, metadata={"help": "Similarity weight of cosine similarity."})
-    histogram_weight: float = field(default=0.2, metadata={"help": "Similarity weight of colour histograms."})
-    edge_weight: float = field(default=0.2, metadata={"help": "Similarity weight of edge maps."})
+    ssim_weight: float = field(default=0.3, metadata={"range": NON_NEGATIVE, "help": "Similarity weight of SSIM."})
+    mse_weight: float = field(
+        default=0.15, metadata={"range": NON_NEGATIVE, "help": "Similarity weight of normalised MSE."}
+    )
+    cosine_weight: float = field(
+        default=0.15, metadata={"range": NON_NEGATIVE, "help": "Similarity weight of cosine similarity."}
+    )
+    histogram_weight: float = field(
+        default=0.2, metadata={"range": NON_NEGATIVE, "help": "Similarity weight of colour histograms."}
+    )
+    edge_weight: float = field(default=0.2, metadata={"range": NON_NEGATIVE, "help": "Similarity weight of edge maps."})
     custom_score_fn: str | None = field(
         default=None,
         metadata={
@@ -59,13 +72,21 @@ class ScriptArguments:
             "result); logged under the function's name."
         },
     )
-    custom_score_weight: float = field(default=1.0, metadata={"help": "Weight of the custom score."})
+    custom_score_weight: float = field(
+        default=1.0, metadata={"range": NON_NEGATIVE, "help": "Weight of the custom score."}
+    )
     # Sandbox limits per program.
     sandbox_workers: int | None = field(
-        default=None, metadata={"help": "Programs run at once per rank (default: the node's cores / ranks per node)."}
+        default=None,
+        metadata={
+            "range": AT_LEAST_ONE,
+            "help": "Programs run at once per rank (default: the node's cores / ranks per node).",
+        },
     )
-    sandbox_wall_s: float = field(default=10.0, metadata={"help": "Wall-clock seconds per program."})
-    sandbox_memory_mb: int = field(default=1024, metadata={"help": "Address-space limit per program."})
+    sandbox_wall_s: float = field(default=10.0, metadata={"range": POSITIVE, "help": "Wall-clock seconds per program."})
+    sandbox_memory_mb: int = field(
+        default=1024, metadata={"range": AT_LEAST_ONE, "help": "Address-space limit per program."}
+    )
 
 
 def main() -> None:

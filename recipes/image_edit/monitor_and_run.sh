@@ -3,6 +3,9 @@
 #   Runs training into outputs/RUN_NAME, prints the reward of every logged step from its training.log, and, if the
 #   run dies before finishing, relaunches it from its last checkpoint (at most MAX_RESTARTS times, default 3).
 #   LAUNCHER=.../run_8gpu_full_finetune.sh monitors the full fine-tuning launcher instead.
+#   A run stopped by a start-up error (bad data, config or flag: the launcher exits 2 and leaves the message in
+#   $out/error.txt, see core/errors.py) is not relaunched, since it cannot succeed until the input is fixed: the
+#   message is printed and this script exits 2. After any other failure the last lines of the log are printed.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -40,5 +43,13 @@ while true; do
   status=0
   wait "$pid" || status=$?
   launches=$((launches + 1))
-  [[ $status -eq 0 ]] || echo "== training exited with status $status"
+  ((status == 0)) && continue
+  if [[ $status -eq 2 && -s "$out/error.txt" ]]; then
+    echo "== $run_name stopped on an error in its input; not relaunching (it cannot succeed until this is fixed):" >&2
+    cat "$out/error.txt" >&2
+    echo "== full log: $out/training.log" >&2
+    exit 2
+  fi
+  echo "== training exited with status $status; last lines of $out/training.log:" >&2
+  tail -c +"$((offset + 1))" "$out/training.log" 2>/dev/null | tail -n "${TAIL_LINES:-20}" >&2
 done

@@ -24,6 +24,7 @@ from core.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import set_pixel_bounds, torch_dtype
 from core.plan import warn_if_over_budget
+from core.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
@@ -41,9 +42,12 @@ class ScriptArguments(JudgeArguments, RenderMemoryArguments):
     )
     splits: list[str] = field(default_factory=lambda: ["test_real"], metadata={"help": "test_real and/or test_syn."})
     complexities: list[int] = field(
-        default_factory=lambda: [1, 2, 3], metadata={"help": "Instruction complexity levels 1..8 to train on."}
+        default_factory=lambda: [1, 2, 3],
+        metadata={"range": Range(1, 8), "help": "Instruction complexity levels 1..8 to train on."},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N prompts."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"range": AT_LEAST_ONE, "help": "Use only the first N prompts."}
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: list(CRITERIA),
         metadata={
@@ -54,8 +58,9 @@ class ScriptArguments(JudgeArguments, RenderMemoryArguments):
     judge_samples: int = field(
         default=DEFAULT_REWARD_SAMPLES,
         metadata={
+            "range": AT_LEAST_ONE,
             "help": "Judge draws per call and sample, averaged (Complex-Edit's evaluation uses 20 at temperature 1.0; "
-            "evaluate.py does). More draws: a less noisy reward, proportionally more judge requests."
+            "evaluate.py does). More draws: a less noisy reward, proportionally more judge requests.",
         },
     )
     judge_prompts_from: str | None = field(
@@ -65,18 +70,31 @@ class ScriptArguments(JudgeArguments, RenderMemoryArguments):
             "wording). Default: the project's own wording in rubric/ (scores not comparable with published ones)."
         },
     )
-    num_inference_steps: int = field(default=20, metadata={"help": "Denoising steps per rendered edit."})
-    edit_height: int | None = field(default=None, metadata={"help": "Rendered height (default: the pipeline's)."})
-    edit_width: int | None = field(default=None, metadata={"help": "Rendered width (default: the pipeline's)."})
-    true_cfg_scale: float = field(
-        default=1.0, metadata={"help": "Pipeline CFG scale; 1.0 renders without a negative prompt (half the cost)."}
+    num_inference_steps: int = field(
+        default=20, metadata={"range": AT_LEAST_ONE, "help": "Denoising steps per rendered edit."}
     )
-    render_seed: int = field(default=0, metadata={"help": "Noise seed of every rendered edit (fair comparisons)."})
+    edit_height: int | None = field(
+        default=None, metadata={"range": AT_LEAST_ONE, "help": "Rendered height (default: the pipeline's)."}
+    )
+    edit_width: int | None = field(
+        default=None, metadata={"range": AT_LEAST_ONE, "help": "Rendered width (default: the pipeline's)."}
+    )
+    true_cfg_scale: float = field(
+        default=1.0,
+        metadata={
+            "range": POSITIVE,
+            "help": "Pipeline CFG scale; 1.0 renders without a negative prompt (half the cost).",
+        },
+    )
+    render_seed: int = field(
+        default=0, metadata={"range": NON_NEGATIVE, "help": "Noise seed of every rendered edit (fair comparisons)."}
+    )
     condition_area: int | None = field(
         default=None,
         metadata={
+            "range": AT_LEAST_ONE,
             "help": "Pixels of the condition image the VLM and the DiT see (default: the pipeline's "
-            "1024*1024); the smoke config uses 64*64."
+            "1024*1024); the smoke config uses 64*64.",
         },
     )
 

@@ -21,6 +21,7 @@ from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
 from core.plan import warn_if_over_budget
+from core.ranges import AT_LEAST_ONE, NON_NEGATIVE
 from core.rewards import check_rewards_can_score
 from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
@@ -60,10 +61,15 @@ class ScriptArguments:
     )
     dataset_split: str = field(default="testmini", metadata={"help": "Split to train on."})
     max_samples: int | None = field(
-        default=None, metadata={"help": "Train on the first N rows only (evaluate.py then defaults to the rest)."}
+        default=None,
+        metadata={
+            "range": AT_LEAST_ONE,
+            "help": "Train on the first N rows only (evaluate.py then defaults to the rest).",
+        },
     )
     image_size: int = field(
-        default=512, metadata={"help": "Images are downscaled so their longest side is at most this (RGB)."}
+        default=512,
+        metadata={"range": AT_LEAST_ONE, "help": "Images are downscaled so their longest side is at most this (RGB)."},
     )
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system message for every prompt."})
     reward_funcs: list[str] = field(
@@ -76,14 +82,24 @@ class ScriptArguments:
     solution_end: str = field(default=_DEFAULT_REWARDS.solution_end, metadata={"help": "Closes the final answer."})
     formatting_reward: float = field(
         default=_DEFAULT_REWARDS.formatting_reward,
-        metadata={"help": "Paid once for exactly one reasoning block and once for exactly one solution block."},
+        metadata={
+            "range": NON_NEGATIVE,
+            "help": "Paid once for exactly one reasoning block and once for exactly one solution block.",
+        },
     )
     correctness_reward: float = field(
         default=_DEFAULT_REWARDS.correctness_reward,
-        metadata={"help": "Paid when the one solution block holds the right answer (MathVista's matching rules)."},
+        metadata={
+            "range": NON_NEGATIVE,
+            "help": "Paid when the one solution block holds the right answer (MathVista's matching rules).",
+        },
     )
     max_seq_length: int = field(
-        default=2048, metadata={"help": "backend unsloth: longest prompt + completion it prepares (vLLM) for."}
+        default=2048,
+        metadata={
+            "range": AT_LEAST_ONE,
+            "help": "backend unsloth: longest prompt + completion it prepares (vLLM) for.",
+        },
     )
 
 

@@ -22,6 +22,7 @@ from core.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import torch_dtype
 from core.plan import warn_if_over_budget
+from core.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
 from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
 
@@ -40,17 +41,26 @@ class ScriptArguments(JudgeArguments, RenderMemoryArguments):
     )
     prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt text."})
     max_train_samples: int | None = field(
-        default=None, metadata={"help": "At most N prompts per level_discipline config (keeps the mix)."}
+        default=None,
+        metadata={"range": AT_LEAST_ONE, "help": "At most N prompts per level_discipline config (keeps the mix)."},
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["knowledge_fidelity"],
         metadata={"help": "knowledge_fidelity (MMMG's protocol) and/or 'package.module:function'."},
     )
-    num_inference_steps: int = field(default=20, metadata={"help": "Denoising steps per rendered image."})
-    image_height: int | None = field(default=None, metadata={"help": "Rendered height (default: the pipeline's)."})
-    image_width: int | None = field(default=None, metadata={"help": "Rendered width (default: the pipeline's)."})
-    true_cfg_scale: float = field(default=1.0, metadata={"help": "CFG scale; 1.0 renders without a negative prompt."})
-    render_seed: int = field(default=0, metadata={"help": "Noise seed of every rendered image."})
+    num_inference_steps: int = field(
+        default=20, metadata={"range": AT_LEAST_ONE, "help": "Denoising steps per rendered image."}
+    )
+    image_height: int | None = field(
+        default=None, metadata={"range": AT_LEAST_ONE, "help": "Rendered height (default: the pipeline's)."}
+    )
+    image_width: int | None = field(
+        default=None, metadata={"range": AT_LEAST_ONE, "help": "Rendered width (default: the pipeline's)."}
+    )
+    true_cfg_scale: float = field(
+        default=1.0, metadata={"range": POSITIVE, "help": "CFG scale; 1.0 renders without a negative prompt."}
+    )
+    render_seed: int = field(default=0, metadata={"range": NON_NEGATIVE, "help": "Noise seed of every rendered image."})
     readability: bool = field(
         default=False,
         metadata={"help": "Multiply by MMMG's readability term R (needs SAM2 weights for region counts; off)."},

@@ -19,6 +19,7 @@ from core.config import parse_config
 from core.lora import build_lora_config, freeze_for_full_finetune
 from core.models import load_model, load_processor
 from core.plan import warn_if_over_budget
+from core.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
 from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
@@ -51,38 +52,55 @@ class ScriptArguments:
     )
     fps: float = field(
         default=2.0,
-        metadata={"help": "Frames sampled per second of video (qwen-vl-utils' rule, floored to an even count)."},
+        metadata={
+            "range": POSITIVE,
+            "help": "Frames sampled per second of video (qwen-vl-utils' rule, floored to an even count).",
+        },
     )
     min_frames: int = field(
-        default=4, metadata={"help": "Fewest frames per clip (unless the clip is shorter); records' meta within."}
+        default=4,
+        metadata={
+            "range": AT_LEAST_ONE,
+            "help": "Fewest frames per clip (unless the clip is shorter); records' meta within.",
+        },
     )
     max_frames: int = field(
-        default=16, metadata={"help": "Most frames per clip: the memory cap, no record's meta exceeds it."}
+        default=16,
+        metadata={"range": AT_LEAST_ONE, "help": "Most frames per clip: the memory cap, no record's meta exceeds it."},
     )
     min_pixels_per_frame: int | None = field(
-        default=None, metadata={"help": "qwen-vl-utils' per-frame min_pixels (default 128 tokens' worth)."}
+        default=None,
+        metadata={"range": AT_LEAST_ONE, "help": "qwen-vl-utils' per-frame min_pixels (default 128 tokens' worth)."},
     )
     max_pixels_per_frame: int | None = field(
         default=None,
-        metadata={"help": "qwen-vl-utils' per-frame max_pixels (default 768 tokens' worth, less for long clips)."},
+        metadata={
+            "range": AT_LEAST_ONE,
+            "help": "qwen-vl-utils' per-frame max_pixels (default 768 tokens' worth, less for long clips).",
+        },
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["format_reward", "accuracy_reward"],
         metadata={"help": f"Rewards, any of {', '.join(REWARD_NAMES)} or 'package.module:function'."},
     )
-    format_reward_weight: float = field(default=DEFAULT_WEIGHTS["format_reward"], metadata={"help": "Original name."})
+    format_reward_weight: float = field(
+        default=DEFAULT_WEIGHTS["format_reward"], metadata={"range": NON_NEGATIVE, "help": "Original name."}
+    )
     accuracy_reward_weight: float = field(
-        default=DEFAULT_WEIGHTS["accuracy_reward"], metadata={"help": "Original name."}
+        default=DEFAULT_WEIGHTS["accuracy_reward"], metadata={"range": NON_NEGATIVE, "help": "Original name."}
     )
     grpo_alpha: float = field(
         default=0.5,
         metadata={
+            "range": POSITIVE,
             "help": "Original reward scaling: multiplies every reward weight. With TRL's default "
-            "scale_rewards=group it cancels in the advantage; it matters with scale_rewards=none."
+            "scale_rewards=group it cancels in the advantage; it matters with scale_rewards=none.",
         },
     )
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system message for every prompt."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"range": AT_LEAST_ONE, "help": "Use only the first N training rows."}
+    )
 
 
 def build_datasets(script_args: ScriptArguments, image_patch_size: int = 14) -> tuple[Dataset, Dataset | None]:

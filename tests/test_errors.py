@@ -104,7 +104,8 @@ def test_launcher_prints_the_start_up_error_once_and_last_with_the_trace_in_the_
     assert "raise DataError" not in console  # no rank's traceback on the console
     assert (out / "error.txt").read_text().splitlines() == message
     log = (out / "training.log").read_text()
-    assert log.count("raise DataError") == 2 and "[rank 0] Traceback" in log and "[rank 1] Traceback" in log
+    # rank 0's traceback always; rank 1's when it got to write it before torch's elastic agent stopped it
+    assert "[rank 0] Traceback" in log and log.count("raise DataError") == log.count("] Traceback") >= 1
 
 
 def test_monitor_does_not_relaunch_a_run_stopped_by_a_start_up_error(tmp_path):

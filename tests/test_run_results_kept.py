@@ -178,7 +178,7 @@ def test_second_run_into_a_finished_run_without_checkpoints_is_refused(finished_
     out, _ = finished_smoke
     before = snapshot(out)
     proc = run_smoke_train("grounding", *smoke_flags(sample, out))
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # core.errors.USER_ERROR_EXIT
     assert f"{out} already holds a finished run (trained to step 2;" in proc.stderr
     # No checkpoints: the message offers nothing to resume from.
     assert (

@@ -9,6 +9,8 @@ import math
 import os
 import shutil
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +136,23 @@ def earlier_run_problem(training_args: GRPOConfig) -> str | None:
     return None
 
 
-def clear_output_dir(out: Path) -> None:
+_PENDING_OVERWRITE: dict[Path, tuple[dict[str, tuple[int, int]], Callable[[], Path]]] = {}
+"""output_dir -> (its entries when setup_run ran: name -> (inode, mtime_ns); the deferred run_config.yaml write)."""
+
+
+def _entries(out: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.lstat().st_ino, p.lstat().st_mtime_ns) for p in out.iterdir() if p.name not in KEPT_ON_OVERWRITE}
+
+
+def clear_output_dir(out: Path, entries: dict[str, tuple[int, int]] | None = None) -> None:
     """--overwrite_output_dir: delete the earlier run in `out` (all but KEPT_ON_OVERWRITE), so neither its checkpoints
-    (which `--resume_from_checkpoint true` would pick) nor its finished-run files outlive it."""
+    (which `--resume_from_checkpoint true` would pick) nor its finished-run files outlive it. With `entries` (from
+    `_entries` at start-up), only those still unchanged are deleted: what this run wrote since is kept."""
     removed = 0
     for path in out.iterdir():
         if path.name in KEPT_ON_OVERWRITE:
+            continue
+        if entries is not None and entries.get(path.name) != (path.lstat().st_ino, path.lstat().st_mtime_ns):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -147,6 +160,18 @@ def clear_output_dir(out: Path) -> None:
             path.unlink()
         removed += 1
     logger.warning("--overwrite_output_dir: deleted %d entries of the earlier run in %s", removed, out)
+
+
+def finish_pending_overwrite(output_dir: str | Path) -> None:
+    """The deletion `setup_run` deferred for --overwrite_output_dir, then this run's run_config.yaml. Runs when
+    training starts (`train_and_save`), after every data, reward and model check passed, so a refused start never
+    costs the earlier run."""
+    pending = _PENDING_OVERWRITE.pop(Path(output_dir).resolve(), None)
+    if pending is None:
+        return
+    entries, write_config = pending
+    clear_output_dir(Path(output_dir), entries)
+    logger.info("resolved config written to %s", write_config())
 
 
 def stop_if_already_finished(training_args: GRPOConfig) -> None:
@@ -198,10 +223,17 @@ def setup_run(training_args: GRPOConfig, *configs: Any) -> str | None:
     if problem and not overwrite:
         raise FileExistsError(problem)
     if training_args.process_index == 0:
-        if problem:
-            clear_output_dir(out)
-        path = save_resolved_config(out, *configs, training_args)
-        logger.info("resolved config written to %s", path)
+        if problem:  # deleted once training starts (finish_pending_overwrite): a start that fails keeps it
+            write_config = partial(save_resolved_config, out, *configs, training_args)
+            _PENDING_OVERWRITE[out.resolve()] = (_entries(out), write_config)
+            logger.warning(
+                "--overwrite_output_dir: the earlier run in %s is deleted when training starts, after the data, "
+                "reward and model checks",
+                out,
+            )
+        else:
+            path = save_resolved_config(out, *configs, training_args)
+            logger.info("resolved config written to %s", path)
     return resume
 
 
@@ -305,6 +337,8 @@ def train_and_save(trainer: GRPOTrainer, resume: str | None, final_dir: str | Pa
     """
     if resume:
         logger.info("resuming from %s", resume)
+    if trainer.accelerator.is_main_process:
+        finish_pending_overwrite(trainer.args.output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     out = Path(trainer.args.output_dir)
     target = out if final_dir is None else out / final_dir

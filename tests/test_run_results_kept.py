@@ -21,7 +21,7 @@ import pytest
 import transformers
 
 from core.config import VLMGRPOConfig
-from core.run import setup_logging, setup_run
+from core.run import finish_pending_overwrite, setup_logging, setup_run
 from tests.helpers import load_recipe_module, run_smoke_train
 
 
@@ -102,8 +102,12 @@ def test_new_run_into_a_finished_run_is_refused_and_nothing_is_touched(tmp_path)
 def test_overwrite_output_dir_deletes_the_earlier_run_but_keeps_the_log(tmp_path):
     out = finished_run_folder(tmp_path / "run")
     log = (out / "training.log").read_bytes()
+    before = snapshot(out)
     assert setup_run(config(out, overwrite_output_dir=True)) is None
-    assert sorted(p.name for p in out.iterdir()) == ["run_config.yaml", "training.log"]
+    assert snapshot(out) == before  # nothing deleted or written until training starts: a failed start keeps it
+    (out / "written_by_this_run").mkdir()  # e.g. the trainer's vllm_policy folder, made before training starts
+    finish_pending_overwrite(out)
+    assert sorted(p.name for p in out.iterdir()) == ["run_config.yaml", "training.log", "written_by_this_run"]
     assert (out / "training.log").read_bytes() == log
     assert "overwrite_output_dir: true" in (out / "run_config.yaml").read_text()
 
@@ -197,4 +201,19 @@ def test_resume_of_a_finished_run_without_checkpoints_is_a_no_op(finished_smoke,
     assert f"Nothing to resume: {out} already holds a finished run (trained to step 2;" in proc.stdout
     assert "it would need checkpoints, and it was saved without any" in proc.stdout
     assert "Loading weights" not in proc.stdout + proc.stderr  # stopped before the model loads
+    assert snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_overwrite_whose_start_fails_keeps_the_earlier_run(finished_smoke, sample, tmp_path):
+    """--overwrite_output_dir deletes nothing until training starts: a wrong data path must not cost the run."""
+    out, _ = finished_smoke
+    before = snapshot(out)
+    missing = tmp_path / "nodata" / "train.jsonl"
+    flags = smoke_flags(sample, out, "--overwrite_output_dir", "true", "--train_file", str(missing))
+    proc = run_smoke_train("grounding", *flags)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"file not found: {missing}" in proc.stderr
+    console = proc.stdout + proc.stderr
+    assert "is deleted when training starts" in console and "entries of the earlier run" not in console
     assert snapshot(out) == before

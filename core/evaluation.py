@@ -38,9 +38,9 @@ def check_run_dir(run_dir: str | Path) -> Path:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
+        what = "is a file, not a folder" if run_dir.exists() else "no such folder"
         raise FileNotFoundError(
-            f"{run_dir}: no such folder. Pass a training output folder (its --output_dir) or one of its "
-            "checkpoint-* folders."
+            f"{run_dir}: {what}. Pass a training output folder (its --output_dir) or one of its checkpoint-* folders."
         )
     if _has_model(run_dir):
         return run_dir

@@ -226,3 +226,21 @@ def test_a_bug_keeps_its_traceback_and_exit_status(tmp_path):
     )
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr and proc.stderr.strip().endswith("RuntimeError: a bug")
+
+
+@pytest.mark.parametrize("recipe", ["grounding", "mmmg"])
+def test_evaluate_prints_a_wrong_folder_as_one_message(recipe, tmp_path):
+    """evaluate.py installs the same hook as train.py: a mistyped run folder or a file is one message, exit 2."""
+    config = RECIPES_DIR / recipe / "config_smoke.yaml"
+    for target, what in ((tmp_path / "rnu", "no such folder"), (config, "is a file, not a folder")):
+        proc = subprocess.run(
+            [sys.executable, str(RECIPES_DIR / recipe / "evaluate.py"), str(target)],
+            cwd=REPO_ROOT,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == USER_ERROR_EXIT, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        assert f"FileNotFoundError: {target}: {what}. Pass a training output folder" in proc.stderr

@@ -19,6 +19,7 @@ from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import AccuracyCoordReward, IoUReward, frame_for_family, parse_box, parse_point, to_original
 
+from core.errors import install_error_hook
 from core.evaluation import generate_greedy, load_trained_policy
 from core.plots import BLACK, RIGHT, WRONG, CaptionLine, caption_font, fit_image, panel, panel_sheet
 from core.run import resolve_input_path
@@ -187,4 +188,5 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    install_error_hook()  # a wrong folder or a killed run: one message, exit 2, no traceback
     main()

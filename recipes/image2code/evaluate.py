@@ -21,6 +21,7 @@ from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import RewardConfig, effective_status, extract_code, score_result
 
+from core.errors import install_error_hook
 from core.evaluation import generate_greedy, load_trained_policy
 from core.run import resolve_input_path
 from core.sandbox import Sandbox, SandboxLimits
@@ -178,4 +179,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    install_error_hook()  # a wrong folder or a killed run: one message, exit 2, no traceback
     main()

@@ -36,6 +36,7 @@ from judging import (
 from PIL import Image, ImageDraw
 
 from core.diffusion import PolicyRenderer, condition_images, configure_vae, template_system_prompt
+from core.errors import install_error_hook
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient
 from core.judge_server import start_local_judge_if_asked
@@ -186,4 +187,5 @@ def protocol_record(prompts: Any, args: argparse.Namespace, judge_model: str) ->
 
 
 if __name__ == "__main__":
+    install_error_hook()  # a wrong folder or a killed run: one message, exit 2, no traceback
     main()

@@ -47,6 +47,7 @@ from data import build_dataset, load_split
 from PIL import Image
 from rewards import RewardConfig, extract_solution, format_ok, is_correct
 
+from core.errors import install_error_hook
 from core.evaluation import generate_greedy, load_trained_policy
 from core.plots import BLACK, GREY, RIGHT, WRONG, CaptionLine, panel, panel_sheet
 from core.run import resolve_dataset_source
@@ -308,4 +309,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    install_error_hook()  # a wrong folder or a killed run: one message, exit 2, no traceback
     main()

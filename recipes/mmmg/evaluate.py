@@ -34,6 +34,7 @@ from protocol import (
 )
 
 from core.diffusion import PolicyRenderer, configure_vae, template_system_prompt
+from core.errors import install_error_hook
 from core.evaluation import load_trained_pipeline
 from core.judge import JudgeArguments, JudgeClient
 from core.judge_server import start_local_judge_if_asked
@@ -233,4 +234,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    install_error_hook()  # a wrong folder or a killed run: one message, exit 2, no traceback
     main()

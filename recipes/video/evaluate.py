@@ -19,6 +19,7 @@ from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import action_score, format_reward, parse_actions
 
+from core.errors import install_error_hook
 from core.evaluation import generate_greedy, load_trained_policy
 from core.run import resolve_input_path
 from core.video import DEFAULT_FPS, patch_size_of
@@ -134,4 +135,5 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    install_error_hook()  # a wrong folder or a killed run: one message, exit 2, no traceback
     main()

@@ -132,7 +132,7 @@ exec 3>&-
 for _ in $(seq 100); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done  # the log complete before the end
 set -e
 if [[ $status -ne 0 && -s "$error_file" ]]; then
-  echo "== exit $status; log (with the traceback): $log" | tee -a "$log"
+  echo "== the training processes exited with status $status; full log with the traceback: $log" | tee -a "$log"
   echo "== the run stopped on this error; fix it and launch again:" | tee -a "$log"
   tee -a "$log" <"$error_file"
   exit 2

@@ -81,7 +81,7 @@ def test_direct_run_missing_train_file_is_one_message(tmp_path):
 
 def test_launcher_prints_the_start_up_error_once_and_last_with_the_trace_in_the_log(tmp_path):
     """Two ranks hit the same missing file: the console shows the message once, as its last lines, and no rank
-    traceback; training.log keeps both ranks' tracebacks; the launcher exits 2."""
+    traceback; training.log keeps the first failing rank's traceback; the launcher exits 2."""
     out = tmp_path / "run"
     proc = subprocess.run(
         ["bash", str(RECIPES_DIR / "grounding" / "run_8gpu.sh"), "--train_file", "data/nosuch/t.jsonl"]
@@ -104,8 +104,10 @@ def test_launcher_prints_the_start_up_error_once_and_last_with_the_trace_in_the_
     assert "raise DataError" not in console  # no rank's traceback on the console
     assert (out / "error.txt").read_text().splitlines() == message
     log = (out / "training.log").read_text()
-    # rank 0's traceback always; rank 1's when it got to write it before torch's elastic agent stopped it
-    assert "[rank 0] Traceback" in log and log.count("raise DataError") == log.count("] Traceback") >= 1
+    # The rank that failed first always writes its traceback before it exits; torch's elastic agent then stops the
+    # other rank, which may or may not have got as far as writing its own (seen both ways on 2 busy cores).
+    assert log.count("raise DataError") == log.count("] Traceback") >= 1
+    assert "[rank 0] Traceback" in log or "[rank 1] Traceback" in log
 
 
 def test_monitor_does_not_relaunch_a_run_stopped_by_a_start_up_error(tmp_path):

@@ -30,6 +30,7 @@ from trl import GRPOConfig, ModelConfig, TrlParser
 
 from core.errors import ConfigError, install_error_hook
 from core.ranges import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range
+from core.tiny import is_tiny
 
 RESOLVED_CONFIG_NAME = "run_config.yaml"
 
@@ -162,6 +163,15 @@ class VLMModelConfig(ModelConfig):
         metadata={
             "help": "Also train the vision-language merger/projector (fully: it is small, and Gemma-3's "
             "projector is a bare weight that LoRA cannot wrap)."
+        },
+    )
+    warm_start_steps: int = field(
+        default=0,
+        metadata={
+            "range": NON_NEGATIVE,
+            "help": "Tiny test models only (smoke configs): supervised steps on each training row's reference answer "
+            "before GRPO, so a random tiny model writes the answer format and its completions differ in what the "
+            "reward judges (reward variance within groups, a non-zero gradient). See core/warm_start.py. 0: off.",
         },
     )
 
@@ -297,6 +307,11 @@ def parse_config(
     if unknown:
         raise ConfigError("\n".join(unknown))
     check_ranges(script_args, training_args, model_args)
+    if model_args.warm_start_steps and not is_tiny(model_args.model_name_or_path or ""):
+        raise ConfigError(
+            f"--warm_start_steps {model_args.warm_start_steps} is for tiny test models only (got "
+            f"{model_args.model_name_or_path!r}); set --warm_start_steps 0 (a real model needs real SFT)"
+        )
     return script_args, training_args, model_args
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,10 @@ def load_trained_policy(run_dir: str | Path, device: str) -> tuple[Any, Any, str
     family = model_family(model_args.model_name_or_path)
     if (run_dir / "adapter_config.json").is_file():
         from peft import PeftModel
+
+        if model_args.warm_start_steps:  # the adapter was trained on the warm-started tiny model (core/warm_start.py)
+            adapter_config = json.loads((run_dir / "adapter_config.json").read_text())
+            model_args.model_name_or_path = adapter_config["base_model_name_or_path"]
 
         model = PeftModel.from_pretrained(load_model(model_args), str(run_dir)).merge_and_unload()
     else:

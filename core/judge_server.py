@@ -12,9 +12,13 @@ The images are the `image_url` data URLs of the request (any format Pillow decod
 
 * two or more images: the FIRST and the LAST are compared (source / edited, reference / generated); the last is
   resized to the first one's size if they differ (bilinear), both taken as RGB, and
-  ``score = round(10 * (1 - mean(|a - b|) / 255))`` - identical images score 10, black vs white scores 0;
-* one image: its contrast, ``score = round(10 * std(grayscale) / 127.5)`` - a flat image scores 0, a half-black
+  ``x = 10 * (1 - mean(|a - b|) / 255)`` - identical images score 10, black vs white scores 0;
+* one image: its contrast, ``x = 10 * min(std(grayscale) / 127.5, 1)`` - a flat image scores 0, a half-black
   half-white image 10;
+* the integer score is ``floor(x + u)``, with ``u`` in [0, 1) read from a SHA-256 of the images' pixels
+  (:func:`dithered_score`): rounding keyed by the images, so the score's mean over images is the exact ``x``. Plain
+  ``round(x)`` gave every render of a tiny random renderer the same score (they differ by a fraction of a grey level),
+  hence no reward variance within a GRPO group and no gradient in a smoke run; integral ``x`` is returned exactly;
 * no image: ``score = int(sha256(text), 16) % 11`` (still deterministic, lets text-only requests such as a start-up
   check get a well-formed reply).
 
@@ -23,7 +27,8 @@ holding a line ``KEYS: k1 | k2 | ...`` (checklist judging, e.g. MMMG) gets a des
 key instead (:func:`answer_keys`); a request with a JSON-schema ``response_format`` (structured output, e.g.
 Complex-Edit's) gets an object with the schema's properties in order (:func:`answer_schema`): a property with an enum
 of integer strings gets ``str(s)`` and an ``integer`` one ``s`` - except ``instruction_following``, which gets
-``10 - s`` (an output identical to its input carries out no instruction) - and any other string the reason.
+``10 - x`` dithered with its own draw (an output identical to its input carries out no instruction; its own draw so
+that it does not cancel identity preservation in their sum) - and any other string the reason.
 
 Faults
 ------
@@ -72,6 +77,7 @@ import binascii
 import hashlib
 import io
 import json
+import math
 import re
 import socket
 import threading
@@ -88,6 +94,9 @@ __all__ = [
     "JudgeServerHandle",
     "JudgeServerStats",
     "answer_schema",
+    "criterion_score",
+    "dithered_score",
+    "pixel_statistic",
     "score_images",
     "start_judge_server",
     "start_local_judge_if_asked",
@@ -156,21 +165,43 @@ class JudgeServerStats:
             self.model_list_requests += 1
 
 
-def score_images(images: list[Image.Image], text: str = "") -> tuple[int, str]:
-    """The server's deterministic score (0..10) and reason for `images`; see the module docstring for the rule."""
+def dithered_score(value: float, images: list[Image.Image], salt: str = "") -> int:
+    """`floor(value + u)` clipped to 0..10, `u` in [0, 1) from a SHA-256 of `salt` and the images' RGB pixels: the
+    same images always get the same integer, and the integer's mean over many images is `value` (see the module
+    docstring). A different `salt` draws an independent `u`."""
+    digest = hashlib.sha256(salt.encode() + b"".join(img.convert("RGB").tobytes() for img in images)).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return min(10, max(0, math.floor(value + u)))
+
+
+def pixel_statistic(images: list[Image.Image]) -> tuple[float, str]:
+    """The exact 0..10 statistic of one or more images (see the module docstring) and its reason line."""
     if len(images) >= 2:
         first, last = images[0].convert("RGB"), images[-1].convert("RGB")
         if last.size != first.size:
             last = last.resize(first.size, Image.Resampling.BILINEAR)
-        diff = np.abs(np.asarray(first, dtype=np.float32) - np.asarray(last, dtype=np.float32)).mean()
-        score = round(10 * (1 - float(diff) / 255))
-        return score, f"mean absolute difference between first and last image: {float(diff):.2f}/255"
-    if len(images) == 1:
-        std = float(np.asarray(images[0].convert("L"), dtype=np.float32).std())
-        score = round(10 * min(std / 127.5, 1.0))
-        return score, f"grayscale contrast (std): {std:.2f}"
+        diff = float(np.abs(np.asarray(first, dtype=np.float32) - np.asarray(last, dtype=np.float32)).mean())
+        return 10 * (1 - diff / 255), f"mean absolute difference between first and last image: {diff:.2f}/255"
+    std = float(np.asarray(images[0].convert("L"), dtype=np.float32).std())
+    return 10 * min(std / 127.5, 1.0), f"grayscale contrast (std): {std:.2f}"
+
+
+def score_images(images: list[Image.Image], text: str = "") -> tuple[int, str]:
+    """The server's deterministic score (0..10) and reason for `images`; see the module docstring for the rule."""
+    if images:
+        value, reason = pixel_statistic(images)
+        return dithered_score(value, images), reason
     score = int(hashlib.sha256(text.encode()).hexdigest(), 16) % 11
     return score, "no image: score from the text hash"
+
+
+def criterion_score(name: str, images: list[Image.Image], text: str = "") -> int:
+    """A structured-output property's score: `score_images`, except `instruction_following`, which is 10 minus the
+    statistic dithered with its own draw (so it does not cancel identity preservation in a sum of criteria)."""
+    if name != "instruction_following" or not images:
+        score = score_images(images, text)[0]
+        return 10 - score if name == "instruction_following" else score
+    return dithered_score(10 - pixel_statistic(images)[0], images, salt=name)
 
 
 _KEYS_RE = re.compile(r"^KEYS: (.+)$", re.MULTILINE)
@@ -199,10 +230,10 @@ def answer_schema(response_format: Any, images: list[Image.Image], text: str) ->
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         return None
-    score, reason = score_images(images, text)
+    reason = score_images(images, text)[1]
     answer: dict[str, Any] = {}
     for name, spec in properties.items():
-        value = 10 - score if name == "instruction_following" else score
+        value = criterion_score(name, images, text)
         spec = spec if isinstance(spec, dict) else {}
         if spec.get("type") == "integer":
             answer[name] = value

@@ -26,7 +26,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from core.judge import JudgeArguments, JudgeClient, _DiskCache, request_key
-from core.judge_server import score_images, start_judge_server
+from core.judge_server import criterion_score, score_images, start_judge_server
 from tests.helpers import load_recipe_module
 
 JUDGING = load_recipe_module("image_edit", "judging")
@@ -279,10 +279,11 @@ def test_one_alignment_call_and_an_image_only_quality_call_through_the_local_jud
     body = quality[0]
     assert body["messages"][0] == {"role": "system", "content": "FAKE-QUALITY rubric: rate one image."}
     assert [p["type"] for p in body["messages"][1]["content"]] == ["image_url"]  # the output image alone, no text
-    # The local judge's deterministic answers: IP = similarity, IF = 10 - similarity, PQ = contrast; means of draws.
+    # The local judge's deterministic answers (means of draws): IP = similarity, PQ = contrast,
+    # IF = 10 - the statistic with its own dither.
     similarity, contrast = score_images([original, edited])[0], score_images([edited])[0]
     assert scores == {
-        "instruction_following": [float(10 - similarity)],
+        "instruction_following": [float(criterion_score("instruction_following", [original, edited]))],
         "identity_preservation": [float(similarity)],
         "perceptual_quality": [float(contrast)],
     }

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -33,7 +34,7 @@ from core.judge import (
     parse_json_object,
     parse_score,
 )
-from core.judge_server import JudgeServerHandle, score_images, start_judge_server
+from core.judge_server import JudgeServerHandle, dithered_score, score_images, start_judge_server
 
 MODEL = "local-judge"
 
@@ -63,7 +64,7 @@ def solid(value: int, size: int = 16) -> Image.Image:
 
 
 def pair(value: int, prompt: str = "How faithful is the edit?") -> JudgeRequest:
-    """Source black, edited grey `value`: the server scores round(10 * (1 - value / 255))."""
+    """Source black, edited grey `value`: the server scores 10 * (1 - value / 255), dithered to an integer."""
     return JudgeRequest(prompt, (solid(0), solid(value)))
 
 
@@ -74,7 +75,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def expected_score(value: int) -> float:
-    return float(round(10 * (1 - value / 255)))
+    return float(dithered_score(10 * (1 - value / 255), [solid(0), solid(value)]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -119,10 +120,28 @@ def test_server_scoring_rule_is_deterministic_from_pixels() -> None:
     half.paste(255, (0, 0, 8, 16))
     assert score_images([solid(0), solid(0)])[0] == 10
     assert score_images([solid(0), solid(255)])[0] == 0
-    assert score_images([solid(0), solid(128, size=32)])[0] == 5  # different sizes are resized, not rejected
+    # different sizes are resized, not rejected: x = 10 * (1 - 128/255) = 4.98, dithered to 4 or 5
+    assert score_images([solid(0), solid(128, size=32)])[0] in (4, 5)
     assert score_images([solid(90)])[0] == 0  # a flat image has no contrast
     assert score_images([half])[0] == 10
     assert score_images([], "text")[0] == score_images([], "text")[0]
+
+
+def test_dithered_scores_vary_with_any_pixel_and_average_to_the_exact_statistic() -> None:
+    """Renders that differ by one grey level in one pixel must not all tie (a tiny random renderer's group would give
+    GRPO no reward variance), yet the scores' mean over many images is the exact pixel statistic."""
+    base = np.full((16, 16, 3), 100, dtype=np.uint8)
+    variants = []
+    for i in range(400):
+        arr = base.copy()
+        arr.reshape(-1)[i % arr.size] += 1 + i // arr.size  # one sub-pixel one or two grey levels up
+        variants.append(Image.fromarray(arr))
+    exact = [10 * (1 - np.abs(np.asarray(v, dtype=np.float32) - 0).mean() / 255) for v in variants]
+    scores = [score_images([solid(0), v])[0] for v in variants]
+    assert set(scores) == {6, 7}  # x ~ 6.08 for every variant: round() would give 6 to all 400
+    assert abs(np.mean(scores) - np.mean(exact)) < 0.06
+    assert scores == [score_images([solid(0), v])[0] for v in variants]  # deterministic
+    assert dithered_score(7.0, variants[:1]) == 7 and dithered_score(10.0, variants[:1]) == 10
 
 
 def test_request_message_shape() -> None:

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from core.diffusion import PolicyRenderer, condition_images, load_pipeline
 from core.judge import JudgeArguments, JudgeClient
-from core.judge_server import answer_keys, score_images, start_judge_server
+from core.judge_server import answer_keys, criterion_score, score_images, start_judge_server
 from tests.fixtures.toy_rewards import even_token_fraction
 from tests.helpers import load_recipe_module
 
@@ -93,7 +93,7 @@ def test_one_failed_criterion_unscores_the_sample_in_every_criterion(edit_batch:
 
     pair = score_images([originals[0], edited[0]])[0]  # the server's rule on the images it was sent
     assert rewards == {
-        "instruction_following": [(10 - pair) / 10, None, None],
+        "instruction_following": [criterion_score("instruction_following", [originals[0], edited[0]]) / 10, None, None],
         "identity_preservation": [pair / 10, None, None],
         "perceptual_quality": [score_images([edited[0]])[0] / 10, None, None],
     }

@@ -32,6 +32,7 @@ from core.ranges import AT_LEAST_ONE
 from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
+from core.warm_start import warm_start_checkpoint
 
 RECIPE_DIR = Path(__file__).resolve().parent
 
@@ -97,6 +98,14 @@ def main() -> None:
         reference_completion(frame),
         source=script_args.train_file,
         full_marks=REFERENCE_FULL_MARKS,
+    )
+    # Smoke configs only: teach the random tiny policy the answer format, so groups differ (core/warm_start.py).
+    warm_start_checkpoint(
+        model_args,
+        processor,
+        train_dataset,
+        reference_completion(frame),
+        chat_template_kwargs=training_args.chat_template_kwargs,
     )
 
     model = load_model(model_args)

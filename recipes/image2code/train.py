@@ -24,6 +24,7 @@ from core.rewards import check_rewards_can_score
 from core.run import resolve_input_path, setup_run, train_and_save
 from core.sandbox import Sandbox, SandboxLimits
 from core.trainer import VLMGRPOTrainer
+from core.warm_start import warm_start_checkpoint
 
 RECIPE_DIR = Path(__file__).resolve().parent
 
@@ -116,6 +117,14 @@ def main() -> None:
 
     try:
         check_rewards_can_score(reward_funcs, train_dataset, reference_completion, source=script_args.train_file)
+        # Smoke configs only: teach the random tiny policy the answer format, so groups differ (core/warm_start.py).
+        warm_start_checkpoint(
+            model_args,
+            processor,
+            train_dataset,
+            reference_completion,
+            chat_template_kwargs=training_args.chat_template_kwargs,
+        )
         model = load_model(model_args)
         freeze_for_full_finetune(model, model_args)
         trainer = VLMGRPOTrainer(

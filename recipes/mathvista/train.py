@@ -25,6 +25,7 @@ from core.ranges import AT_LEAST_ONE, NON_NEGATIVE
 from core.rewards import check_rewards_can_score
 from core.run import resolve_dataset_source, setup_run, train_and_save
 from core.trainer import VLMGRPOTrainer
+from core.warm_start import warm_start_checkpoint
 
 RECIPE_DIR = Path(__file__).resolve().parent
 FINAL_DIR = "final_model"
@@ -132,11 +133,20 @@ def main() -> None:
         model, processor = load_unsloth_policy(model_args, training_args, script_args.max_seq_length)
         trainer = unsloth_grpo_trainer(model=model, processing_class=processor, **common)
     else:
+        processor = load_processor(model_args)
+        # Smoke configs only: teach the random tiny policy the answer format, so groups differ (core/warm_start.py).
+        warm_start_checkpoint(
+            model_args,
+            processor,
+            train_dataset,
+            reference_completion(reward_cfg),
+            chat_template_kwargs=training_args.chat_template_kwargs,
+        )
         model = load_model(model_args)
         freeze_for_full_finetune(model, model_args)
         trainer = VLMGRPOTrainer(
             model=model,
-            processing_class=load_processor(model_args),
+            processing_class=processor,
             peft_config=build_lora_config(model, model_args),
             **common,
         )

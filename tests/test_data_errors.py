@@ -136,7 +136,14 @@ def test_train_refuses_bad_data_before_any_weights_load(recipe: str, tmp_path: P
     flags, message = CASES[recipe]
     model = weightless_copy(SMOKE_MODELS[recipe], tmp_path / "weightless")
     result = run_smoke_train(
-        recipe, "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "out"), *flags(tmp_path)
+        recipe,
+        "--model_name_or_path",
+        str(model),
+        "--warm_start_steps",  # a weightless copy is not a tiny: id, which warm_start_steps requires
+        "0",
+        "--output_dir",
+        str(tmp_path / "out"),
+        *flags(tmp_path),
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]

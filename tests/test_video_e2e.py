@@ -18,6 +18,9 @@ from tests.helpers import REPO_ROOT, load_recipe_module
 
 RECIPE = REPO_ROOT / "recipes" / "video"
 TOY = "tests.fixtures.toy_rewards:even_token_fraction"
+# The dense toy reward moves LoRA here; the smoke config's warm start and its longer answers are tested in
+# test_smoke_learns.py, so these runs skip them (CI time).
+NO_WARM_START = ("--warm_start_steps", "0", "--max_completion_length", "24")
 pytestmark = pytest.mark.slow
 
 
@@ -55,6 +58,7 @@ def video_run(tmp_path_factory) -> tuple[Path, Path]:
             "format_reward",
             "accuracy_reward",
             TOY,
+            *NO_WARM_START,
         ]
     )
     return out, sample

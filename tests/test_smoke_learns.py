@@ -5,7 +5,8 @@ dithered scores (core/judge_server.py) five of six never produced a gradient: no
 a group got the same integer, so all advantages were 0 and the adapter was saved as initialised. Here each recipe's
 smoke config runs as a user runs it (real subprocess, the sample data its README's make-sample command writes, no
 extra reward), and the test requires a step with reward variance inside its groups and a non-zero gradient, and a
-saved LoRA adapter whose B matrices (zero at initialisation, PEFT's default) moved.
+saved LoRA adapter whose B matrices (zero at initialisation, PEFT's default) moved; grounding's run is also
+evaluated, on the warm-started base its adapter names.
 """
 
 from __future__ import annotations
@@ -56,3 +57,13 @@ def test_smoke_config_gives_reward_variance_a_gradient_and_a_moved_adapter(recip
     lora_b = {name: w for name, w in weights.items() if "lora_B" in name}
     assert lora_b, f"{recipe}: the adapter has no LoRA B matrices: {sorted(weights)[:5]}"
     assert max(float(torch.linalg.vector_norm(w)) for w in lora_b.values()) > 0, f"{recipe}: adapter equals its init"
+
+    if recipe == "grounding":  # evaluation loads the adapter onto the warm-started base it was trained on
+        base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+        assert Path(base).parent.name == "warm_start" and (Path(base) / "config.json").is_file()
+        cmd = [sys.executable, str(recipe_dir / "evaluate.py"), str(out), "--max_samples", "8"]
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert f"from {base}" in proc.stdout + proc.stderr  # core.models logs the folder it loaded
+        metrics = json.loads((out / "eval" / "metrics.json").read_text())
+        assert metrics["num_samples"] == 8 and metrics["parse_rate"] > 0  # the untrained tiny model parses nothing

@@ -168,6 +168,8 @@ def recipe_run(recipe: str, tmp_path: Path, *flags: str) -> tuple[subprocess.Com
     cmd = [sys.executable, str(recipe_dir / "train.py"), "--config", str(recipe_dir / "config_smoke.yaml")]
     cmd += [*flags, "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--use_vllm", "true"]
     cmd += ["--vllm_max_model_length", "1024", "--disable_tqdm", "true"]
+    # The vLLM contract, not learning: no warm start, short answers (test_smoke_learns covers them; CI time).
+    cmd += ["--warm_start_steps", "0", "--max_completion_length", "24"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=stand_in_env(log), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc, read_log(log)

@@ -169,9 +169,10 @@ class VLMModelConfig(ModelConfig):
         default=0,
         metadata={
             "range": NON_NEGATIVE,
-            "help": "Tiny test models only (smoke configs): supervised steps on each training row's reference answer "
-            "before GRPO, so a random tiny model writes the answer format and its completions differ in what the "
-            "reward judges (reward variance within groups, a non-zero gradient). See core/warm_start.py. 0: off.",
+            "help": "Tiny test models only (smoke configs): supervised steps on the first 64 training rows' "
+            "reference answers before GRPO, so a random tiny model writes the answer format and its completions "
+            "differ in what the reward judges (reward variance within groups, a non-zero gradient). See "
+            "core/warm_start.py. 0: off.",
         },
     )
 

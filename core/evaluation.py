@@ -83,6 +83,12 @@ def load_trained_policy(run_dir: str | Path, device: str) -> tuple[Any, Any, str
         if model_args.warm_start_steps:  # the adapter was trained on the warm-started tiny model (core/warm_start.py)
             adapter_config = json.loads((run_dir / "adapter_config.json").read_text())
             model_args.model_name_or_path = adapter_config["base_model_name_or_path"]
+            if not Path(model_args.model_name_or_path).is_dir():
+                raise FileNotFoundError(
+                    f"{run_dir} was trained on the warm-started tiny model {model_args.model_name_or_path}, which is "
+                    "no longer there (a cleared or other cache): run the same training command again to rebuild it "
+                    "(the warm start is deterministic), then evaluate"
+                )
 
         model = PeftModel.from_pretrained(load_model(model_args), str(run_dir)).merge_and_unload()
     else:

@@ -10,13 +10,14 @@ start-up reward check scores), and its samples then differ in the parts the rewa
 the program), so groups have reward variance and LoRA gets a gradient.
 
 Tiny models only: the loss is a sampled softmax (the answers' own tokens plus `NEGATIVES` random other ids, with the
-log-Q correction of Jean et al. 2015, arXiv:1412.2007) so a step costs milliseconds, not a [tokens, 151,936] logit
-matrix; a real model needs real SFT (TRL's SFTTrainer), and `core.config.parse_config` refuses one. The result is cached
+log-Q correction of Jean et al. 2015, arXiv:1412.2007) so no step builds a [tokens, 151,936] logit matrix (about
+0.1 s a step on 2 idle CPU cores); a real model needs real SFT (TRL's SFTTrainer), and `core.config.parse_config` refuses one. The result is cached
 under the tiny-model cache by the inputs' hash, so the suite's many smoke runs pay it once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_model
 
 from core.prompts import VIDEO_COLUMN, encode_prompts, encode_video_rows
 from core.tiny import tiny_cache_dir
@@ -38,6 +40,12 @@ NEGATIVES = 4096  # random non-answer ids per step in the sampled softmax
 LEARNING_RATE = 5e-3
 BATCH_SIZE = 4
 _MAX_ROWS = 64
+_WEIGHTS = "model.safetensors"
+WARM_START_VERSION = 1  # part of the cache key: a change to the loss or the steps must not reuse older folders
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / _WEIGHTS).is_file()
 
 
 def _row_images(row: Mapping[str, Any]) -> list[Any] | None:
@@ -121,10 +129,12 @@ def _last_hidden(model: Any, inputs: dict[str, Any]) -> torch.Tensor:
 
 def _cache_key(model: Any, batches: list[dict[str, Any]], steps: int, learning_rate: float, seed: int) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps([steps, learning_rate, seed, NEGATIVES, model.config.to_json_string()]).encode())
+    digest.update(
+        json.dumps([WARM_START_VERSION, steps, learning_rate, seed, NEGATIVES, model.config.to_json_string()]).encode()
+    )
     for name, param in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(param.detach().float().cpu().numpy().tobytes()[:4096])
+        digest.update(param.detach().float().cpu().numpy().tobytes())
     for batch in batches:
         for key in sorted(batch["inputs"]):
             value = batch["inputs"][key]
@@ -143,8 +153,13 @@ def _warm_start(
     learning_rate: float,
     seed: int,
 ) -> float:
-    """AdamW steps on `model`'s language weights (not the vision tower), in place; returns the last loss."""
-    trained = [p for n, p in model.named_parameters() if "visual" not in n and "vision" not in n]
+    """AdamW steps on every weight of `model` outside the vision tower (Gemma-3's projector included), in place;
+    returns the last loss."""
+    trained = []
+    for name, param in model.named_parameters():  # the vision tower frozen: backward stops at its output
+        param.requires_grad_("visual" not in name and "vision" not in name)
+        if param.requires_grad:
+            trained.append(param)
     generator = torch.Generator().manual_seed(seed)
     weight = model.get_output_embeddings().weight
     model.train()
@@ -159,6 +174,7 @@ def _warm_start(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     model.eval()
+    model.requires_grad_(True)
     return float(loss.item())
 
 
@@ -192,19 +208,29 @@ def warm_start_checkpoint(
     answers = [write_answer(row) for row in rows]
     batches = _batches(model, processor, rows, answers, batch_size, chat_template_kwargs or {})
     folder = tiny_cache_dir() / "warm_start" / _cache_key(model, batches, steps, learning_rate, seed)
-    if not (folder / "config.json").is_file():
-        loss = _warm_start(model, batches, steps=steps, learning_rate=learning_rate, seed=seed)
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt"))
-        model.save_pretrained(tmp)
-        try:
-            tmp.rename(folder)
-        except OSError:  # another rank or test worker got there first with the same result
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # One builder per folder: the ranks of a launch (and parallel test workers) wait on the lock, and the first one
+    # in builds; the others then find the complete folder. The weights are written with safetensors directly, not
+    # save_pretrained, which writes nothing on a rank other than 0 once torch.distributed is up.
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _is_complete(folder):
+            logger.info("warm start: %d steps on the reference answers, reusing %s", steps, folder)
+        else:
+            loss = _warm_start(model, batches, steps=steps, learning_rate=learning_rate, seed=seed)
+            tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
-        logger.info(
-            "warm start: %d steps on %d reference answers (last loss %.3f) -> %s", steps, len(rows), loss, folder
-        )
-    else:
-        logger.info("warm start: %d steps on the reference answers, reusing %s", steps, folder)
+            shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder of an older build
+            # the tiny folder's tokenizer and processor files, then this model's config and weights
+            shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt"))
+            model.config.save_pretrained(tmp)
+            model.generation_config.save_pretrained(tmp)
+            save_model(model, str(tmp / _WEIGHTS))
+            for entry in tmp.rglob("*"):  # a shared cache: readable by every user, as core.tiny's folders
+                entry.chmod(0o755 if entry.is_dir() else 0o644)
+            tmp.chmod(0o755)
+            tmp.rename(folder)
+            logger.info(
+                "warm start: %d steps on %d reference answers (last loss %.3f) -> %s", steps, len(rows), loss, folder
+            )
     model_args.model_name_or_path = str(folder)

@@ -190,6 +190,7 @@ def test_killed_run_resumes_to_the_same_final_step_keeping_earlier_logs(tmp_path
         "2",
         "--disable_tqdm",
         "true",
+        *NO_WARM_START,
     ]
     console = tmp_path / "console.txt"
     with open(console, "w") as sink:

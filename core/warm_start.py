@@ -11,8 +11,9 @@ the program), so groups have reward variance and LoRA gets a gradient.
 
 Tiny models only: the loss is a sampled softmax (the answers' own tokens plus `NEGATIVES` random other ids, with the
 log-Q correction of Jean et al. 2015, arXiv:1412.2007) so no step builds a [tokens, 151,936] logit matrix (about
-0.1 s a step on 2 idle CPU cores); a real model needs real SFT (TRL's SFTTrainer), and `core.config.parse_config` refuses one. The result is cached
-under the tiny-model cache by the inputs' hash, so the suite's many smoke runs pay it once.
+0.1 s a step on 2 idle CPU cores); a real model needs real SFT (TRL's SFTTrainer), and `core.config.parse_config`
+refuses one. The result is cached under the tiny-model cache by the inputs' hash, so the suite's many smoke runs pay
+it once.
 """
 
 from __future__ import annotations

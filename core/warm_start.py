@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_model
 
-from core.prompts import VIDEO_COLUMN, encode_prompts, encode_video_rows
+from core.evaluation import encode_rows
 from core.tiny import tiny_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -47,26 +47,6 @@ WARM_START_VERSION = 1  # part of the cache key: a change to the loss or the ste
 
 def _is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / _WEIGHTS).is_file()
-
-
-def _row_images(row: Mapping[str, Any]) -> list[Any] | None:
-    if row.get("images") is not None:
-        return list(row["images"])
-    if row.get("image") is not None:
-        return [row["image"]]
-    return None
-
-
-def _encode(processor: Any, rows: list[dict[str, Any]], chat_template_kwargs: dict[str, Any]) -> Any:
-    if VIDEO_COLUMN in rows[0]:
-        return encode_video_rows(processor, rows, **chat_template_kwargs)
-    images = [_row_images(row) for row in rows]
-    return encode_prompts(
-        processor,
-        [row["prompt"] for row in rows],
-        images=images if any(i is not None for i in images) else None,
-        **chat_template_kwargs,
-    )
 
 
 def _eos_id(model: Any, tokenizer: Any) -> int:
@@ -85,7 +65,7 @@ def _batches(
     batches = []
     for start in range(0, len(rows), batch_size):
         chunk, texts = rows[start : start + batch_size], answers[start : start + batch_size]
-        enc = dict(_encode(processor, chunk, kwargs))
+        enc = dict(encode_rows(processor, chunk, **kwargs))  # the ids the trainer and evaluation use
         answer_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for t in texts]
         width = max(map(len, answer_ids))
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos

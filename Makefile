@@ -21,7 +21,7 @@ install: $(STAMP)
 
 demo: install
 	$(PY) recipes/grounding/data.py --make-sample recipes/grounding/data/sample
-	$(PY) -m core.tiny qwen2_5_vl
+	$(PY) -m core.testing.tiny qwen2_5_vl
 	$(PY) recipes/grounding/train.py --config recipes/grounding/config_smoke.yaml --output_dir $(RUN)
 	$(PY) recipes/grounding/evaluate.py $(RUN) --max_samples 16
 	$(PY) recipes/image_edit/data.py --make-sample recipes/image_edit/data/sample

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 14, item 5): measured peak GPU memory and step time of real training runs, next to core.plan's
+# GPU check (issue 14, item 5): measured peak GPU memory and step time of real training runs, next to core.plan.memory's
 # prediction, on one CUDA GPU in at most ~10 minutes (an H200 was the target).
 #
 #   bash benchmarks/gpu_check.sh                        every recipe's smoke config in bf16, 2 GRPO steps each, then
@@ -9,10 +9,10 @@
 # Each run is the recipe's own train.py, executed in a measuring wrapper (same process): peak memory is
 # torch.cuda.max_memory_allocated() over the whole run (weights, generation, rewards, training), step time the median
 # wall time of the optimizer steps after the first (the first includes warm-up), synchronised. The prediction is
-# core.plan's per-GPU peak for the same config and flags on 1 GPU without DeepSpeed (what a single `python train.py`
+# core.plan.memory's per-GPU peak for the same config and flags on 1 GPU without DeepSpeed (what a single `python train.py`
 # is). Smoke runs use the tiny models (bf16: --bf16 true --dtype bfloat16); the real-size runs use random:<hub id>
-# models (core.architectures: the real architecture with random weights, no download) with the smoke data and
-# lengths. GB = 2**30 bytes, as core.plan and torch report.
+# models (core.training.architectures: the real architecture with random weights, no download) with the smoke data and
+# lengths. GB = 2**30 bytes, as core.plan.memory and torch report.
 #
 # Environment: PYTHON (default: the repository's .venv, else python3), GPU_CHECK_OUT (default
 # outputs/gpu_check-<time>), GPU_CHECK_BUDGET_S (default 570: runs that would start later are skipped),
@@ -105,7 +105,7 @@ finally:
         json.dump(result, f)
 EOF
 
-# --- core.plan's prediction for the same config and flags (1 GPU, no DeepSpeed) ------------------------------------
+# --- core.plan.memory's prediction for the same config and flags (1 GPU, no DeepSpeed) ------------------------------------
 cat > "$out/predict.py" << 'EOF'
 import json, sys
 
@@ -113,7 +113,7 @@ result_path, config, *flags = sys.argv[1:]
 prediction = {}
 try:
     import torch
-    from core.plan import Launch, parse_recipe_config, plan_run
+    from core.plan.memory import Launch, parse_recipe_config, plan_run
 
     gb = torch.cuda.get_device_properties(0).total_memory / 1024**3 if torch.cuda.is_available() else 80.0
     script_args, training_args, model_args = parse_recipe_config(config, flags, num_gpus=1)
@@ -125,7 +125,7 @@ try:
     print(plan.format())
 except Exception as error:  # the planner is advisory here: no prediction, the measurement still counts
     prediction = {"error": f"{type(error).__name__}: {error}"[:300]}
-    print(f"core.plan: {prediction['error']}")
+    print(f"core.plan.memory: {prediction['error']}")
 with open(result_path, "w") as f:
     json.dump(prediction, f)
 EOF
@@ -153,7 +153,7 @@ run() {
   if [[ "$cpu_mode" == "1" ]]; then flags+=(--bf16 false --dtype float32); else flags+=(--bf16 true --dtype bfloat16); fi
   echo "== $name: python recipes/$recipe/train.py --config $config ${flags[*]}  (limit ${cap}s)" | tee -a "$log"
   timeout 120 "$PYTHON" "$out/predict.py" "$out/$name.plan.json" "$config" "${flags[@]}" > "$out/$name.plan.txt" 2>&1 ||
-    echo "   (core.plan did not finish: see $out/$name.plan.txt)" | tee -a "$log"
+    echo "   (core.plan.memory did not finish: see $out/$name.plan.txt)" | tee -a "$log"
   local status=0
   timeout --kill-after=10 "$cap" "$PYTHON" "$out/measure.py" "$out/$name.json" "recipes/$recipe/train.py" \
     --config "$config" "${flags[@]}" > "$out/$name.log" 2>&1 || status=$?
@@ -183,9 +183,9 @@ for recipe in "${recipes[@]}"; do
   run "smoke-$recipe" 110 "$recipe"
 done
 
-# --- one real-size random-weight GRPO step (when core.architectures knows the ids) ----------------------------------
+# --- one real-size random-weight GRPO step (when core.training.architectures knows the ids) ----------------------------------
 if [[ "$real_size" == "1" ]]; then
-  if "$PYTHON" -c 'import core.architectures' 2> /dev/null; then
+  if "$PYTHON" -c 'import core.training.architectures' 2> /dev/null; then
     # grounding's real model; LoRA as in its real config, the smoke data and lengths, one optimizer step
     [[ " ${recipes[*]} " == *" grounding "* ]] &&
       run "real-grounding" 200 grounding --model_name_or_path random:Qwen/Qwen2.5-VL-7B-Instruct --max_steps 1 \
@@ -196,7 +196,7 @@ if [[ "$real_size" == "1" ]]; then
       run "real-image_edit" 240 image_edit --model_name_or_path random:Qwen/Qwen-Image-Edit --max_steps 1 \
         --gradient_checkpointing true --offload_dit false
   else
-    echo "== real-size runs skipped: core.architectures (random:<hub id> models) is not in this checkout" | tee -a "$log"
+    echo "== real-size runs skipped: core.training.architectures (random:<hub id> models) is not in this checkout" | tee -a "$log"
   fi
 fi
 
@@ -223,7 +223,7 @@ for name in names:
     rows.append([name, status[:40], num(measured, ".2f"), num(m.get("peak_reserved_gb"), ".2f"), num(predicted, ".2f"),
                  num(allocator, ".2f"), num(ratio, ".2f"), p.get("phase", "-"), num(m.get("step_s"), ".2f"),
                  num(m.get("wall_s"), ".0f")])
-head = ["run", "status", "peak alloc GB", "peak reserved GB", "core.plan GB", "plan w/o CUDA ctx", "measured/plan",
+head = ["run", "status", "peak alloc GB", "peak reserved GB", "core.plan.memory GB", "plan w/o CUDA ctx", "measured/plan",
         "plan's peak phase", "step s", "run s"]
 device = next((load(out / f"{n}.json").get("device") for n in names if load(out / f"{n}.json").get("device")), "?")
 print(f"\ngpu_check on {device} (GB = 2**30 bytes; peak alloc: torch.cuda.max_memory_allocated over the run;"
@@ -235,7 +235,7 @@ for row in rows:
     print("| " + " | ".join(row) + " |")
 missing = [n for n in names if load(out / f"{n}.plan.json").get("error")]
 if missing:
-    print(f"\nno core.plan prediction for {', '.join(missing)} (see <run>.plan.txt)")
+    print(f"\nno core.plan.memory prediction for {', '.join(missing)} (see <run>.plan.txt)")
 EOF
 echo "== gpu_check: $(($(date +%s) - start))s; table and logs in $out" | tee -a "$log"
 exit "$failed"

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "recipes" / "image2code"))
 from data import create_sample  # noqa: E402
 from rewards import RewardConfig, score_result  # noqa: E402
 
-from core.data import load_records  # noqa: E402
-from core.sandbox import Sandbox, render_code_in_process  # noqa: E402
+from core.data.records import load_records  # noqa: E402
+from core.rewards.sandbox import Sandbox, render_code_in_process  # noqa: E402
 
 FRESH_WRAPPER = """
 import io, sys, matplotlib

@@ -1,8 +1,9 @@
-"""Judging a batch concurrently with `core.judge.JudgeClient.score` versus one request at a time.
+"""Judging a batch concurrently with `core.rewards.judge.JudgeClient.score` versus one request at a time.
 
     python benchmarks/judge_throughput.py [--samples 64 --latency 0.2 --concurrency 64 --distinct 16 --size 128]
 
-Starts the local judge (`core.judge_server`) with a fixed per-request latency standing in for a remote VLM judge,
+Starts the local judge (`core.rewards.judge_server`) with a fixed per-request latency standing in for a remote VLM
+judge,
 then, in one run:
 
 1. judges `--samples` distinct samples (a pair of random images each) with one `JudgeClient.score` call
@@ -32,8 +33,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.judge import JudgeArguments, JudgeClient, JudgeRequest, build_messages, parse_score  # noqa: E402
-from core.judge_server import start_judge_server  # noqa: E402
+from core.rewards.judge import JudgeArguments, JudgeClient, JudgeRequest, build_messages, parse_score  # noqa: E402
+from core.rewards.judge_server import start_judge_server  # noqa: E402
 
 PROMPT = "Rate from 0 to 10 how faithfully the second image reproduces the first. Answer as JSON {'score': n}."
 

@@ -1,4 +1,4 @@
-"""Sampling a few frames with `core.video.load_video_frames` versus decoding every frame and picking afterwards.
+"""Sampling a few frames with `core.data.video.load_video_frames` versus decoding every frame and picking afterwards.
 
     python benchmarks/video_frames.py [--frames 300 --size 256 --sample 8 --repeats 3]
 
@@ -7,7 +7,7 @@ Writes a synthetic clip (moving gradient plus noise, libx264) into a temporary f
 For each it times, best of `--repeats`:
 
 * `load_video_frames`  - decord `get_batch` on the sampled indices only (what the recipes use; indices by
-                         qwen-vl-utils' rule, whose own `fetch_video` is not used: see core/video.py);
+                         qwen-vl-utils' rule, whose own `fetch_video` is not used: see core/data/video.py);
 * `decord, all`        - decord decodes all frames to RGB (`get_batch(range(n))`), then the sample is picked;
 * `PyAV, all`          - PyAV decodes all frames to RGB, then the sample is picked;
 
@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.video import _decord, load_video_frames, sample_frame_indices  # noqa: E402
+from core.data.video import _decord, load_video_frames, sample_frame_indices  # noqa: E402
 
 
 def write_clip(path: Path, frames: int, size: int, gop: int | None, seed: int = 0) -> None:

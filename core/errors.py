@@ -1,15 +1,16 @@
 """Errors a person can act on: printed as one message without a traceback, once, and last.
 
 A user-facing error is one the start-up checks raise about what the person gave: bad data, a bad config value, a
-missing file, a refused combination (ValueError and its subclasses such as `core.data.DataError` and `ConfigError`,
+missing file, a refused combination (ValueError and its subclasses such as `core.data.records.DataError` and
+`ConfigError`,
 FileNotFoundError, FileExistsError, ...). A traceback only buries such a message; it helps with bugs. So
-`install_error_hook` (called by `core.config.parse_config`, the first thing every train.py does) replaces
+`install_error_hook` (called by `core.training.config.parse_config`, the first thing every train.py does) replaces
 `sys.excepthook`:
 
 * user-facing error, direct run (`python recipes/<r>/train.py ...`): the message on stderr, no traceback, exit
   status `USER_ERROR_EXIT` (2, argparse's status for a bad command line). `VLM_GRPO_TRACEBACK=1` prints the traceback
   too.
-* user-facing error under `core/launch.sh` (which sets `VLM_GRPO_ERROR_FILE` and `VLM_GRPO_LOG`): nothing on the
+* user-facing error under `core/tools/launch.sh` (which sets `VLM_GRPO_ERROR_FILE` and `VLM_GRPO_LOG`): nothing on the
   console; the traceback is appended to the run's training.log and the message written to the error file (rank 0's
   wins), which the launcher prints as its last lines after the run stops, then exits with `USER_ERROR_EXIT`.
   `monitor_and_run.sh` does not relaunch such a run: it cannot succeed until the person fixes something.
@@ -141,7 +142,7 @@ def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Traceback
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Linux: have the kernel send `sig` to this process when its parent dies (PR_SET_PDEATHSIG), and exit now if
-    the parent is already gone. Used by workers under core/launch.sh: torch starts them in their own sessions, so
+    the parent is already gone. Used by workers under core/tools/launch.sh: torch starts them in their own sessions, so
     without it a killed agent leaves them running."""
     if not sys.platform.startswith("linux"):
         return

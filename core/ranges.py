@@ -1,6 +1,6 @@
 """Allowed values of numeric config fields: `metadata={"range": Range(...)}` (or an inclusive `(low, high)` tuple) on a
-dataclass field, checked by `core.config.parse_config`. A module of its own, without TRL, so that light modules
-(core.judge, core.diffusion) can declare ranges on their argument dataclasses."""
+dataclass field, checked by `core.training.config.parse_config`. A module of its own, without TRL, so that light modules
+(core.rewards.judge, core.diffusion.pipeline) can declare ranges on their argument dataclasses."""
 
 from __future__ import annotations
 

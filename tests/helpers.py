@@ -13,20 +13,20 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from core.recipe_modules import load_recipe_module as core_load_recipe_module
+from core.tools.recipe_modules import load_recipe_module as core_load_recipe_module
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO_ROOT / "recipes"
 
 
 def load_recipe_module(recipe: str, module: str) -> ModuleType:
-    """`recipes/<recipe>/<module>.py` through `core.recipe_modules.load_recipe_module` (imported as
+    """`recipes/<recipe>/<module>.py` through `core.tools.recipe_modules.load_recipe_module` (imported as
     `f"{recipe}_{module}"`, siblings isolated, cached)."""
     return core_load_recipe_module(RECIPES_DIR / recipe, module)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for a test's child process (a recipe script or `core/launch.sh`): this interpreter as `PYTHON`
+    """Environment for a test's child process (a recipe script or `core/tools/launch.sh`): this interpreter as `PYTHON`
     (the launcher would otherwise pick the repo's `.venv`, or `python3` on PATH, which need not be the environment the
     suite runs in), the repository on `PYTHONPATH`, unbuffered output; `extra` on top."""
     return {

@@ -1,7 +1,7 @@
-"""Image files that a plain `convert("RGB")` gets wrong, shared by the tests of core.images and the recipes' data.
+"""Image files that a plain `convert("RGB")` gets wrong, shared by the tests of core.data.images and the recipes' data.
 
 Nothing here imports the project, so the recipe data tests that use these files run (and fail) on code without
-core.images too.
+core.data.images too.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Real-size architectures without weights (core.architectures, issue 14 item 2): the meta-device builds of every
+"""Real-size architectures without weights (core.training.architectures, issue 14 item 2): the meta-device builds of
+every
 model a recipe's real config names have the published parameter counts and cost no memory, and `random:<id>` model
 names work where core resolves model names (config, processor, model)."""
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from core.architectures import (
+from core.training.architectures import (
     ARCHITECTURES,
     PUBLISHED_PARAMS,
     architecture,
@@ -22,7 +23,7 @@ from core.architectures import (
     parameter_count,
     random_model_dir,
 )
-from core.config import VLMModelConfig
+from core.training.config import VLMModelConfig
 from tests.helpers import RECIPES_DIR
 
 VLMS = [
@@ -102,7 +103,7 @@ def test_random_weights_on_a_device() -> None:
     params = list(vae.parameters())
     assert all(p.device.type == "cpu" and p.dtype == torch.bfloat16 for p in params)
     assert count_parameters(vae) == parameter_count("Qwen/Qwen-Image", "vae")
-    assert all(p.any() for p in params if p.dim() >= 2)  # no all-zero matrix left (as core.tiny)
+    assert all(p.any() for p in params if p.dim() >= 2)  # no all-zero matrix left (as core.testing.tiny)
 
 
 def test_random_model_dir_has_the_real_config_and_a_matching_processor() -> None:
@@ -125,7 +126,7 @@ def test_random_model_dir_has_the_real_config_and_a_matching_processor() -> None
 def test_random_ids_resolve_in_core_models(monkeypatch) -> None:
     """model_family / load_processor / load_model accept random:<id>. A scaled-down copy of the 7B facts keeps the
     CPU build small; the code path is the one a real-size id takes."""
-    from core.models import load_model, load_processor, model_family
+    from core.training.models import load_model, load_processor, model_family
 
     facts = copy.deepcopy(ARCHITECTURES["Qwen/Qwen2.5-VL-7B-Instruct"])
     facts["text_config"].update(

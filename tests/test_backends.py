@@ -9,8 +9,8 @@ import pytest
 import torch
 from trl import GRPOConfig
 
-from core import backends
-from core.backends import (
+from core.training import backends
+from core.training.backends import (
     BackendError,
     backend_problems,
     check_backend,
@@ -18,7 +18,7 @@ from core.backends import (
     unsloth_peft_kwargs,
     unsloth_standby_warning,
 )
-from core.config import VLMModelConfig
+from core.training.config import VLMModelConfig
 from tests.helpers import REPO_ROOT
 
 try:

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
-from core.judge import JudgeArguments, JudgeClient, _DiskCache, request_key
-from core.judge_server import criterion_score, score_images, start_judge_server
+from core.rewards.judge import JudgeArguments, JudgeClient, _DiskCache, request_key
+from core.rewards.judge_server import criterion_score, score_images, start_judge_server
 from tests.helpers import load_recipe_module
 
 JUDGING = load_recipe_module("image_edit", "judging")

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from core.config import (
+from core.training.config import (
     RESOLVED_CONFIG_NAME,
     VLMModelConfig,
     load_resolved_config,

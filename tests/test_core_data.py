@@ -1,4 +1,4 @@
-"""core.data (records, image checks, lazy dataset) and core.vision (image size as the model sees it)."""
+"""core.data.records (records, image checks, lazy dataset) and core.data.vision (image size as the model sees it)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.data import (
+from core.data.records import (
     DataError,
     check_images,
     image_prompt,
@@ -17,7 +17,7 @@ from core.data import (
     resolve_image_path,
     to_dataset,
 )
-from core.vision import model_image_size
+from core.data.vision import model_image_size
 
 
 def _png(path: Path, size: tuple[int, int] = (20, 10), mode: str = "RGB") -> Path:
@@ -219,7 +219,7 @@ def test_model_image_size_fixed_size_and_unknown() -> None:
 
 
 def test_sample_marker_reuses_refuses_and_never_leaves_a_stale_claim(tmp_path):
-    from core.data import SAMPLE_MARKER, mark_sample_written, sample_is_current
+    from core.data.records import SAMPLE_MARKER, mark_sample_written, sample_is_current
 
     out, data = tmp_path / "s", tmp_path / "s" / "data.jsonl"
     assert sample_is_current(out, {"n": 1}, [data], [data], "--make-sample") is False  # nothing there yet

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from core.rewards import has_visible_text, load_object, resolve_reward_funcs, single_block
+from core.rewards.contract import has_visible_text, load_object, resolve_reward_funcs, single_block
 
 
 def test_builtin_and_import_path_in_order(tmp_path):

@@ -1,4 +1,4 @@
-"""core.video: frame sampling rules, decoding only the sampled frames, pixel budget, video checks, lazy dataset."""
+"""core.data.video: frame sampling rules, decoding only the sampled frames, pixel budget, video checks, lazy dataset."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import DataError
-from core.video import (
+from core.data.records import DataError
+from core.data.video import (
     FramePixels,
     check_videos,
     inspect_videos,

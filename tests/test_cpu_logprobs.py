@@ -1,4 +1,4 @@
-"""core.cpu_logprobs gives TRL 1.15's fused-LM-head statistics and gradients on CPU.
+"""core.training.cpu_logprobs gives TRL 1.15's fused-LM-head statistics and gradients on CPU.
 
 The reference is TRL's own Triton kernel (`trl.kernels.ChunkedLogProbFunction`) run in Triton's interpreter
 (TRITON_INTERPRET=1 must be set before Triton is imported, hence a subprocess). Both sides get the same random inputs,
@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from core.cpu_logprobs import DeviceDispatch, chunked_logprobs, install
+from core.training.cpu_logprobs import DeviceDispatch, chunked_logprobs, install
 from tests.helpers import REPO_ROOT, subprocess_env
 
 OUTPUTS = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")

@@ -25,13 +25,13 @@ import datasets
 import pytest
 from PIL import Image
 
-from core.data import DataError, looks_like_path, missing_column_problems, resolve_dataset_source
-from core.evaluation import check_run_dir
-from core.tiny import resolve_model_path
+from core.data.records import DataError, looks_like_path, missing_column_problems, resolve_dataset_source
+from core.evaluation.loading import check_run_dir
+from core.testing.tiny import resolve_model_path
 from tests.helpers import RECIPES_DIR, REPO_ROOT, load_recipe_module, run_smoke_train, subprocess_env
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json")
-# Lines only model / pipeline loading prints: core.models.load_model's log, diffusers' progress bar.
+# Lines only model / pipeline loading prints: core.training.models.load_model's log, diffusers' progress bar.
 MODEL_LOAD_MARKERS = (re.compile(r"loaded \w+ \(\w+\) from"), re.compile(r"Loading pipeline components"))
 SMOKE_MODELS = {
     "grounding": "tiny:qwen2_5_vl",
@@ -300,7 +300,7 @@ def test_check_run_dir_points_a_killed_run_at_its_latest_checkpoint(tmp_path: Pa
 
 @pytest.mark.parametrize("recipe", sorted(SMOKE_MODELS))
 def test_evaluate_on_a_killed_run_or_a_mistyped_folder(recipe: str, tmp_path: Path) -> None:
-    """All six evaluate.py go through core.evaluation.check_run_dir before anything loads."""
+    """All six evaluate.py go through core.evaluation.loading.check_run_dir before anything loads."""
     evaluate = load_recipe_module(recipe, "evaluate")
     run = _killed_run(tmp_path)
     with pytest.raises(FileNotFoundError, match=re.escape(f"latest checkpoint instead: {run / 'checkpoint-2'}")):

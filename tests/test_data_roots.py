@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import VLMModelConfig
-from core.data import DataError, load_records
-from core.models import load_processor
+from core.data.records import DataError, load_records
+from core.training.config import VLMModelConfig
+from core.training.models import load_processor
 from tests.helpers import load_recipe_module
 
 

@@ -17,7 +17,7 @@ from transformers import AutoProcessor, AutoTokenizer
 from trl.data_utils import prepare_multimodal_messages
 from trl.trainer.utils import pad
 
-from core.diffusion import (
+from core.diffusion.pipeline import (
     END_TURN,
     SYSTEM_TURN,
     USER_TURN,
@@ -34,7 +34,7 @@ from core.diffusion import (
     t2i_prompt_messages,
     template_system_prompt,
 )
-from core.tiny import TINY_PIPELINES, build_tiny_checkpoint, resolve_model_path, weights_sha256
+from core.testing.tiny import TINY_PIPELINES, build_tiny_checkpoint, resolve_model_path, weights_sha256
 
 AREA = 64 * 64  # condition-image area for the tiny pipeline (the real pipeline uses 1024 * 1024)
 INSTRUCTIONS = ["make the square blue", "add a small red star in the top left corner of the picture"]
@@ -109,11 +109,12 @@ def policy_hidden_states(
     """Last hidden states of the policy's own forward over edit prompt + completion: per sample its valid tokens
     after the pipeline's drop count.
 
-    Built as TRL 1.15's GRPOTrainer builds its forward, independently of core.diffusion: the GRPO prompt with its
+    Built as TRL 1.15's GRPOTrainer builds its forward, independently of core.diffusion.pipeline: the GRPO prompt with
+    its
     image through the processor's chat template (``_tokenize_prompts``), prompts left-padded together with their
     per-token ``mm_token_type_ids`` and completions right-padded, the types extended with zeros (text) over the
     completion (``_generate_single_turn`` / ``_generate_and_score_completions``), and every other field the processor
-    returned. ``token_types=False`` leaves ``mm_token_type_ids`` out, as core.diffusion's forward did.
+    returned. ``token_types=False`` leaves ``mm_token_type_ids`` out, as core.diffusion.pipeline's forward did.
     """
     cond = condition_images(pipe, images()[: len(instructions)], AREA)
     prompts = [
@@ -257,7 +258,8 @@ def _on_disk_qwen_tokenizers() -> list[Any]:
 
 def test_real_qwen_tokenizer_gives_diffusers_counts(edit_pipe: Any, t2i_pipe: Any) -> None:
     """64 (edit) and 34 (text-to-image): diffusers' prompt_template_encode_start_idx for the real Qwen2.5-VL
-    tokenizer, computed from the template with the tiny pipelines' tokenizer (the real Qwen vocabulary, core.tiny)."""
+    tokenizer, computed from the template with the tiny pipelines' tokenizer (the real Qwen vocabulary,
+    core.testing.tiny)."""
     for kind, pipe in (("edit", edit_pipe), ("t2i", t2i_pipe)):
         own = pipe.processor.tokenizer if kind == "edit" else pipe.tokenizer
         assert len(own) == 151665 and own.convert_tokens_to_ids("<|im_start|>") == 151644

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.diffusion import HostOffload, PolicyRenderer, condition_images, configure_vae, load_pipeline
+from core.diffusion.pipeline import HostOffload, PolicyRenderer, condition_images, configure_vae, load_pipeline
 
 AREA = 64 * 64
 

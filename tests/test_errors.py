@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ConfigError, parse_config
 from core.errors import USER_ERROR_EXIT, is_user_error
 from core.ranges import POSITIVE, Range
+from core.training.config import ConfigError, parse_config
 from tests.helpers import RECIPES_DIR, REPO_ROOT, run_smoke_train, subprocess_env
 
 HINT = "(set VLM_GRPO_TRACEBACK=1 for the full traceback)"
@@ -218,7 +218,7 @@ def test_library_value_error_during_training_keeps_its_traceback(tmp_path):
 def test_a_bug_keeps_its_traceback_and_exit_status(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(
-        "from dataclasses import dataclass\nfrom core.config import parse_config\n\n@dataclass\nclass S:\n"
+        "from dataclasses import dataclass\nfrom core.training.config import parse_config\n\n@dataclass\nclass S:\n"
         "    x: int = 1\n\n"
         f"parse_config(S, ['--output_dir', {str(tmp_path)!r}, '--report_to', 'none', '--bf16', 'false'])\n"
         "raise RuntimeError('a bug')\n"

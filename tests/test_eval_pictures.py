@@ -1,6 +1,6 @@
 """The evaluation pictures a person learns from (issue 15, item 13), checked on the PNG each recipe writes and on
 the captions it draws: grounding's predicted box / point and "nothing parsed" banner with a legend, mathvista's
-example grid, mmmg's prompt and judged checklist, and the shared caption wrapping of core.plots."""
+example grid, mmmg's prompt and judged checklist, and the shared caption wrapping of core.tools.plots."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from core.plots import ELLIPSIS, RIGHT, WRONG, CaptionLine, caption_font, panel, panel_sheet, text_width, wrap_text
+from core.tools.plots import (
+    ELLIPSIS,
+    RIGHT,
+    WRONG,
+    CaptionLine,
+    caption_font,
+    panel,
+    panel_sheet,
+    text_width,
+    wrap_text,
+)
 from tests.helpers import load_recipe_module
 
 G = load_recipe_module("grounding", "evaluate")
@@ -46,7 +56,7 @@ def picture(size: tuple[int, int], colour: tuple[int, int, int] = SKY) -> Image.
 
 
 def wrapped(lines: list[CaptionLine], width: int) -> list[str]:
-    """The caption's lines as `core.plots.render_caption` draws them in a panel of `width` (3-pixel margins)."""
+    """The caption's lines as `core.tools.plots.render_caption` draws them in a panel of `width` (3-pixel margins)."""
     font = caption_font()
     return [text for line in lines for text in wrap_text(line.text, font, width - 6, line.max_lines)]
 
@@ -58,7 +68,7 @@ def assert_gutters_blank(image: np.ndarray, boxes: list[tuple[int, int, int, int
         assert (image[y0:y1, max(0, x0 - 6) : x0] == 255).all(), f"ink left of the panel at {x0, y0}"
 
 
-# ------------------------------------------------------------------------------------------------ core.plots
+# ------------------------------------------------------------------------------------------------ core.tools.plots
 def test_wrap_text_keeps_every_line_within_the_width_and_every_word():
     font = caption_font()
     lines = wrap_text(LONG, font, 150)

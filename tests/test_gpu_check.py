@@ -45,6 +45,6 @@ def test_full_finetune_launcher_prints_what_a_gpu_needs_without_launching(tmp_pa
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "== per GPU, full fine-tune on 8 GPU(s) of 80 GB" in proc.stdout
-    # core.plan's table, or (when the planner cannot run) the components by arithmetic
+    # core.plan.memory's table, or (when the planner cannot run) the components by arithmetic
     assert "verdict:" in proc.stdout or "frozen Qwen-Image-Edit DiT (20.43 B params, bf16): 40.9 GB" in proc.stdout
     assert "DiT" in proc.stdout and not (tmp_path / "run").exists()  # nothing launched

@@ -14,7 +14,7 @@ from helpers import REPO_ROOT, load_recipe_module
 from image_fixtures import gradient_16bit, palette_with_transparency, transparent_with_black_square
 from PIL import Image
 
-from core.data import DataError
+from core.data.records import DataError
 
 D = load_recipe_module("grounding", "data")
 

@@ -14,7 +14,7 @@ import pytest
 from helpers import REPO_ROOT, load_recipe_module
 from PIL import Image
 
-from core.data import DataError
+from core.data.records import DataError
 
 D = load_recipe_module("image2code", "data")
 

@@ -15,7 +15,7 @@ R = load_recipe_module("image2code", "rewards")
 
 @dataclass
 class FakeResult:
-    """Same fields as core.sandbox.RenderResult."""
+    """Same fields as core.rewards.sandbox.RenderResult."""
 
     status: str
     image: Image.Image | None = None
@@ -220,14 +220,14 @@ def test_failing_hook_scores_none() -> None:
 
 
 def test_real_sandbox_if_available() -> None:
-    """With core.sandbox present and working here: one real batch through the main reward."""
-    sandbox_module = pytest.importorskip("core.sandbox")
+    """With core.rewards.sandbox present and working here: one real batch through the main reward."""
+    sandbox_module = pytest.importorskip("core.rewards.sandbox")
     ref = _reference()
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 2], [1, 2])"
     with sandbox_module.Sandbox() as sandbox:
         probe = sandbox.render([code])[0]
         if probe.status != "ok":
-            pytest.skip(f"core.sandbox cannot render here: {probe.status} ({probe.error})")
+            pytest.skip(f"core.rewards.sandbox cannot render here: {probe.status} ({probe.error})")
         funcs, _ = R.build_reward_funcs(R.RewardConfig(), sandbox, None, 1.0)
         scores = funcs[0]([_fenced(code), _fenced("def broken(:"), _fenced("1 / 0")], image=[ref] * 3)
     assert 0.3 <= scores[0] <= 1.0
@@ -235,27 +235,29 @@ def test_real_sandbox_if_available() -> None:
 
 
 def test_reference_code_scores_full_reward_in_real_sandbox() -> None:
-    """The sample's reference code, rendered by core.sandbox, reproduces the stored image: reward 1.0 per kind."""
+    """The sample's reference code, rendered by core.rewards.sandbox, reproduces the stored image:
+    reward 1.0 per kind."""
     import random
 
-    sandbox_module = pytest.importorskip("core.sandbox")
+    sandbox_module = pytest.importorskip("core.rewards.sandbox")
     data = load_recipe_module("image2code", "data")
     rng = random.Random(0)
     samples = [data.make_sample_record(f"k{i}", rng, kind) for i, kind in enumerate(data.KINDS)]
     with sandbox_module.Sandbox() as sandbox:
         if sandbox.render(["import matplotlib.pyplot as plt\nplt.plot([1])"])[0].status != "ok":
-            pytest.skip("core.sandbox cannot render here")
+            pytest.skip("core.rewards.sandbox cannot render here")
         reward = R.Image2CodeReward(sandbox)
         scores = reward([_fenced(r["reference_code"]) for _, r in samples], image=[img for img, _ in samples])
     assert scores == pytest.approx([1.0] * len(samples), abs=1e-6)
 
 
 def test_empty_and_repeated_code_blocks_in_real_sandbox() -> None:
-    """Exact rewards, through core.sandbox, for empty answers (no code, an empty or whitespace-only fence, repeated
+    """Exact rewards, through core.rewards.sandbox, for empty answers (no code, an empty or whitespace-only fence,
+    repeated
     empty fences, a blank figure) and for the reference code once and repeated (run once: the last python block)."""
     import random
 
-    sandbox_module = pytest.importorskip("core.sandbox")
+    sandbox_module = pytest.importorskip("core.rewards.sandbox")
     data = load_recipe_module("image2code", "data")
     image, record = data.make_sample_record("k0", random.Random(0), "bar")
     code = record["reference_code"]
@@ -272,7 +274,7 @@ def test_empty_and_repeated_code_blocks_in_real_sandbox() -> None:
     }
     with sandbox_module.Sandbox() as sandbox:
         if sandbox.render(["import matplotlib.pyplot as plt\nplt.plot([1])"])[0].status != "ok":
-            pytest.skip("core.sandbox cannot render here")
+            pytest.skip("core.rewards.sandbox cannot render here")
         scores = R.Image2CodeReward(sandbox)(list(completions.values()), image=[image] * len(completions))
     expected = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
     assert dict(zip(completions, scores, strict=True)) == pytest.approx(dict(zip(completions, expected, strict=True)))
@@ -286,7 +288,7 @@ def test_almost_no_ink_is_no_image_in_real_sandbox(tmp_path: Path) -> None:
     and empty axes (a drawing attempt) are still "ok"."""
     import json
 
-    sandbox_module = pytest.importorskip("core.sandbox")
+    sandbox_module = pytest.importorskip("core.rewards.sandbox")
     data = load_recipe_module("image2code", "data")
     rows = [json.loads(line) for line in data.create_sample(tmp_path, n=16, seed=0).read_text().splitlines()]
     charts = [Image.open(tmp_path / row["image_path"]) for row in rows]
@@ -300,7 +302,7 @@ def test_almost_no_ink_is_no_image_in_real_sandbox(tmp_path: Path) -> None:
     config = R.RewardConfig(no_image_penalty=-0.25)
     with sandbox_module.Sandbox() as sandbox:
         if sandbox.render(["import matplotlib.pyplot as plt\nplt.plot([1])"])[0].status != "ok":
-            pytest.skip("core.sandbox cannot render here")
+            pytest.skip("core.rewards.sandbox cannot render here")
         reward = R.Image2CodeReward(sandbox, config)
         codes = [*nothing, empty_axes]
         references = charts[: len(codes)]

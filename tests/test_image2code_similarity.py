@@ -118,7 +118,7 @@ def test_reference_with_transparent_background_scores_one_against_its_own_render
     # the reward through the dataset, the candidate as the sandbox's RGBA PNG; both must be flattened the same way.
     import json
 
-    from core.sandbox import render_code_in_process
+    from core.rewards.sandbox import render_code_in_process
 
     code = BAR.format(colour="tab:green") + "fig.patch.set_alpha(0.0)\nax.patch.set_alpha(0.0)\n"
     rendered = render_code_in_process(code)  # what the sandbox returns: the PNG as written, RGBA

@@ -6,7 +6,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from core.data import DataError
+from core.data.records import DataError
 from tests.helpers import load_recipe_module
 
 D = load_recipe_module("image_edit", "data")

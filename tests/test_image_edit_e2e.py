@@ -15,12 +15,12 @@ import yaml
 from safetensors.torch import load_file
 from trl import GRPOConfig
 
-from core.config import VLMModelConfig
-from core.diffusion import condition_images, load_pipeline, template_system_prompt
-from core.judge import JudgeArguments, JudgeClient
-from core.judge_server import start_judge_server
-from core.lora import build_lora_config
-from core.trainer import VLMGRPOTrainer
+from core.diffusion.pipeline import condition_images, load_pipeline, template_system_prompt
+from core.rewards.judge import JudgeArguments, JudgeClient
+from core.rewards.judge_server import start_judge_server
+from core.training.config import VLMModelConfig
+from core.training.lora import build_lora_config
+from core.training.trainer import VLMGRPOTrainer
 from tests.fixtures.toy_rewards import even_token_fraction
 from tests.helpers import REPO_ROOT, load_recipe_module, subprocess_env
 

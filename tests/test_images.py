@@ -1,4 +1,5 @@
-"""core.images: every image reaches a model as upright 8-bit RGB, transparency on white, within the pixel budget."""
+"""core.data.images: every image reaches a model as upright 8-bit RGB, transparency on white, within the pixel
+budget."""
 
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ from image_fixtures import (
 )
 from PIL import Image
 
-from core.data import inspect_images, to_dataset
-from core.images import (
+from core.data.images import (
     DEFAULT_MAX_PIXELS,
     MAX_DECODE_PIXELS,
     ImageTooLargeError,
@@ -31,7 +31,8 @@ from core.images import (
     normalize_image,
     open_image,
 )
-from core.vision import max_image_pixels
+from core.data.records import inspect_images, to_dataset
+from core.data.vision import max_image_pixels
 
 # ------------------------------------------------------------------------------------------------- colour and depth
 
@@ -136,7 +137,8 @@ def _bilevel_png(path: Path, width: int, height: int, rows: int | None = None) -
 
 def test_huge_image_within_the_decode_bound_loads_without_a_bomb_warning(tmp_path: Path) -> None:
     """A 195-megapixel scan (Pillow's guard refuses anything above ~179 MP) loads and is downscaled once, through
-    open_image, core.data's image check and mathvista's dataset builder, without a DecompressionBombWarning; Pillow's
+    open_image, core.data.records's image check and mathvista's dataset builder, without a DecompressionBombWarning;
+    Pillow's
     own guard is left as it was for everyone else."""
     path = _bilevel_png(tmp_path / "scan.png", 15000, 13000)
     guard = Image.MAX_IMAGE_PIXELS
@@ -174,7 +176,8 @@ def test_image_above_the_decode_bound_is_refused_naming_file_size_and_bound(tmp_
 
 
 def test_mathvista_stores_a_big_jpeg_as_open_image_decodes_it(tmp_path: Path) -> None:
-    """mathvista's dataset builder decodes through core.images (JPEG draft mode far above `image_size`), so its stored
+    """mathvista's dataset builder decodes through core.data.images (JPEG draft mode far above `image_size`), so its
+    stored
     image is exactly open_image's, not a full-size decode downscaled afterwards."""
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)).resize((2000, 1500))

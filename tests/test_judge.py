@@ -1,4 +1,4 @@
-"""core.judge against the real local judge server (core.judge_server) over HTTP on 127.0.0.1.
+"""core.rewards.judge against the real local judge server (core.rewards.judge_server) over HTTP on 127.0.0.1.
 
 Nothing is mocked below the HTTP layer: the openai client, httpx, retries and timeouts all run for real, and the
 server's own counters tell what actually reached it. Timeouts and retry delays are kept small so the file runs in
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.judge import (
+from core.rewards.judge import (
     JudgeArguments,
     JudgeClient,
     JudgeRequest,
@@ -34,7 +34,7 @@ from core.judge import (
     parse_json_object,
     parse_score,
 )
-from core.judge_server import JudgeServerHandle, dithered_score, score_images, start_judge_server
+from core.rewards.judge_server import JudgeServerHandle, dithered_score, score_images, start_judge_server
 
 MODEL = "local-judge"
 
@@ -309,7 +309,7 @@ def test_circuit_breaker_opens_stops_traffic_and_closes_after_a_probe(
         judge_breaker_failures=3,
         judge_breaker_cooldown_s=0.5,
     )
-    with caplog.at_level(logging.WARNING, logger="core.judge"), JudgeClient(args) as client:
+    with caplog.at_level(logging.WARNING, logger="core.rewards.judge"), JudgeClient(args) as client:
         failing = [pair(v, "[judge:500] rate") for v in range(6)]
         assert client.score(failing, parse_score) == [None] * 6
         assert server.stats.total == 3  # the breaker opened after 3 failures; the rest never left the client
@@ -428,7 +428,7 @@ def test_missing_key_variable_for_a_remote_url_fails_clearly(monkeypatch: pytest
 
 
 def test_checklist_prompts_get_deterministic_key_answers():
-    from core.judge_server import answer_keys
+    from core.rewards.judge_server import answer_keys
 
     img = Image.new("RGB", (32, 32), (10, 200, 30))
     img.putpixel((3, 3), (255, 255, 255))
@@ -456,7 +456,7 @@ def test_conditional_markers_fail_only_the_request_whose_text_holds_the_conditio
 
 
 def test_truncated_checklist_reply_loses_its_last_keys(server: JudgeServerHandle) -> None:
-    from core.judge_server import answer_keys
+    from core.rewards.judge_server import answer_keys
 
     image = Image.new("RGB", (16, 16), (10, 200, 30))
     keys = "KEYS: heart | lungs | blood | Contains(heart, lungs) | Causes(heart, blood)"

@@ -5,7 +5,7 @@ criteria failed and the other two were kept, the failed one would count as 0 and
 reward. So: any part of a sample's judge scoring missing (HTTP error, unparseable or truncated reply, a checklist key
 left unanswered) -> None for every reward of that sample. Real parts only: the tiny pipelines render the images
 (once, through the renderer's per-batch cache, as in a training step), the local judge server answers over HTTP and
-fails exactly the request a marker in the sample's text targets (`[judge:KIND~TEXT]`, see core.judge_server).
+fails exactly the request a marker in the sample's text targets (`[judge:KIND~TEXT]`, see core.rewards.judge_server).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
-from core.diffusion import PolicyRenderer, condition_images, load_pipeline
-from core.judge import JudgeArguments, JudgeClient
-from core.judge_server import answer_keys, criterion_score, score_images, start_judge_server
+from core.diffusion.pipeline import PolicyRenderer, condition_images, load_pipeline
+from core.rewards.judge import JudgeArguments, JudgeClient
+from core.rewards.judge_server import answer_keys, criterion_score, score_images, start_judge_server
 from tests.fixtures.toy_rewards import even_token_fraction
 from tests.helpers import load_recipe_module
 

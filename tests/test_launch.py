@@ -1,4 +1,4 @@
-"""`core/launch.sh`: which interpreter it runs (`PYTHON` if set, else the repository's `.venv`, else `python3` on
+"""`core/tools/launch.sh`: which interpreter it runs (`PYTHON` if set, else the repository's `.venv`, else `python3` on
 PATH), and that a SIGKILLed launcher leaves no worker behind.
 
 The tests that drive the launcher pass `PYTHON=sys.executable` (tests.helpers.subprocess_env), so they run in the
@@ -31,7 +31,7 @@ def fake_python(path: Path, record: Path) -> Path:
 
 
 def launcher_copy(root: Path) -> Path:
-    """`core/launch.sh` in a repository-shaped folder `root` (no .venv), with a one-file recipe beside it."""
+    """`core/tools/launch.sh` in a repository-shaped folder `root` (no .venv), with a one-file recipe beside it."""
     (root / "core").mkdir(parents=True)
     shutil.copy(REPO_ROOT / "core" / "launch.sh", root / "core" / "launch.sh")
     (root / "recipes" / "toy").mkdir(parents=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from trl import GRPOConfig
 
-from core.config import VLMModelConfig
-from core.lora import build_lora_config, freeze_for_full_finetune
-from core.models import load_model_and_processor
-from core.trainer import VLMGRPOTrainer
+from core.training.config import VLMModelConfig
+from core.training.lora import build_lora_config, freeze_for_full_finetune
+from core.training.models import load_model_and_processor
+from core.training.trainer import VLMGRPOTrainer
 from tests.fixtures.toy_rewards import even_token_fraction
 from tests.helpers import load_recipe_module
 

@@ -19,7 +19,7 @@ import yaml
 from packaging.requirements import Requirement
 from PIL import Image
 
-from core.plots import SAMPLES_DIR, SampleGridLog, image_grid, tensorboard_writer
+from core.tools.plots import SAMPLES_DIR, SampleGridLog, image_grid, tensorboard_writer
 from tests.helpers import RECIPES_DIR, REPO_ROOT, load_recipe_module, subprocess_env
 
 RECIPES = sorted(p.name for p in RECIPES_DIR.iterdir() if (p / "config.yaml").is_file())

@@ -5,13 +5,13 @@ import inspect
 import torch
 from transformers import AutoModelForImageTextToText, Qwen2_5_VLForConditionalGeneration
 
-from core.logits_to_keep import (
+from core.testing.tiny import resolve_model_path
+from core.training.logits_to_keep import (
     Qwen2_5_VLForConditionalGenerationWithLogits,
     Qwen3VLForConditionalGenerationWithLogits,
     forward_accepts_logits_to_keep,
     ignore_logits_to_keep_if_needed,
 )
-from core.tiny import resolve_model_path
 
 
 class OldQwen2_5_VL(Qwen2_5_VLForConditionalGeneration):

@@ -1,7 +1,7 @@
 """Which parameters train: LoRA on the language model by default, switches for the vision tower and projector.
 
 Every test runs the real tiny checkpoints (`tiny:<family>`) through PEFT. Expected module names are written out
-here per family instead of reusing `core.lora.module_group`, so a wrong grouping rule cannot pass its own test.
+here per family instead of reusing `core.training.lora.module_group`, so a wrong grouping rule cannot pass its own test.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from peft import get_peft_model
 from PIL import Image
 from torch import nn
 
-from core.config import VLMModelConfig
-from core.lora import (
+from core.training.config import VLMModelConfig
+from core.training.lora import (
     build_lora_config,
     expose_vision_input_embeddings,
     freeze_for_full_finetune,
@@ -23,7 +23,7 @@ from core.lora import (
     projector_module_names,
     trainable_report,
 )
-from core.models import load_model, load_processor
+from core.training.models import load_model, load_processor
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl", "gemma3")
 VISION_PREFIX = {"qwen2_5_vl": "model.visual.", "qwen3_vl": "model.visual.", "gemma3": "model.vision_tower."}
@@ -37,7 +37,7 @@ PROJECTORS = {
     "gemma3": ["model.multi_modal_projector"],
 }
 LANGUAGE_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-NUM_TEXT_LAYERS = 2  # core.tiny builds 2-layer text models
+NUM_TEXT_LAYERS = 2  # core.testing.tiny builds 2-layer text models
 
 
 def make_args(family: str, **overrides) -> VLMModelConfig:
@@ -45,7 +45,7 @@ def make_args(family: str, **overrides) -> VLMModelConfig:
 
 
 def group_of(family: str, name: str) -> str:
-    """Independent, per-family statement of the module grouping `core.lora` should implement."""
+    """Independent, per-family statement of the module grouping `core.training.lora` should implement."""
     name = name.removeprefix("base_model.model.")
     if any(name == p or name.startswith(p + ".") for p in PROJECTORS[family]):
         return "projector"

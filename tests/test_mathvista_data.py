@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import DataError
+from core.data.records import DataError
 from tests.helpers import REPO_ROOT, load_recipe_module
 from tests.image_fixtures import gradient_16bit, palette_with_transparency, transparent_with_black_square
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.data import DataError
+from core.data.records import DataError
 from tests.helpers import load_recipe_module
 
 D = load_recipe_module("mmmg", "data")

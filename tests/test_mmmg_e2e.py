@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.diffusion import completion_prompt_embeds, load_pipeline
+from core.diffusion.pipeline import completion_prompt_embeds, load_pipeline
 from tests.helpers import REPO_ROOT, load_recipe_module
 
 RECIPE = REPO_ROOT / "recipes" / "mmmg"

@@ -477,7 +477,7 @@ def test_judge_request_as_official():
     request = P.judge_request(image, raw, "How water evaporates.")
     assert f"{raw}\nHow water evaporates." in request.prompt
     assert request.images == (image,) and request.text_first is True
-    from core.judge import build_messages
+    from core.rewards.judge import build_messages
 
     content = build_messages(request)[0]["content"]
     assert [part["type"] for part in content] == ["text", "image_url"]
@@ -492,8 +492,8 @@ def test_recipe_judge_settings_pass_a_reasoning_model_check():
     start-up check and a scoring request pass; the old settings (max_tokens, temperature 0) are refused at start-up."""
     import yaml
 
-    from core.judge import JudgeArguments, JudgeClient, JudgeUnavailable
-    from core.judge_server import start_judge_server
+    from core.rewards.judge import JudgeArguments, JudgeClient, JudgeUnavailable
+    from core.rewards.judge_server import start_judge_server
 
     config = yaml.safe_load((P.PROMPT_FILE.parent / "config.yaml").read_text())
     settings = {

@@ -1,4 +1,4 @@
-"""Loading a supported VLM and its processor (`core.models`) with the real tiny checkpoints."""
+"""Loading a supported VLM and its processor (`core.training.models`) with the real tiny checkpoints."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from transformers import (
     Qwen3VLProcessor,
 )
 
-from core.config import VLMModelConfig
-from core.models import (
+from core.data.vision import model_image_size
+from core.testing.tiny import resolve_model_path
+from core.training.config import VLMModelConfig
+from core.training.models import (
     load_model,
     load_model_and_processor,
     load_processor,
@@ -27,8 +29,6 @@ from core.models import (
     set_pixel_bounds,
     torch_dtype,
 )
-from core.tiny import resolve_model_path
-from core.vision import model_image_size
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl", "gemma3")
 QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")

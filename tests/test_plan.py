@@ -1,8 +1,9 @@
-"""The memory planner (core.plan, issue 14 item 3).
+"""The memory planner (core.plan.memory, issue 14 item 3).
 
 * `python -m core.plan recipes/<r>/config.yaml` runs for all six recipes and prints a per-component breakdown with a
   total and a verdict; the verdict flips when --gpu_memory_gb shrinks, and then lists changes that fit.
-* Its parameter counts are the meta-device counts (core.architectures), and its LoRA count is what PEFT creates.
+* Its parameter counts are the meta-device counts (core.training.architectures), and its LoRA count is what PEFT
+creates.
 * Its activation term is checked against MEASURED peak memory of tiny models' forward + backward on CPU: torch's
   profiler reports every CPU allocation and free (profile_memory=True); the running sum of those byte counts during
   one step, from its start, gives the step's peak. The planner's activations for the same shapes (fp32, CPU's
@@ -24,9 +25,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from core.architectures import build_model, count_parameters, parameter_count
-from core.config import VLMModelConfig
-from core.plan import (
+from core.plan.memory import (
     ActivationInput,
     Launch,
     Training,
@@ -37,6 +36,8 @@ from core.plan import (
     shape_from_config,
     warn_if_over_budget,
 )
+from core.training.architectures import build_model, count_parameters, parameter_count
+from core.training.config import VLMModelConfig
 from tests.helpers import RECIPES_DIR, REPO_ROOT, subprocess_env
 
 RECIPES = sorted(p.name for p in RECIPES_DIR.iterdir() if (p / "config.yaml").is_file())
@@ -46,7 +47,7 @@ ACTIVATION_TOLERANCE = (0.80, 1.25)
 
 def run_plan(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "core.plan", *args],
+        [sys.executable, "-m", "core.plan.memory", *args],
         cwd=REPO_ROOT,
         env=subprocess_env(),
         capture_output=True,
@@ -106,7 +107,7 @@ def test_plan_counts_are_the_meta_device_counts(recipe: str) -> None:
 def test_lora_count_is_what_peft_creates(recipe: str) -> None:
     from peft import get_peft_model
 
-    from core.lora import build_lora_config
+    from core.training.lora import build_lora_config
 
     script, training, model_args = parse_recipe_config(RECIPES_DIR / recipe / "config.yaml")
     model = build_model("random:" + model_args.model_name_or_path)
@@ -178,8 +179,8 @@ def test_activation_term_matches_measured_peak(family, use_peft, checkpointing, 
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from core.lora import build_lora_config, freeze_for_full_finetune, lora_target_names, module_group
-    from core.tiny import resolve_model_path
+    from core.testing.tiny import resolve_model_path
+    from core.training.lora import build_lora_config, freeze_for_full_finetune, lora_target_names, module_group
 
     batch, text_tokens, completion, r = 2, 640, 256, 8
     path = resolve_model_path(f"tiny:{family}")
@@ -298,7 +299,7 @@ def test_warn_if_over_budget_warns_on_a_small_gpu(monkeypatch, caplog) -> None:
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
-    with caplog.at_level(logging.WARNING, logger="core.plan"):
+    with caplog.at_level(logging.WARNING, logger="core.plan.memory"):
         plan = warn_if_over_budget(*parsed)
     assert plan is not None and not plan.fits and plan.launch.num_gpus == 8 and plan.launch.zero_stage == 2
     assert "probably run out of memory" in caplog.text
@@ -319,4 +320,4 @@ def test_every_train_script_checks_the_budget_after_the_backend_check() -> None:
         assert lines[backend + 1].strip().startswith("warn_if_over_budget(script_args, training_args, model_args)"), (
             train
         )
-        assert "from core.plan import warn_if_over_budget" in lines
+        assert "from core.plan.memory import warn_if_over_budget" in lines

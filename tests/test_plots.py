@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from core.plots import PLOT_NAME, plot_run, reward_series
+from core.tools.plots import PLOT_NAME, plot_run, reward_series
 
 LOGS = [
     {"step": 1, "reward": 0.1, "rewards/acc/mean": 0.0, "rewards/fmt/mean": 0.2, "loss": 0.0},
@@ -37,7 +37,7 @@ def test_plot_run_uses_latest_checkpoint_when_run_has_no_final_state(tmp_path):
 def test_cli_writes_png(tmp_path):
     (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": LOGS}))
     out = subprocess.run(
-        [sys.executable, "-m", "core.plots", str(tmp_path)], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "core.tools.plots", str(tmp_path)], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip().endswith(PLOT_NAME)
     assert (tmp_path / PLOT_NAME).stat().st_size > 1000

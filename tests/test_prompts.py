@@ -1,7 +1,7 @@
 """Evaluation generates from the very prompt ids training generates from, for every model family.
 
 Training's ids come from TRL 1.15's own `GRPOTrainer._generate_and_score_completions` (its `_tokenize_prompts`) run
-by a `VLMGRPOTrainer` on the tiny model; evaluation's are what `core.evaluation.generate_greedy` (used by every
+by a `VLMGRPOTrainer` on the tiny model; evaluation's are what `core.evaluation.loading.generate_greedy` (used by every
 recipe's evaluate.py and by mathvista's infer.py) hands the model, read by a forward pre-hook on the real model's
 first (prefill) forward. The bug these tests pin: rendering Gemma-3's template to text (it starts with `<bos>`) and
 tokenising it again with special tokens gave evaluation `<bos><bos>`. The video tests pin the same for the video
@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 from trl import GRPOConfig
 
-from core.config import VLMModelConfig
-from core.data import image_prompt
-from core.evaluation import generate_greedy
-from core.models import load_model_and_processor
-from core.trainer import VLMGRPOTrainer
-from core.video import video_prompt
+from core.data.records import image_prompt
+from core.data.video import video_prompt
+from core.evaluation.loading import generate_greedy
+from core.training.config import VLMModelConfig
+from core.training.models import load_model_and_processor
+from core.training.trainer import VLMGRPOTrainer
 from tests.fixtures.toy_rewards import even_token_fraction
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl", "gemma3")
@@ -36,7 +36,8 @@ def picture(seed: int, size: tuple[int, int]) -> Image.Image:
 
 
 def image_rows() -> list[dict[str, Any]]:
-    """Two rows as the image recipes build them (core.data.image_prompt + an `image` column), different lengths."""
+    """Two rows as the image recipes build them (core.data.records.image_prompt + an `image` column), different
+    lengths."""
     return [
         {"prompt": image_prompt("Where is the red box?", "Answer briefly."), "image": picture(0, (64, 48))},
         {"prompt": image_prompt("How many bars are taller than five?", None), "image": picture(1, (48, 64))},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from core.config import parse_config
+from core.training.config import parse_config
 from tests.helpers import RECIPES_DIR, load_recipe_module
 
 RECIPES = sorted(p.name for p in RECIPES_DIR.iterdir() if (p / "config.yaml").is_file())
@@ -78,7 +78,7 @@ def test_real_config_names_its_extra_and_sizes_vllm(recipe: str) -> None:
 def test_mathvista_runs_as_the_original_on_unsloth_and_on_trl_vllm_across_gpus(tmp_path, monkeypatch) -> None:
     """config.yaml passes the start-up checks of backend unsloth (Unsloth's own vLLM via fast_inference), and with
     run_8gpu.sh's flags those of backend transformers (TRL's colocated vLLM), on a GPU machine with the extras."""
-    from core import backends
+    from core.training import backends
 
     train = load_recipe_module("mathvista", "train")
     config = ["--config", str(RECIPES_DIR / "mathvista" / "config.yaml"), "--bf16", "false"]

@@ -1,4 +1,4 @@
-"""Start-up check that the configured rewards can score the data (core.rewards.check_rewards_can_score).
+"""Start-up check that the configured rewards can score the data (core.rewards.contract.check_rewards_can_score).
 
 Each recipe writes a row's reference answer as its model would (`reference_completion` in its rewards.py); every
 reward is scored on those before the model loads. A reward that returns None for all of them (grounding's iou_reward
@@ -12,10 +12,10 @@ import json
 
 import pytest
 
-from core.config import VLMModelConfig
-from core.data import DataError
-from core.models import load_processor
-from core.rewards import check_rewards_can_score
+from core.data.records import DataError
+from core.rewards.contract import check_rewards_can_score
+from core.training.config import VLMModelConfig
+from core.training.models import load_processor
 from tests.helpers import load_recipe_module, run_smoke_train
 
 

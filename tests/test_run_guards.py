@@ -19,11 +19,11 @@ from safetensors.torch import load_file
 from transformers import TrainerControl, TrainerState
 from trl import GRPOConfig
 
-from core.config import VLMGRPOConfig, VLMModelConfig, config_as_dict, parse_config
-from core.lora import build_lora_config
-from core.models import load_model_and_processor
-from core.run import check_save_steps, save_steps_problem, setup_run
-from core.trainer import GenerationBoundaryCallback, UnscoredRewardsError, UnscoredStepGuard, VLMGRPOTrainer
+from core.training.config import VLMGRPOConfig, VLMModelConfig, config_as_dict, parse_config
+from core.training.lora import build_lora_config
+from core.training.models import load_model_and_processor
+from core.training.run import check_save_steps, save_steps_problem, setup_run
+from core.training.trainer import GenerationBoundaryCallback, UnscoredRewardsError, UnscoredStepGuard, VLMGRPOTrainer
 from tests.fixtures.toy_rewards import even_token_fraction
 from tests.helpers import load_recipe_module
 
@@ -65,7 +65,7 @@ def test_guard_names_the_rewards_that_returned_none_everywhere():
 def test_guard_warns_once_about_a_reward_that_never_scores_while_others_do(caplog):
     guard = UnscoredStepGuard(["judge", "always_none"], max_unscored_steps=2)
     rewards = torch.tensor([[0.5, NAN], [0.2, NAN]])
-    with caplog.at_level("WARNING", logger="core.trainer"):
+    with caplog.at_level("WARNING", logger="core.training.trainer"):
         for _ in range(5):
             guard.update(rewards)
     warnings = [r.getMessage() for r in caplog.records if "always_none" in r.getMessage()]

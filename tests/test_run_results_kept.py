@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import transformers
 
-from core.config import VLMGRPOConfig
-from core.run import finish_pending_overwrite, setup_logging, setup_run
+from core.training.config import VLMGRPOConfig
+from core.training.run import finish_pending_overwrite, setup_logging, setup_run
 from tests.helpers import load_recipe_module, run_smoke_train
 
 

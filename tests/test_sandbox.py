@@ -1,4 +1,4 @@
-"""core.sandbox: untrusted matplotlib programs rendered in a warm fork server, hostile programs classified."""
+"""core.rewards.sandbox: untrusted matplotlib programs rendered in a warm fork server, hostile programs classified."""
 
 import os
 import signal
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core import sandbox as sandbox_mod
-from core.sandbox import STATUSES, RenderResult, Sandbox, SandboxLimits, render_code_in_process
+from core.rewards import sandbox as sandbox_mod
+from core.rewards.sandbox import STATUSES, RenderResult, Sandbox, SandboxLimits, render_code_in_process
 
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,9 @@
 """Issue 15 item 11: every recipe's smoke run, with the recipe's OWN rewards and nothing else, learns something.
 
-Each smoke config trains a tiny random model; before `warm_start_steps` (core/warm_start.py) and the local judge's
-dithered scores (core/judge_server.py) five of six never produced a gradient: no completion parsed, or every render of
+Each smoke config trains a tiny random model; before `warm_start_steps` (core/training/warm_start.py) and the local
+judge's
+dithered scores (core/rewards/judge_server.py) five of six never produced a gradient: no completion parsed, or every
+render of
 a group got the same integer, so all advantages were 0 and the adapter was saved as initialised. Here each recipe's
 smoke config runs as a user runs it (real subprocess, the sample data its README's make-sample command writes, no
 extra reward), and the test requires a step with reward variance inside its groups and a non-zero gradient, and a
@@ -65,6 +67,6 @@ def test_smoke_config_gives_reward_variance_a_gradient_and_a_moved_adapter(recip
         cmd = [sys.executable, str(recipe_dir / "evaluate.py"), str(out), "--max_samples", "8"]
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert f"from {base}" in proc.stdout + proc.stderr  # core.models logs the folder it loaded
+        assert f"from {base}" in proc.stdout + proc.stderr  # core.training.models logs the folder it loaded
         metrics = json.loads((out / "eval" / "metrics.json").read_text())
         assert metrics["num_samples"] == 8 and metrics["parse_rate"] > 0  # the untrained tiny model parses nothing

@@ -15,8 +15,15 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig
 
-from core import tiny
-from core.tiny import TINY_FAMILIES, TINY_PREFIX, build_tiny_checkpoint, is_tiny, resolve_model_path, weights_sha256
+from core.testing import tiny
+from core.testing.tiny import (
+    TINY_FAMILIES,
+    TINY_PREFIX,
+    build_tiny_checkpoint,
+    is_tiny,
+    resolve_model_path,
+    weights_sha256,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -290,7 +297,8 @@ def test_qwen_tokenizer_is_the_real_vocabulary(family: str, paths: dict[str, str
     assert tokenizer.encode(DEFAULT_SYSTEM_TURN, add_special_tokens=False) == DEFAULT_SYSTEM_TURN_IDS
 
     # Independent encoder: tiktoken (Rust, merges by rank) over the same qwen.tiktoken ranks, against tokenizers'
-    # BPE over the merges core.tiny derived from them. Special tokens are left out: tiktoken's set is another one.
+    # BPE over the merges core.testing.tiny derived from them. Special tokens are left out: tiktoken's set is another
+    # one.
     reference = get_tokenizer("Qwen/Qwen2.5-7B-Instruct")
     assert reference.encode("Hello, world!") == HELLO_WORLD_IDS
     assert reference.encode(DEFAULT_SYSTEM_TURN) == DEFAULT_SYSTEM_TURN_IDS
@@ -394,7 +402,7 @@ def test_builds_are_deterministic(family: str, tmp_path: Path, paths: dict[str, 
 def test_concurrent_first_use_via_cli(tmp_path: Path) -> None:
     """Two ranks resolving the same tiny model at once both get one complete checkpoint (CLI prints the path)."""
     env = {**os.environ, "VLM_GRPO_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "core.tiny", "gemma3"]
+    cmd = [sys.executable, "-m", "core.testing.tiny", "gemma3"]
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0]

@@ -12,8 +12,8 @@ import torch
 from helpers import REPO_ROOT, load_recipe_module
 from PIL import Image
 
-from core.data import DataError
-from core.video import sample_frame_indices
+from core.data.records import DataError
+from core.data.video import sample_frame_indices
 
 D = load_recipe_module("video", "data")
 R = load_recipe_module("video", "rewards")

@@ -8,7 +8,7 @@ within the bounds `fetch_video` computes) on stand-in clips of the given frame c
 The indices are `video_metadata["frames_indices"]`, the sizes the returned tensor's (width, height). Only the
 numbers are copied here, not the code. Cases the library refuses ("nframes should in interval [2, 1]" for a
 1-frame clip or max_frames 1; an AssertionError for max_pixels < min_pixels) are handled as documented in
-core/video.py and recipes/video/README.md, and tested at the end.
+core/data/video.py and recipes/video/README.md, and tested at the end.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from core.data import DataError
-from core.video import DEFAULT_FPS, FramePixels, frame_count, patch_size_of, sample_frame_indices
+from core.data.records import DataError
+from core.data.video import DEFAULT_FPS, FramePixels, frame_count, patch_size_of, sample_frame_indices
 from tests.helpers import load_recipe_module
 from tests.test_core_video import frame_numbers, ramp_clip
 

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from trl import GRPOConfig
 
-from core.config import VLMModelConfig
-from core.models import load_model_and_processor
-from core.trainer import VIDEO_KEYS, VLMGRPOTrainer
+from core.training.config import VLMModelConfig
+from core.training.models import load_model_and_processor
+from core.training.trainer import VIDEO_KEYS, VLMGRPOTrainer
 from tests.fixtures.toy_rewards import even_token_fraction
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,10 @@ Reentrant checkpointing (`use_reentrant=True`, forced by TRL for PEFT + ZeRO-3) 
 checkpointed block whose input requires grad; LoRA weights inside do not count. TRL therefore calls
 `enable_input_require_grads()`, which hooks each sub-model's `get_input_embeddings()` output. For Qwen3-VL's vision
 tower that lookup fails (transformers 5 names no input embedding for `Qwen3VLVisionModel`), so with `train_vision` no
-vision LoRA weight got a gradient (see core.lora.expose_vision_input_embeddings). These tests run the real trainer path
-(core.models.load_model -> build_lora_config -> VLMGRPOTrainer, one step) for each family and both modes, and read the
+vision LoRA weight got a gradient (see core.training.lora.expose_vision_input_embeddings). These tests run the real
+trainer path
+(core.training.models.load_model -> build_lora_config -> VLMGRPOTrainer, one step) for each family and both modes, and
+read the
 gradients just before the optimizer step.
 """
 
@@ -20,10 +22,10 @@ from PIL import Image
 from transformers import TrainerCallback
 from trl import GRPOConfig
 
-from core.config import VLMModelConfig
-from core.lora import build_lora_config, module_group
-from core.models import load_model_and_processor
-from core.trainer import VLMGRPOTrainer
+from core.training.config import VLMModelConfig
+from core.training.lora import build_lora_config, module_group
+from core.training.models import load_model_and_processor
+from core.training.trainer import VLMGRPOTrainer
 from tests.fixtures.toy_rewards import even_token_fraction
 
 pytestmark = pytest.mark.slow

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 from transformers import AutoProcessor
 
-from core.models import set_pixel_bounds
-from core.tiny import resolve_model_path
-from core.vision import model_image_size
-from core.vllm_generation import (
+from core.data.vision import model_image_size
+from core.testing.tiny import resolve_model_path
+from core.training.models import set_pixel_bounds
+from core.training.vllm_generation import (
     PLACEHOLDER_LOGIT_BIAS,
     fit_images_to_processor,
     needs_policy_folder,
@@ -75,7 +75,7 @@ def test_placeholders_are_biased_out_and_a_users_own_bias_is_kept() -> None:
 
 @pytest.mark.parametrize("pipeline", ["qwen_image_edit", "qwen_image"])
 def test_a_text_encoder_policy_is_served_from_a_folder_with_tokenizer_processor_and_template(tmp_path, pipeline):
-    from core.diffusion import load_pipeline
+    from core.diffusion.pipeline import load_pipeline
 
     pipe = load_pipeline(f"tiny:{pipeline}")
     processing_class = getattr(pipe, "processor", None) or pipe.tokenizer
@@ -96,8 +96,8 @@ def test_a_text_encoder_policy_is_served_from_a_folder_with_tokenizer_processor_
 
 
 def load_tiny_model(family: str):
-    from core.config import VLMModelConfig
-    from core.models import load_model
+    from core.training.config import VLMModelConfig
+    from core.training.models import load_model
 
     return load_model(VLMModelConfig(model_name_or_path=f"tiny:{family}", dtype="float32"))
 
@@ -211,7 +211,7 @@ def test_each_recipe_trains_a_step_with_vllm_generation(tmp_path, recipe: str) -
 
 
 def test_the_policy_folder_is_reused_when_in_place_and_rebuilt_for_other_weights(tmp_path) -> None:
-    from core.diffusion import load_pipeline
+    from core.diffusion.pipeline import load_pipeline
 
     edit, t2i = load_pipeline("tiny:qwen_image_edit"), load_pipeline("tiny:qwen_image")
     out = tmp_path / "vllm_policy"

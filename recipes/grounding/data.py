@@ -9,7 +9,7 @@ Record format (a `.json` list / `{"data": [...]}`, or `.jsonl` with one object p
 
 `solution` may also be a point `[x, y]` (a point target): then only point-style rewards apply (accuracy by
 distance; IoU returns None). Coordinates are in pixels of the upright image, i.e. after EXIF rotation, at the file's
-full resolution. The model may get a smaller copy (`core.images`: an image above the processor's pixel budget is
+full resolution. The model may get a smaller copy (`core.data.images`: an image above the processor's pixel budget is
 downscaled once at load time, aspect kept); `model_image_size` is computed from that copy, so the rewards' frame
 conversion (`rewards.to_original`) still lands in the file's pixels.
 
@@ -38,7 +38,8 @@ import datasets
 import numpy as np
 from PIL import Image, ImageDraw
 
-from core.data import (
+from core.data.images import DEFAULT_MAX_PIXELS, fit_size
+from core.data.records import (
     DataError,
     describe_row,
     duplicate_id_problems,
@@ -51,8 +52,7 @@ from core.data import (
     sample_is_current,
     to_dataset,
 )
-from core.images import DEFAULT_MAX_PIXELS, fit_size
-from core.vision import max_image_pixels, model_image_size
+from core.data.vision import max_image_pixels, model_image_size
 
 PROMPT_TEMPLATE = "Locate {problem} in the image. Output its bounding box as [x1, y1, x2, y2] inside <answer></answer>."
 
@@ -103,8 +103,9 @@ def build_dataset(
     """Load, validate and convert a grounding file into the dataset GRPOTrainer and the rewards expect.
 
     Columns: `prompt` (conversational, image placeholder then text), `image` (path, decoded lazily by
-    `core.images.open_image`: RGB, transparency on white, downscaled to the processor's pixel budget
-    `core.vision.max_image_pixels`, else `core.images.DEFAULT_MAX_PIXELS`), `solution` (floats, original pixels),
+    `core.data.images.open_image`: RGB, transparency on white, downscaled to the processor's pixel budget
+    `core.data.vision.max_image_pixels`, else `core.data.images.DEFAULT_MAX_PIXELS`), `solution` (floats, original
+    pixels),
     `image_size` ([w, h] original: the frame of `solution`), `model_image_size` ([w, h] the model works in: the
     processor's resize of the LOADED, possibly downscaled, image; without a processor the loaded size, which equals
     `image_size` unless the image was over the budget), `id`, `problem` (the sentence, for logs).

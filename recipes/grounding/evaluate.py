@@ -20,9 +20,9 @@ from PIL import Image, ImageDraw
 from rewards import AccuracyCoordReward, IoUReward, frame_for_family, parse_box, parse_point, to_original
 
 from core.errors import install_error_hook
-from core.evaluation import generate_greedy, load_trained_policy
-from core.plots import BLACK, RIGHT, WRONG, CaptionLine, caption_font, fit_image, panel, panel_sheet
-from core.run import resolve_input_path
+from core.evaluation.loading import generate_greedy, load_trained_policy
+from core.tools.plots import BLACK, RIGHT, WRONG, CaptionLine, caption_font, fit_image, panel, panel_sheet
+from core.training.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 }
             )
             if len(grid_images) < args.grid_size:
-                # back to the frame of solution/prediction: an over-budget image was downscaled at load (core.images)
+                # back to the frame of solution/prediction: an over-budget image was downscaled at load
+                # (core.data.images)
                 grid_images.append(row["image"].resize(tuple(row["image_size"])))
         logger.info("evaluated %d/%d", len(records), len(dataset))
 

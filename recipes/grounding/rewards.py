@@ -48,7 +48,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from core.rewards import completion_text, resolve_reward_funcs, single_block
+from core.rewards.contract import completion_text, resolve_reward_funcs, single_block
 
 FRAMES = ("pixels_resized", "norm1000", "pixels_original")
 REWARD_NAMES = ("accuracy_reward_coord", "iou_reward", "format_reward")
@@ -130,14 +130,15 @@ def from_original(
     return [float(value) / scale for value, scale in zip(coords, unit, strict=True)]
 
 
-# What a reference answer must earn at the start-up check (core.rewards.check_rewards_can_score). Not format_reward
+# What a reference answer must earn at the start-up check (core.rewards.contract.check_rewards_can_score). Not
+# format_reward
 # (it pays boxes only, so point rows get 0) nor iou_reward (the 2-decimal reference is ~1, not exactly 1).
 REFERENCE_FULL_MARKS = {"accuracy_reward_coord": 1.0}
 
 
 def reference_completion(frame: str) -> Callable[[Mapping[str, Any]], str]:
     """A row's `solution` written as the model answers in `frame`: `<answer>[x1, y1, x2, y2]</answer>` (or [x, y]),
-    for `core.rewards.check_rewards_can_score` at start-up."""
+    for `core.rewards.contract.check_rewards_can_score` at start-up."""
     _check_frame(frame)
 
     def write(row: Mapping[str, Any]) -> str:
@@ -312,7 +313,7 @@ class IoUReward(_FrameReward):
 
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
     """1.0: exactly one <answer>...</answer> whose first box parses (each tag once: nested, stray or repeated tags
-    earn nothing, see core.rewards.single_block); else 0.0 - a box without the tags included, as in VLM-R1's
+    earn nothing, see core.rewards.contract.single_block); else 0.0 - a box without the tags included, as in VLM-R1's
     `format_reward_rec` (it used to earn 0.5: partial credit for an answer outside the requested format)."""
     rewards: list[float | None] = []
     for completion in completions:

@@ -23,16 +23,16 @@ from rewards import (
     reference_completion,
 )
 
-from core.backends import check_backend
-from core.config import parse_config
-from core.lora import build_lora_config, freeze_for_full_finetune
-from core.models import load_model, load_processor, model_family
-from core.plan import warn_if_over_budget
+from core.plan.memory import warn_if_over_budget
 from core.ranges import AT_LEAST_ONE
-from core.rewards import check_rewards_can_score
-from core.run import resolve_input_path, setup_run, train_and_save
-from core.trainer import VLMGRPOTrainer
-from core.warm_start import warm_start_checkpoint
+from core.rewards.contract import check_rewards_can_score
+from core.training.backends import check_backend
+from core.training.config import parse_config
+from core.training.lora import build_lora_config, freeze_for_full_finetune
+from core.training.models import load_model, load_processor, model_family
+from core.training.run import resolve_input_path, setup_run, train_and_save
+from core.training.trainer import VLMGRPOTrainer
+from core.training.warm_start import warm_start_checkpoint
 
 RECIPE_DIR = Path(__file__).resolve().parent
 
@@ -99,7 +99,8 @@ def main() -> None:
         source=script_args.train_file,
         full_marks=REFERENCE_FULL_MARKS,
     )
-    # Smoke configs only: teach the random tiny policy the answer format, so groups differ (core/warm_start.py).
+    # Smoke configs only: teach the random tiny policy the answer format, so groups differ
+    # (core/training/warm_start.py).
     warm_start_checkpoint(
         model_args,
         processor,

@@ -44,7 +44,8 @@ from typing import Any
 import datasets
 from PIL import Image
 
-from core.data import (
+from core.data.images import DEFAULT_MAX_PIXELS, NormalizedImage, open_image, open_lazy
+from core.data.records import (
     DataError,
     describe_row,
     duplicate_id_problems,
@@ -57,7 +58,6 @@ from core.data import (
     row_ids,
     sample_is_current,
 )
-from core.images import DEFAULT_MAX_PIXELS, NormalizedImage, open_image, open_lazy
 
 PROMPT = (
     "Write Python code using matplotlib that recreates this image exactly: the same chart type, data, colours, "
@@ -83,7 +83,7 @@ def _decode_base64(raw: Any) -> tuple[bytes | None, str | None]:
     except (binascii.Error, ValueError) as err:
         return None, f"'image_base64' is not valid base64 ({err})"
     try:
-        with open_lazy(data) as image:  # up to core.images.MAX_DECODE_PIXELS, not Pillow's bomb guard
+        with open_lazy(data) as image:  # up to core.data.images.MAX_DECODE_PIXELS, not Pillow's bomb guard
             image.load()
     except Exception as err:  # Pillow raises many types for bad data; all mean "cannot decode"
         return None, f"'image_base64' does not decode as an image ({type(err).__name__}: {err})"
@@ -99,7 +99,7 @@ def build_dataset(
     """Load and validate an image2code file into the dataset GRPOTrainer and the rewards expect.
 
     Columns: `prompt` (conversational: image placeholder then `PROMPT`), `image` (PIL on access, through
-    `core.images.open_image`: RGB with transparency on white, as `similarity` normalises the rendered candidate;
+    `core.data.images.open_image`: RGB with transparency on white, as `similarity` normalises the rendered candidate;
     path records are decoded lazily from their file, base64 records are stored as bytes), `reference_code`,
     `description`, `id`.
     `images_root` (for relative `image_path`) defaults to the data file's folder; `max_samples` keeps the first N
@@ -187,7 +187,7 @@ def build_dataset(
 
 def render_code(code: str) -> Image.Image:
     """Run trusted reference code in-process (Agg, default style) and return the current figure as an RGB image
-    (`core.images.open_image`: a transparent figure background becomes white, as in the dataset and the reward).
+    (`core.data.images.open_image`: a transparent figure background becomes white, as in the dataset and the reward).
 
     The rendering convention is the module docstring's. Only for OUR generated code: user/model code goes through
     the sandbox.
@@ -274,7 +274,7 @@ def _chart(kind: str, rng: random.Random) -> tuple[str, str]:
     colours = rng.sample(_PALETTE, 4)
     lines = ["import matplotlib.pyplot as plt"]
     if kind == "histogram" or (kind == "scatter" and rng.random() < 0.5):
-        lines.insert(0, "import random")  # stdlib, seeded: numpy.random is unavailable in core.sandbox today
+        lines.insert(0, "import random")  # stdlib, seeded: numpy.random is unavailable in core.rewards.sandbox today
     lines.append("")
     if kind == "subplots":
         lines.append("fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(3, 2.4), dpi=64)")

@@ -22,9 +22,9 @@ from PIL import Image, ImageDraw
 from rewards import RewardConfig, effective_status, extract_code, score_result
 
 from core.errors import install_error_hook
-from core.evaluation import generate_greedy, load_trained_policy
-from core.run import resolve_input_path
-from core.sandbox import Sandbox, SandboxLimits
+from core.evaluation.loading import generate_greedy, load_trained_policy
+from core.rewards.sandbox import Sandbox, SandboxLimits
+from core.training.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")

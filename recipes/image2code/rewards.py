@@ -36,7 +36,8 @@ Rendering once per batch: all completions of a batch go to the sandbox in ONE `r
 parallelises). `RenderCache` remembers the last few batches by the tuple of codes, so the main reward and a custom
 hook reward - separate TRL reward functions, called one after the other on the same completions - share one render.
 
-Custom scoring hook: `--custom_score_fn package.module:function` (loaded with `core.rewards.load_object`) names a
+Custom scoring hook: `--custom_score_fn package.module:function` (loaded with `core.rewards.contract.load_object`)
+names a
 function `f(code: str, reference_image: PIL.Image, result: RenderResult) -> float`. It becomes its own TRL reward
 function whose `__name__` is the function's name (TRL logs `rewards/<name>/mean`) with its own weight in
 `reward_weights` (`--custom_score_weight`). A hook that raises on one completion scores None there (logged), not a
@@ -60,7 +61,7 @@ import numpy as np
 from PIL import Image
 from similarity import COMPONENTS, SimilarityWeights, image_similarity, normalise_pair
 
-from core.rewards import completion_text, load_object
+from core.rewards.contract import completion_text, load_object
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ __all__ = [
 
 
 class Renderer(Protocol):
-    """What the rewards need from `core.sandbox.Sandbox`."""
+    """What the rewards need from `core.rewards.sandbox.Sandbox`."""
 
     def render(self, codes: list[str]) -> list[Any]: ...
 
@@ -274,7 +275,7 @@ def _as_cache(sandbox: Renderer | RenderCache) -> RenderCache:
 class Image2CodeReward:
     """The main reward as a TRL reward function (`__name__` = "image2code_reward"); see the module docstring.
 
-    `sandbox` is anything with `render(codes) -> list[RenderResult]` (normally `core.sandbox.Sandbox`), or a
+    `sandbox` is anything with `render(codes) -> list[RenderResult]` (normally `core.rewards.sandbox.Sandbox`), or a
     `RenderCache` shared with hook rewards. `hook` is only kept for `build_reward_funcs`' convenience: pass a
     `HookReward` built on the same cache to have it reuse this reward's renders.
     """
@@ -377,7 +378,8 @@ def load_hook(path: str) -> Callable[..., float]:
 
 def reference_completion(row: Mapping[str, Any]) -> str:
     """The row's `reference_code` as a model answer (one fenced Python block), for
-    `core.rewards.check_rewards_can_score` at start-up: the reward renders it and compares it with the image."""
+    `core.rewards.contract.check_rewards_can_score` at start-up: the reward renders it and compares it
+    with the image."""
     return f"```python\n{row['reference_code']}\n```"
 
 

@@ -2,7 +2,7 @@
 
 Normalisation (done first, by `normalise_pair`)
 -----------------------------------------------
-* Colour space: both images go through the same `core.images.normalize_image` that loaded the reference into the
+* Colour space: both images go through the same `core.data.images.normalize_image` that loaded the reference into the
   dataset: 8-bit RGB, transparency (RGBA, LA, P or L/RGB with a transparent colour) composited over WHITE,
   matplotlib's default figure background, so a transparent PNG of a chart matches the opaque one and a reference
   with a transparent background scores exactly 1 against its own rendering.
@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from core.images import normalize_image
+from core.data.images import normalize_image
 
 __all__ = [
     "COMPONENTS",

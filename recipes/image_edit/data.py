@@ -22,7 +22,8 @@ from typing import Any
 import datasets
 from PIL import Image, ImageDraw
 
-from core.data import (
+from core.data.images import DEFAULT_MAX_PIXELS, normalize_image
+from core.data.records import (
     DataError,
     load_saved_split,
     mark_sample_written,
@@ -30,7 +31,6 @@ from core.data import (
     resolve_dataset_source,
     sample_is_current,
 )
-from core.images import DEFAULT_MAX_PIXELS, normalize_image
 
 RECIPE_DIR = Path(__file__).resolve().parent
 HUB_NAME = "UCSC-VLAA/Complex-Edit"
@@ -54,7 +54,7 @@ def load_source(source: str, splits: Sequence[str]) -> dict[str, datasets.Datase
 
 
 def _load_local_splits(path: Path, splits: Sequence[str]) -> dict[str, datasets.Dataset]:
-    """The requested splits of a `save_to_disk` folder, each loaded on its own (`core.data.load_saved_split`: an
+    """The requested splits of a `save_to_disk` folder, each loaded on its own (`core.data.records.load_saved_split`: an
     empty split is a DataError, not datasets' bare IndexError)."""
     if not (path / "dataset_dict.json").is_file():
         raise DataError([f"{path} is not a datasets.save_to_disk folder (no dataset_dict.json)"], source=path)
@@ -86,7 +86,7 @@ def load_edit_rows(
     """Validated rows `id`, `instruction`, `complexity`, `image` (decoded); every problem reported at once.
 
     Needs no pipeline, so train.py calls it before any weights load: a missing folder or column, a bad split or
-    complexity, an undecodable image or zero usable rows fail in seconds. `image` is `core.images.normalize_image`
+    complexity, an undecodable image or zero usable rows fail in seconds. `image` is `core.data.images.normalize_image`
     of the source picture (upright 8-bit RGB, transparency on white, at most `DEFAULT_MAX_PIXELS`).
     """
     bad = [c for c in complexities if not 1 <= int(c) <= MAX_COMPLEXITY]

@@ -35,13 +35,13 @@ from judging import (
 )
 from PIL import Image, ImageDraw
 
-from core.diffusion import PolicyRenderer, condition_images, configure_vae, template_system_prompt
+from core.diffusion.pipeline import PolicyRenderer, condition_images, configure_vae, template_system_prompt
 from core.errors import install_error_hook
-from core.evaluation import load_trained_pipeline
-from core.judge import JudgeArguments, JudgeClient
-from core.judge_server import start_local_judge_if_asked
-from core.prompts import encode_prompts
-from core.run import resolve_dataset_source
+from core.evaluation.loading import load_trained_pipeline
+from core.rewards.judge import JudgeArguments, JudgeClient
+from core.rewards.judge_server import start_local_judge_if_asked
+from core.training.prompts import encode_prompts
+from core.training.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")

@@ -34,7 +34,7 @@ from typing import Any
 
 from PIL import Image
 
-from core.judge import JudgeClient, JudgeRequest, all_or_none, parse_json_object
+from core.rewards.judge import JudgeClient, JudgeRequest, all_or_none, parse_json_object
 
 RUBRIC_DIR = Path(__file__).resolve().parent / "rubric"
 CRITERIA = ("instruction_following", "identity_preservation", "perceptual_quality")

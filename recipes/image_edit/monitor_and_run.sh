@@ -39,7 +39,7 @@ while true; do
   # The launcher tees everything into $out/training.log; here only the per-step summary is shown.
   bash "$launcher" "${args[@]}" "$@" >/dev/null 2>&1 &
   pid=$!
-  "$python" -m core.monitor "$out/training.log" --follow --pid "$pid" --offset "$offset" --first-step "$first_step" || true
+  "$python" -m core.tools.monitor "$out/training.log" --follow --pid "$pid" --offset "$offset" --first-step "$first_step" || true
   status=0
   wait "$pid" || status=$?
   launches=$((launches + 1))

@@ -31,9 +31,9 @@ from typing import Any
 from judging import CRITERIA, JudgePrompts, load_prompts, score_edits
 from PIL import Image
 
-from core.diffusion import PolicyRenderer
-from core.judge import JudgeClient, image_digest
-from core.rewards import resolve_reward_funcs
+from core.diffusion.pipeline import PolicyRenderer
+from core.rewards.contract import resolve_reward_funcs
+from core.rewards.judge import JudgeClient, image_digest
 
 DEFAULT_REWARD_SAMPLES = 1  # judge draws per call in training (evaluate.py: the official 20)
 

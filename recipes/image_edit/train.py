@@ -15,18 +15,18 @@ from data import load_edit_rows, rows_to_dataset
 from judging import CRITERIA, load_prompts
 from rewards import DEFAULT_REWARD_SAMPLES, EditRenderer, build_reward_funcs
 
-from core.backends import check_backend
-from core.config import parse_config
-from core.diffusion import RenderMemoryArguments, condition_images, load_pipeline, template_system_prompt
-from core.judge import JudgeArguments, JudgeClient
-from core.judge_server import start_local_judge_if_asked
-from core.logits_to_keep import ignore_logits_to_keep_if_needed
-from core.lora import build_lora_config, freeze_for_full_finetune
-from core.models import set_pixel_bounds, torch_dtype
-from core.plan import warn_if_over_budget
+from core.diffusion.pipeline import RenderMemoryArguments, condition_images, load_pipeline, template_system_prompt
+from core.plan.memory import warn_if_over_budget
 from core.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
-from core.run import resolve_dataset_source, setup_run, train_and_save
-from core.trainer import VLMGRPOTrainer
+from core.rewards.judge import JudgeArguments, JudgeClient
+from core.rewards.judge_server import start_local_judge_if_asked
+from core.training.backends import check_backend
+from core.training.config import parse_config
+from core.training.logits_to_keep import ignore_logits_to_keep_if_needed
+from core.training.lora import build_lora_config, freeze_for_full_finetune
+from core.training.models import set_pixel_bounds, torch_dtype
+from core.training.run import resolve_dataset_source, setup_run, train_and_save
+from core.training.trainer import VLMGRPOTrainer
 
 RECIPE_DIR = Path(__file__).resolve().parent
 

@@ -47,7 +47,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 from rewards import RewardConfig, is_correct
 
-from core.data import (
+from core.data.images import normalize_image, normalize_opened, open_lazy
+from core.data.records import (
     DataError,
     describe_row,
     image_prompt,
@@ -60,7 +61,6 @@ from core.data import (
     resolve_image_path,
     sample_is_current,
 )
-from core.images import normalize_image, normalize_opened, open_lazy
 
 RECIPE_DIR = Path(__file__).resolve().parent
 HUB_NAME = "AI4Math/MathVista"
@@ -489,11 +489,11 @@ def _open_image(decoded: Any, image: Any, root: Path | None) -> Image.Image:
     file = resolve_image_path(path, root)
     if not file.is_file():
         raise FileNotFoundError(f"image {named or path!r} -> {file}: file not found")  # the path as the user wrote it
-    return open_lazy(file)  # up to core.images.MAX_DECODE_PIXELS, not Pillow's decompression-bomb guard
+    return open_lazy(file)  # up to core.data.images.MAX_DECODE_PIXELS, not Pillow's decompression-bomb guard
 
 
 def prepare_image(image: Image.Image, image_size: int) -> Image.Image:
-    """What the model sees of any picture (training rows, infer.py): `core.images.normalize_image` (upright 8-bit
+    """What the model sees of any picture (training rows, infer.py): `core.data.images.normalize_image` (upright 8-bit
     RGB, transparency on white, 16-bit greys kept), longest side at most `image_size` (downscaled once, never up)."""
     return normalize_image(image, max_side=image_size)
 
@@ -503,7 +503,7 @@ def _prepare_image(decoded: Any, image: Any, root: Path | None, image_size: int)
 
     Downscaling here, once, keeps the stored dataset small and the visual-token count per prompt bounded; small
     images are never upscaled. JPEG sources stay JPEG (photos), everything else is PNG (charts need sharp text).
-    Decoded by `core.images.normalize_opened`: `prepare_image`'s result, a big JPEG decoded at a reduced DCT scale.
+    Decoded by `core.data.images.normalize_opened`: `prepare_image`'s result, a big JPEG decoded at a reduced DCT scale.
     """
     try:
         with _open_image(decoded, image, root) as opened:

@@ -48,9 +48,9 @@ from PIL import Image
 from rewards import RewardConfig, extract_solution, format_ok, is_correct
 
 from core.errors import install_error_hook
-from core.evaluation import generate_greedy, load_trained_policy
-from core.plots import BLACK, GREY, RIGHT, WRONG, CaptionLine, panel, panel_sheet
-from core.run import resolve_dataset_source
+from core.evaluation.loading import generate_greedy, load_trained_policy
+from core.tools.plots import BLACK, GREY, RIGHT, WRONG, CaptionLine, panel, panel_sheet
+from core.training.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
 GROUPS = ("question_type", "answer_type", "task", "grade")

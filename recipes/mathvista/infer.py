@@ -20,8 +20,8 @@ from PIL import Image
 from rewards import RewardConfig, extract_solution
 from transformers import TextStreamer
 
-from core.data import image_prompt
-from core.evaluation import generate_greedy, load_trained_policy
+from core.data.records import image_prompt
+from core.evaluation.loading import generate_greedy, load_trained_policy
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -8,7 +8,8 @@ Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset
   block and it is filled, + `formatting_reward` when there is exactly one solution block and it is filled,
   independently: 0, 1 or 2 by default. A duplicated block pays 0 for its half, so the policy cannot farm the reward
   by repeating tags; an empty block pays 0 too (the original paid 2.0 for `<REASONING></REASONING><SOLUTION>
-  </SOLUTION>`). A block is filled when it holds a visible character (`core.rewards.has_visible_text`: a letter,
+  </SOLUTION>`). A block is filled when it holds a visible character (`core.rewards.contract.has_visible_text`: a
+  letter,
   number, punctuation or symbol that is not a blank glyph such as the braille blank or a Hangul filler; whitespace,
   control characters, invisible format characters, lone combining marks and variation selectors do not count).
 * `correctness_reward` (the original's 2.0 / 0.0 scale): `correctness_reward` when there is exactly one solution
@@ -17,7 +18,7 @@ Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset
   reads as nothing (`normalize_prediction` gives None) and is wrong: 0.0.
 
 "Exactly one block" means that the block's start delimiter and its end delimiter each occur exactly once in the
-whole completion, the start first (`core.rewards.single_block`; delimiters are literal). That one rule excludes
+whole completion, the start first (`core.rewards.contract.single_block`; delimiters are literal). That one rule excludes
 repeated blocks, nested ones (`<SOLUTION><SOLUTION>14</SOLUTION></SOLUTION>`, whose inner text "<SOLUTION>14" would
 otherwise read as 14), stray delimiters and floods of them, and it is found in linear time: the obvious
 `re.findall(re.escape(start) + "(.*?)" + re.escape(end), text, re.DOTALL)` is quadratic on degenerate repetitions
@@ -71,7 +72,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from core.rewards import RewardFunc, completion_text, has_visible_text, resolve_reward_funcs, single_block
+from core.rewards.contract import RewardFunc, completion_text, has_visible_text, resolve_reward_funcs, single_block
 
 REWARD_NAMES = ("formatting_reward", "correctness_reward")
 
@@ -509,7 +510,8 @@ def reference_full_marks(cfg: RewardConfig | None = None) -> dict[str, float]:
 
 def reference_completion(cfg: RewardConfig | None = None) -> Callable[[Mapping[str, Any]], str]:
     """A well-formed answer holding the row's reference answer between the configured delimiters, as the prompt asks
-    for it (the option's letter for multiple choice), for `core.rewards.check_rewards_can_score` at start-up."""
+    for it (the option's letter for multiple choice), for
+    `core.rewards.contract.check_rewards_can_score` at start-up."""
     cfg = _check_config(cfg or RewardConfig())
 
     def write(row: Mapping[str, Any]) -> str:

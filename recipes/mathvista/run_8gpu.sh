@@ -9,8 +9,8 @@
 # cards), generating with TRL's vLLM colocated in every process (config.yaml's use_vllm: true, vllm_mode: colocate;
 # pip install -e '.[gpu]'), given less memory because every GPU also trains. Flags given here still win (argparse
 # keeps the last value). SMOKE=1 keeps config_smoke.yaml's use_vllm: false (CPU, no vLLM).
-# Everything else is in core/launch.sh, shared by all recipes; this file names no recipe, so a copy works as is.
+# Everything else is in core/tools/launch.sh, shared by all recipes; this file names no recipe, so a copy works as is.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-exec bash "$here/../../core/launch.sh" "$here" \
+exec bash "$here/../../core/tools/launch.sh" "$here" \
   --backend transformers --load_in_4bit false --vllm_gpu_memory_utilization 0.35 "$@"

@@ -16,16 +16,16 @@ from pathlib import Path
 from data import HUB_NAME, build_dataset
 from rewards import REWARD_NAMES, RewardConfig, build_reward_funcs, reference_completion, reference_full_marks
 
-from core.backends import BACKENDS, check_backend, load_unsloth_policy, unsloth_grpo_trainer
-from core.config import parse_config
-from core.lora import build_lora_config, freeze_for_full_finetune
-from core.models import load_model, load_processor
-from core.plan import warn_if_over_budget
+from core.plan.memory import warn_if_over_budget
 from core.ranges import AT_LEAST_ONE, NON_NEGATIVE
-from core.rewards import check_rewards_can_score
-from core.run import resolve_dataset_source, setup_run, train_and_save
-from core.trainer import VLMGRPOTrainer
-from core.warm_start import warm_start_checkpoint
+from core.rewards.contract import check_rewards_can_score
+from core.training.backends import BACKENDS, check_backend, load_unsloth_policy, unsloth_grpo_trainer
+from core.training.config import parse_config
+from core.training.lora import build_lora_config, freeze_for_full_finetune
+from core.training.models import load_model, load_processor
+from core.training.run import resolve_dataset_source, setup_run, train_and_save
+from core.training.trainer import VLMGRPOTrainer
+from core.training.warm_start import warm_start_checkpoint
 
 RECIPE_DIR = Path(__file__).resolve().parent
 FINAL_DIR = "final_model"
@@ -134,7 +134,8 @@ def main() -> None:
         trainer = unsloth_grpo_trainer(model=model, processing_class=processor, **common)
     else:
         processor = load_processor(model_args)
-        # Smoke configs only: teach the random tiny policy the answer format, so groups differ (core/warm_start.py).
+        # Smoke configs only: teach the random tiny policy the answer format, so groups differ
+        # (core/training/warm_start.py).
         warm_start_checkpoint(
             model_args,
             processor,

@@ -28,7 +28,7 @@ from typing import Any
 import datasets
 from protocol import parse_kg
 
-from core.data import DataError, mark_sample_written, require_rows, resolve_dataset_source, sample_is_current
+from core.data.records import DataError, mark_sample_written, require_rows, resolve_dataset_source, sample_is_current
 
 RECIPE_DIR = Path(__file__).resolve().parent
 HUB_NAME = "MMMGbench/MMMG"

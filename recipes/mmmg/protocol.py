@@ -44,7 +44,7 @@ from typing import Any
 import networkx as nx
 from PIL import Image
 
-from core.judge import JudgeRequest
+from core.rewards.judge import JudgeRequest
 
 PROMPT_FILE = Path(__file__).resolve().parent / "judge_prompt.txt"
 RELATIONS = ("Defines", "Contains", "Requires", "Entails", "Causes", "TemporalOrder")

@@ -1,6 +1,7 @@
 """The MMMG reward: render the image the policy's completion conditions, let a judge check the knowledge graph.
 
-For a batch, `core.diffusion.PolicyRenderer` turns each completion into Qwen-Image's conditioning — one forward of
+For a batch, `core.diffusion.pipeline.PolicyRenderer` turns each completion into Qwen-Image's conditioning — one
+forward of
 the CURRENT policy over [system + user(prompt) + assistant + completion], the system tokens dropped as the
 pipeline's `encode_prompt` drops them — and runs the frozen DiT/VAE. The judge then answers yes/no for every element
 and dependency of the prompt's knowledge graph (`judge_prompt.txt`), and the reward is MMMG's knowledge fidelity
@@ -22,9 +23,9 @@ from typing import Any
 
 from protocol import judge_request, knowledge_fidelity, parse_judge_reply
 
-from core.diffusion import PolicyRenderer
-from core.judge import JudgeClient
-from core.rewards import resolve_reward_funcs
+from core.diffusion.pipeline import PolicyRenderer
+from core.rewards.contract import resolve_reward_funcs
+from core.rewards.judge import JudgeClient
 
 
 class KnowledgeFidelityReward:

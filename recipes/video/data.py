@@ -15,11 +15,12 @@ Record format (the original project's; a `.json` list / `{"data": [...]}`, or `.
 user turn is a `{"type": "video"}` part followed by the question and `PROMPT_SUFFIX`.
 
 Frames: `build_dataset` opens every clip once (validation), then fixes which frames each row uses with
-`core.video.sample_frame_indices`, i.e. Qwen's own qwen-vl-utils rule: duration * `fps` (default 2) frames within
+`core.data.video.sample_frame_indices`, i.e. Qwen's own qwen-vl-utils rule: duration * `fps` (default 2) frames within
 [min_frames, max_frames], floored to an even count, spread uniformly (`dynamic_sample` false: max_frames, same
 clamping). A row's meta.min_frames / meta.max_frames narrow the config's bounds and are clamped into them: the
 config's max_frames is a memory cap no row exceeds. The table keeps the path and those indices; frames are decoded
-with decord only when a row is read, and resized to qwen-vl-utils' per-frame pixel budget (`core.video.FramePixels`).
+with decord only when a row is read, and resized to qwen-vl-utils' per-frame pixel budget
+(`core.data.video.FramePixels`).
 
 `build_dataset` validates every row before returning and raises one `DataError` listing all problems (missing
 fields, no human turn or no `<video>` marker, no gpt answer, an answer without `(n)` actions, bad meta, duplicate
@@ -48,7 +49,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from rewards import parse_actions
 
-from core.data import (
+from core.data.records import (
     DataError,
     describe_row,
     duplicate_id_problems,
@@ -58,7 +59,7 @@ from core.data import (
     row_ids,
     sample_is_current,
 )
-from core.video import (
+from core.data.video import (
     DEFAULT_FPS,
     FramePixels,
     inspect_videos,
@@ -165,7 +166,7 @@ def build_dataset(
     has no frame rate), `solution` (the gpt answer text), `actions` (the ordered, normalised actions), `id`.
     `video_root` defaults to the data file's folder. `fps` is the sampling rate for rows whose meta.dynamic_sample
     is true (the default); `min_pixels_per_frame` / `max_pixels_per_frame` (None: qwen-vl-utils' defaults) and
-    `image_patch_size` (14 for Qwen2.5-VL, 16 for Qwen3-VL: `core.video.patch_size_of(processor)`) give each
+    `image_patch_size` (14 for Qwen2.5-VL, 16 for Qwen3-VL: `core.data.video.patch_size_of(processor)`) give each
     frame's size as qwen-vl-utils' `fetch_video` computes it. Raises `DataError` listing every problem found.
     """
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps <= 0:
@@ -366,7 +367,7 @@ def _segment_lengths(rng: random.Random, total: int, count: int) -> tuple[list[i
 
 def make_sample_clip(rng: random.Random) -> tuple[list[np.ndarray], list[str]]:
     """One synthetic clip (RGB uint8 frames) and its ordered action phrases."""
-    # Width 72 is left out: decord 0.6 misreads frames 16, 24, 48 or 72 pixels wide (see core/video.py).
+    # Width 72 is left out: decord 0.6 misreads frames 16, 24, 48 or 72 pixels wide (see core/data/video.py).
     width, height = rng.choice((64, 80, 88, 96)), rng.choice(range(64, 97, 8))
     side = round(min(width, height) * rng.uniform(0.18, 0.26))
     background = tuple(rng.randint(215, 250) for _ in range(3))

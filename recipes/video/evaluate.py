@@ -19,10 +19,10 @@ from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import action_score, format_reward, parse_actions
 
+from core.data.video import DEFAULT_FPS, patch_size_of
 from core.errors import install_error_hook
-from core.evaluation import generate_greedy, load_trained_policy
-from core.run import resolve_input_path
-from core.video import DEFAULT_FPS, patch_size_of
+from core.evaluation.loading import generate_greedy, load_trained_policy
+from core.training.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("evaluate")

@@ -19,8 +19,9 @@ Rewards (TRL contract: `f(completions, **kwargs) -> list[float | None]`, dataset
   "Exactly one" means that the block's opening tag and its closing tag each occur exactly once in the whole
   completion (case-insensitively), the opening one first: a repeated block, a nested one (`<think><think>a</think>
   </think>`), a stray closing tag or a flood of tags earns nothing for its part nor the order part
-  (`core.rewards.single_block`, linear-time). A block is filled when it holds a visible character
-  (`core.rewards.has_visible_text`: a letter, number, punctuation or symbol that is not a blank glyph such as the
+  (`core.rewards.contract.single_block`, linear-time). A block is filled when it holds a visible character
+  (`core.rewards.contract.has_visible_text`: a letter, number, punctuation or symbol that is not a blank glyph such as
+  the
   braille blank or a Hangul filler; whitespace, control characters, invisible format characters, lone combining
   marks and variation selectors do not count). So the empty skeleton `<think></think><answer></answer>` scores
   0.0: structure is paid only for one filled block of each kind, the rule the grounding recipe's `format_reward`
@@ -53,7 +54,7 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
-from core.rewards import completion_text, has_visible_text, resolve_reward_funcs, single_block
+from core.rewards.contract import completion_text, has_visible_text, resolve_reward_funcs, single_block
 
 REWARD_NAMES = ("format_reward", "accuracy_reward", "ordered_accuracy_reward")
 DEFAULT_WEIGHTS = {"format_reward": 0.3, "accuracy_reward": 0.7, "ordered_accuracy_reward": 0.7}
@@ -163,13 +164,14 @@ def ordered_accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> list[f
     return [action_score(parse_actions(c), t, ordered=True) for c, t in zip(completions, truths, strict=True)]
 
 
-# What a reference answer must earn at the start-up check (core.rewards.check_rewards_can_score): every reward's 1.0.
+# What a reference answer must earn at the start-up check (core.rewards.contract.check_rewards_can_score): every
+# reward's 1.0.
 REFERENCE_FULL_MARKS = dict.fromkeys(REWARD_NAMES, 1.0)
 
 
 def reference_completion(row: Mapping[str, Any]) -> str:
     """A well-formed answer holding the row's reference actions (its `solution`), for
-    `core.rewards.check_rewards_can_score` at start-up."""
+    `core.rewards.contract.check_rewards_can_score` at start-up."""
     return f"<think>The clip shows these actions in this order.</think>{row['solution']}"
 
 

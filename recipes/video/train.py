@@ -14,17 +14,17 @@ from data import build_dataset
 from datasets import Dataset
 from rewards import DEFAULT_WEIGHTS, REFERENCE_FULL_MARKS, REWARD_NAMES, build_reward_funcs, reference_completion
 
-from core.backends import check_backend
-from core.config import parse_config
-from core.lora import build_lora_config, freeze_for_full_finetune
-from core.models import load_model, load_processor
-from core.plan import warn_if_over_budget
+from core.data.video import patch_size_of
+from core.plan.memory import warn_if_over_budget
 from core.ranges import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
-from core.rewards import check_rewards_can_score
-from core.run import resolve_input_path, setup_run, train_and_save
-from core.trainer import VLMGRPOTrainer
-from core.video import patch_size_of
-from core.warm_start import warm_start_checkpoint
+from core.rewards.contract import check_rewards_can_score
+from core.training.backends import check_backend
+from core.training.config import parse_config
+from core.training.lora import build_lora_config, freeze_for_full_finetune
+from core.training.models import load_model, load_processor
+from core.training.run import resolve_input_path, setup_run, train_and_save
+from core.training.trainer import VLMGRPOTrainer
+from core.training.warm_start import warm_start_checkpoint
 
 RECIPE_DIR = Path(__file__).resolve().parent
 # The original project's config names keep working, as keys and flags: each is renamed to the field doing the job.
@@ -107,7 +107,7 @@ class ScriptArguments:
 def build_datasets(script_args: ScriptArguments, image_patch_size: int = 14) -> tuple[Dataset, Dataset | None]:
     """Train and (optional) eval datasets. Each file's relative video paths resolve from that file's own folder
     unless video_root is set, as evaluate.py does, so an eval file kept elsewhere finds its own clips.
-    `image_patch_size`: the processor's (`core.video.patch_size_of`), for qwen-vl-utils' frame sizes."""
+    `image_patch_size`: the processor's (`core.data.video.patch_size_of`), for qwen-vl-utils' frame sizes."""
     data_kwargs = {
         "video_root": resolve_input_path(script_args.video_root, RECIPE_DIR),
         "min_frames": script_args.min_frames,
@@ -149,7 +149,8 @@ def main() -> None:
         source=script_args.train_file,
         full_marks=REFERENCE_FULL_MARKS,
     )
-    # Smoke configs only: teach the random tiny policy the answer format, so groups differ (core/warm_start.py).
+    # Smoke configs only: teach the random tiny policy the answer format, so groups differ
+    # (core/training/warm_start.py).
     warm_start_checkpoint(
         model_args,
         processor,

@@ -17,10 +17,10 @@ from datasets import Dataset
 from PIL import Image
 from trl import GRPOConfig
 
-from core.config import VLMModelConfig
-from core.models import load_model_and_processor
-from core.trainer import VLMGRPOTrainer
-from core.vision import model_image_size
+from core.data.vision import model_image_size
+from core.training.config import VLMModelConfig
+from core.training.models import load_model_and_processor
+from core.training.trainer import VLMGRPOTrainer
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Per-GPU memory of a GRPO run from its config alone: `python -m core.plan CONFIG` (core.plan.memory)."""

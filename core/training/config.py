@@ -351,7 +351,9 @@ def save_resolved_config(output_dir: str | os.PathLike, *configs: Any) -> Path:
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESOLVED_CONFIG_NAME
-    text = yaml.safe_dump(config_as_dict(*configs), sort_keys=False)
+    # Run.recipe_dir: the folder of the script that trained (train.py); `vlm-grpo eval RUN_DIR` runs its evaluate.py.
+    run = {"Run": {"recipe_dir": str(Path(sys.argv[0]).resolve().parent)}}
+    text = yaml.safe_dump({**run, **config_as_dict(*configs)}, sort_keys=False)
     if path.exists() and path.read_text() != text:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
         path.rename(out_dir / f"run_config.{stamp}.yaml")

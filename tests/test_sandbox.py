@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.rewards import sandbox as sandbox_mod
 from core.rewards.sandbox import STATUSES, RenderResult, Sandbox, SandboxLimits, render_code_in_process
+from core.rewards.sandbox import client as sandbox_client
+from core.rewards.sandbox import server as sandbox_server
 
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
 REPO = Path(__file__).resolve().parents[1]
@@ -206,7 +207,7 @@ def test_timeout_is_bounded_and_sandbox_keeps_working(sb):
 
 def test_degraded_mode_without_namespaces(monkeypatch):
     """Where `unshare` is refused the sandbox still isolates by uid, rlimits and tree kill, and says so."""
-    monkeypatch.setattr(sandbox_mod, "_probe_unshare", lambda: [])
+    monkeypatch.setattr(sandbox_client, "_probe_unshare", lambda: [])
     monkeypatch.setenv("SANDBOX_TEST_SECRET", SECRET)
     with Sandbox(SandboxLimits(wall_s=1.0), workers=2) as box:
         assert not box.protections["network_namespace"] and not box.protections["pid_namespace"]
@@ -243,7 +244,7 @@ def test_hung_server_is_replaced():
     with Sandbox(SandboxLimits(wall_s=0.5, cleanup_s=0.5), workers=1) as box:
         assert box.render([SIMPLE])[0].status == "ok"
         old = box._proc
-        server = sandbox_mod._children_of(old.pid) or [old.pid]  # the server under `unshare`, or itself
+        server = sandbox_server._children_of(old.pid) or [old.pid]  # the server under `unshare`, or itself
         os.kill(server[0], signal.SIGSTOP)
         t = time.monotonic()
         (r,) = box.render([SIMPLE])
@@ -283,7 +284,7 @@ def test_slot_is_empty_before_its_next_job(namespaces, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("one uid per slot needs root")
     if not namespaces:
-        monkeypatch.setattr(sandbox_mod, "_probe_unshare", lambda: [])
+        monkeypatch.setattr(sandbox_client, "_probe_unshare", lambda: [])
     limits = SandboxLimits(wall_s=1.0, cpu_s=1.0, processes=16)  # the bomb is capped by the sandbox's own RLIMIT_NPROC
     with Sandbox(limits, workers=1) as box:  # one slot: the second program runs where the bomb ran
         bomb, plot = box.render([_hostile_code("fork_bomb"), COUNT_SLOT_PROCESSES])
@@ -331,7 +332,7 @@ def test_no_state_passes_to_the_next_job_in_a_slot(namespaces, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("one uid per slot needs root")
     if not namespaces:
-        monkeypatch.setattr(sandbox_mod, "_probe_unshare", lambda: [])
+        monkeypatch.setattr(sandbox_client, "_probe_unshare", lambda: [])
     key = int(TOKEN[:7], 16)
     leave, find = (c.replace("__TOKEN__", TOKEN).replace("__KEY__", str(key)) for c in (LEAVE_STATE, FIND_STATE))
     try:
@@ -353,7 +354,7 @@ def test_slot_with_unkillable_leftovers_gets_a_fresh_uid(monkeypatch, caplog):
     the slot goes out of service and a render says so instead of hanging."""
     if os.geteuid() != 0:
         pytest.skip("one uid per slot needs root")
-    monkeypatch.setattr(sandbox_mod, "_probe_unshare", lambda: [])  # the server sees this test's processes
+    monkeypatch.setattr(sandbox_client, "_probe_unshare", lambda: [])  # the server sees this test's processes
     with Sandbox(SandboxLimits(wall_s=2.0, cleanup_s=0.3), workers=1) as box:
         uid = box._uid(0)
         zombie = subprocess.Popen(["true"], user=uid, group=65534, extra_groups=[])
@@ -369,7 +370,7 @@ def test_slot_with_unkillable_leftovers_gets_a_fresh_uid(monkeypatch, caplog):
             assert f"uid {uid} retired" in caplog.text
         finally:
             zombie.wait()
-    monkeypatch.setattr(sandbox_mod, "_UID_BLOCK", 1)  # one uid per Sandbox: no spare
+    monkeypatch.setattr(sandbox_client, "_UID_BLOCK", 1)  # one uid per Sandbox: no spare
     with Sandbox(SandboxLimits(wall_s=2.0, cleanup_s=0.3), workers=1) as box:
         zombie = subprocess.Popen(["true"], user=box._uid(0), group=65534, extra_groups=[])
         try:

@@ -24,6 +24,7 @@ from core.testing.tiny import (
     resolve_model_path,
     weights_sha256,
 )
+from core.testing.tiny.qwen import QWEN_VOCAB_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +150,7 @@ def test_load_by_path_and_run(family: str, paths: dict[str, str]) -> None:
     if family == "gemma3":
         assert model.config.get_text_config().vocab_size == len(tokenizer)
     else:  # Qwen's embedding rows, padded past the last added token as in the released checkpoints
-        assert model.config.get_text_config().vocab_size == tiny.QWEN_VOCAB_SIZE == 151936 > len(tokenizer)
+        assert model.config.get_text_config().vocab_size == QWEN_VOCAB_SIZE == 151936 > len(tokenizer)
         assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied: stored once
 
     generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)

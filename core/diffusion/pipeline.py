@@ -16,6 +16,11 @@ The number of leading tokens the pipeline drops is hard-coded in diffusers (``pr
 for the edit template, 34 for text-to-image, valid for the real Qwen2.5-VL tokenizer only); here it is computed from
 the tokenizer (:func:`system_token_count`) and :func:`load_pipeline` corrects the pipeline attribute if they differ
 (they do for the tiny offline pipelines, whose tokenizer is not Qwen's).
+
+Modules: :mod:`core.diffusion.prompts` (template, system prompt, drop count, GRPO prompts, condition images),
+:mod:`core.diffusion.loading` (:func:`load_pipeline`, VAE switches, :class:`HostOffload`),
+:mod:`core.diffusion.embeddings` (:func:`completion_prompt_embeds`) and this one (rendering, :class:`PolicyRenderer`),
+which also re-exports the others' public names: ``from core.diffusion.pipeline import ...`` is the one import path.
 """
 
 from __future__ import annotations
@@ -26,552 +31,61 @@ import inspect
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, QwenImageEditPipeline, QwenImagePipeline
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
 from PIL import Image
 from trl.models import unwrap_model_for_generation
 
-from core.ranges import NON_NEGATIVE, Range
-from core.testing.tiny import resolve_model_path
+from core.diffusion.embeddings import PER_TOKEN_FIELDS, completion_prompt_embeds, model_device
+from core.diffusion.loading import HostOffload, RenderMemoryArguments, configure_vae, load_pipeline
+from core.diffusion.prompts import (
+    DEFAULT_CONDITION_AREA,
+    END_TURN,
+    IMAGE_PLACEHOLDER,
+    SYSTEM_TURN,
+    USER_TURN,
+    check_drop_count,
+    condition_images,
+    edit_prompt_messages,
+    is_edit_pipeline,
+    pipeline_prompt_messages,
+    system_token_count,
+    t2i_prompt_messages,
+    template_system_prompt,
+)
+
+__all__ = [
+    "DEFAULT_CONDITION_AREA",
+    "END_TURN",
+    "IMAGE_PLACEHOLDER",
+    "MAX_T2I_SEQUENCE_LENGTH",
+    "PER_TOKEN_FIELDS",
+    "SYSTEM_TURN",
+    "USER_TURN",
+    "HostOffload",
+    "PolicyRenderer",
+    "RenderMemoryArguments",
+    "check_drop_count",
+    "completion_prompt_embeds",
+    "condition_images",
+    "configure_vae",
+    "edit_prompt_messages",
+    "is_edit_pipeline",
+    "load_pipeline",
+    "pipeline_prompt_messages",
+    "run_edit",
+    "run_t2i",
+    "system_token_count",
+    "t2i_prompt_messages",
+    "template_system_prompt",
+]
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_TURN = "<|im_start|>system\n"
-USER_TURN = "<|im_start|>user\n"
-END_TURN = "<|im_end|>\n"
-IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
-# QwenImageEditPipeline.__call__ sizes the condition image to this many pixels (aspect ratio kept, sides rounded to 32).
-DEFAULT_CONDITION_AREA = 1024 * 1024
 # QwenImagePipeline refuses max_sequence_length > 1024 and truncates prompt embeddings to it.
 MAX_T2I_SEQUENCE_LENGTH = 1024
-# Processor outputs with one value per token (the rest, e.g. pixel_values / image_grid_thw, are per image): re-laid out
-# with the ids when a completion is appended. The names TRL's GRPOTrainer extends over the completion the same way.
-PER_TOKEN_FIELDS = ("mm_token_type_ids", "token_type_ids")
-# Model ids of real-size architectures with random weights (core.training.architectures), e.g.
-# random:Qwen/Qwen-Image-Edit.
-RANDOM_PREFIX = "random:"
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Loading
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(kw_only=True)
-class RenderMemoryArguments:
-    """Memory switches of the reward renderer (VAE tiling/slicing, DiT offload) and the rendered-image log, shared by
-    the recipes that render with a Qwen-Image pipeline (image_edit, mmmg); every field is a YAML key and a `--flag`."""
-
-    vae_tiling: bool = field(
-        default=False,
-        metadata={
-            "help": "Encode/decode with the VAE tile by tile (256 px tiles, 64 px blended overlap; diffusers' "
-            "AutoencoderKLQwenImage.enable_tiling): VAE memory stops growing with the image area."
-        },
-    )
-    vae_slicing: bool = field(
-        default=False, metadata={"help": "Encode/decode one image of a batch at a time (same images, less memory)."}
-    )
-    vae_tile_size: int | None = field(
-        default=None,
-        metadata={
-            "range": Range(8, None),
-            "help": "VAE tile side in pixels (multiple of 8; stride 3/4 of it). Default: diffusers' 256.",
-        },
-    )
-    offload_dit: bool = field(
-        default=False,
-        metadata={
-            "help": "Keep the frozen DiT (~41 GB bf16) in host memory and copy it to the GPU for each reward render "
-            "only: frees it while the policy generates and trains, costs one host-to-device copy per render and "
-            "~41 GB of host RAM per rank."
-        },
-    )
-    log_images_steps: int = field(
-        default=10,
-        metadata={
-            "range": NON_NEGATIVE,
-            "help": "Every N optimizer steps, rank 0 writes a grid of the images it rendered to "
-            "<output_dir>/samples/step-XXXXX.png (+ .json with the completions) and to TensorBoard when report_to "
-            "includes it. 0: off.",
-        },
-    )
-
-
-def load_pipeline(
-    name_or_path: str,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
-    edit: bool | None = None,
-    *,
-    vae_tiling: bool = False,
-    vae_slicing: bool = False,
-    vae_tile_size: int | None = None,
-    offload_dit: bool = False,
-    **components: Any,
-) -> DiffusionPipeline:
-    """Load a Qwen-Image(-Edit) pipeline (``tiny:qwen_image_edit`` / ``tiny:qwen_image`` resolve offline;
-    ``random:Qwen/Qwen-Image-Edit`` / ``random:Qwen/Qwen-Image`` build the real-size architecture with random weights
-    directly on ``device``) with the DiT and VAE frozen (``requires_grad_(False)``, eval) and the progress bar off,
-    since it only renders rewards.
-
-    ``edit``: ``True`` loads ``QwenImageEditPipeline``, ``False`` ``QwenImagePipeline``, ``None`` the class named in
-    ``model_index.json``. ``components`` go to ``from_pretrained``: e.g. ``text_encoder=None`` skips loading the
-    pipeline's own VLM copy when the trainer holds the policy (the tokenizer/processor still load).
-
-    The pipeline's ``text_encoder`` is put in eval mode but not frozen: whether it is the policy is the caller's call.
-    ``prompt_template_encode_start_idx`` is checked against the tokenizer and corrected on a mismatch
-    (:func:`check_drop_count`), so the pipeline's own ``encode_prompt`` stays right for non-Qwen tokenizers too.
-
-    Memory (issue 14: the real DiT is ~41 GB in bf16): ``vae_tiling`` / ``vae_slicing`` / ``vae_tile_size`` go to
-    :func:`configure_vae`; ``offload_dit`` leaves the DiT in host memory instead of moving it to ``device`` (every
-    other component moves), for a ``PolicyRenderer(offload_dit=True)`` that lends it to the GPU for each render only.
-    """
-    if name_or_path.startswith(RANDOM_PREFIX):
-        pipeline = _random_pipeline(name_or_path, dtype, device, edit, components)
-    else:
-        pipeline_cls: type[DiffusionPipeline]
-        if edit is None:
-            pipeline_cls = DiffusionPipeline
-        else:
-            pipeline_cls = QwenImageEditPipeline if edit else QwenImagePipeline
-        pipeline = pipeline_cls.from_pretrained(resolve_model_path(name_or_path), dtype=dtype, **components)
-    if not hasattr(pipeline, "prompt_template_encode"):
-        raise ValueError(f"{name_or_path} is a {type(pipeline).__name__}, not a Qwen-Image(-Edit) pipeline")
-    if offload_dit:
-        for name, component in pipeline.components.items():
-            if isinstance(component, torch.nn.Module):
-                component.to("cpu" if name == "transformer" else device)
-    else:
-        pipeline.to(device)
-    for name in ("transformer", "vae"):
-        getattr(pipeline, name).requires_grad_(False).eval()
-    if getattr(pipeline, "text_encoder", None) is not None:
-        pipeline.text_encoder.eval()
-    pipeline.set_progress_bar_config(disable=True)
-    configure_vae(pipeline, tiling=vae_tiling, slicing=vae_slicing, tile_size=vae_tile_size)
-    check_drop_count(pipeline, on_mismatch="fix")
-    return pipeline
-
-
-def _random_pipeline(
-    name: str, dtype: torch.dtype, device: str | torch.device, edit: bool | None, components: dict[str, Any]
-) -> DiffusionPipeline:
-    """``random:Qwen/Qwen-Image(-Edit)``: the real-size pipeline with random weights, built directly on ``device``
-    by ``core.training.architectures.build_pipeline`` (no download; for measuring memory and step time on a GPU)."""
-    from core.training.architectures import architecture, build_pipeline
-
-    facts = architecture(name)
-    wanted = {None: None, True: "QwenImageEditPipeline", False: "QwenImagePipeline"}[edit]
-    if facts.get("kind") != "pipeline" or (wanted is not None and facts["pipeline_class"] != wanted):
-        raise ValueError(f"{name} is not a {wanted or 'Qwen-Image(-Edit) pipeline'}")
-    if components:
-        raise ValueError(f"{name}: component overrides ({', '.join(components)}) are not supported for random weights")
-    return build_pipeline(name, device=device, dtype=dtype)
-
-
-def configure_vae(pipeline: Any, tiling: bool = False, slicing: bool = False, tile_size: int | None = None) -> None:
-    """Switch the pipeline VAE's memory savers on or off (both off: diffusers' default, what the pipeline does).
-
-    diffusers 0.42's ``AutoencoderKLQwenImage`` implements both, for encoding (the edit pipeline VAE-encodes the
-    condition image) and decoding (every rendered image):
-
-    * ``tiling``: images larger than a tile (default 256 x 256 pixels, stride 192, i.e. tiles overlapping by 64
-      pixels and blended) are encoded/decoded tile by tile, so the VAE's activation memory no longer grows with the
-      image area (at 1024 x 1024: 25 tiles of 256 x 256 instead of one 1024 x 1024 pass). The result differs slightly
-      from the untiled one where tiles are blended. ``tile_size`` (pixels, a multiple of the VAE's 8x downsampling;
-      the stride is 3/4 of it) sets another tile size, e.g. 32 for the tiny 64 x 64 smoke renders so that the tiled
-      code path runs on CPU.
-    * ``slicing``: a batch is encoded/decoded one image at a time (same result, activation memory of one image).
-
-    A VAE without these switches is refused with a ValueError rather than silently left as it is.
-    """
-    vae = pipeline.vae
-    for wanted, flag, what in ((tiling, "use_tiling", "tiling"), (slicing, "use_slicing", "slicing")):
-        if wanted and not hasattr(vae, flag):
-            raise ValueError(f"{type(vae).__name__} does not support VAE {what} (no '{flag}' switch in diffusers)")
-    if tile_size is not None and not tiling:
-        raise ValueError("vae_tile_size is set but vae_tiling is off; set vae_tiling: true or drop vae_tile_size")
-    if tiling:
-        if tile_size is None:
-            vae.enable_tiling()
-        else:
-            ratio = int(getattr(vae, "spatial_compression_ratio", 8))
-            if tile_size < 2 * ratio or tile_size % ratio:
-                raise ValueError(
-                    f"vae_tile_size must be a multiple of {ratio} and at least {2 * ratio}, got {tile_size}"
-                )
-            stride = max(ratio, (tile_size * 3 // 4) // ratio * ratio)
-            parameters = inspect.signature(vae.enable_tiling).parameters
-            if "tile_sample_min_height" not in parameters:
-                raise ValueError(f"{type(vae).__name__}.enable_tiling takes no tile size; leave vae_tile_size unset")
-            vae.enable_tiling(
-                tile_sample_min_height=tile_size,
-                tile_sample_min_width=tile_size,
-                tile_sample_stride_height=stride,
-                tile_sample_stride_width=stride,
-            )
-    elif hasattr(vae, "use_tiling"):
-        vae.disable_tiling()
-    if slicing:
-        vae.enable_slicing()
-    elif hasattr(vae, "use_slicing"):
-        vae.disable_slicing()
-
-
-class HostOffload:
-    """A frozen module whose weights live in host memory and are lent to a device only for the duration of
-    :meth:`lent` (the DiT between reward renders: ~41 GB of GPU memory freed while the policy trains).
-
-    Entering ``lent(device)`` puts a copy of every parameter and buffer on ``device`` in its place (non-blocking from
-    pinned memory); leaving it puts the original host tensors back, which were never released or changed, and drops
-    the device copies (the CUDA cache is emptied, so vLLM and the training step get the memory back). Nothing is
-    copied back: the module is frozen, so the host copy is still exact (a module with a trainable parameter is
-    refused). On CPU the loan is a plain copy (pointless there, but the same code path; the smoke configs run it).
-
-    ``pin_memory`` (default: when CUDA is available) page-locks the host copies once, which makes each loan a fast
-    DMA (~2 s for 41 GB at ~25 GB/s on PCIe 5); if the OS refuses to pin that much, a warning and unpinned copies.
-    Every rank holds its own host copy: 8 ranks x 41 GB of host RAM for the real DiT.
-    """
-
-    def __init__(self, module: torch.nn.Module, pin_memory: bool | None = None) -> None:
-        trainable = [name for name, p in module.named_parameters() if p.requires_grad]
-        if trainable:
-            raise ValueError(f"HostOffload is for frozen modules; {len(trainable)} trainable, e.g. {trainable[0]}")
-        module.to("cpu")
-        self.module = module
-        if torch.cuda.is_available() if pin_memory is None else pin_memory:
-            try:
-                for tensor in {id(t): t for t in (*module.parameters(), *module.buffers())}.values():
-                    tensor.data = tensor.data.pin_memory()
-            except RuntimeError as error:  # e.g. the locked-memory limit
-                logger.warning("could not pin the offloaded module's host memory (%s); loans will be slower", error)
-        # Every (submodule, "_parameters" | "_buffers", name, host tensor) slot; the loan swaps what the slots hold.
-        self._slots = [
-            (submodule, kind, name, tensor)
-            for submodule in module.modules()
-            for kind in ("_parameters", "_buffers")
-            for name, tensor in getattr(submodule, kind).items()
-            if tensor is not None
-        ]
-        self._lent_to: torch.device | None = None
-
-    @property
-    def lent_to(self) -> torch.device | None:
-        """The device the module is lent to right now (inside :meth:`lent`), else None."""
-        return self._lent_to
-
-    @contextlib.contextmanager
-    def lent(self, device: str | torch.device) -> Iterator[torch.nn.Module]:
-        """The module with its weights on ``device`` for the duration; its own host tensors back afterwards, also on
-        an exception. Nested loans to the same device reuse the outer one."""
-        device = torch.device(device)
-        if self._lent_to is not None:
-            if self._lent_to != device:
-                raise RuntimeError(f"module already lent to {self._lent_to}, cannot lend it to {device} as well")
-            yield self.module
-            return
-        copies: dict[int, torch.Tensor] = {}  # tied weights: one copy each
-        try:
-            for submodule, kind, name, home in self._slots:
-                if id(home) not in copies:
-                    data = home.detach().to(device, non_blocking=home.is_pinned(), copy=True)
-                    copies[id(home)] = torch.nn.Parameter(data, requires_grad=False) if kind == "_parameters" else data
-                getattr(submodule, kind)[name] = copies[id(home)]
-            self._lent_to = device
-            yield self.module
-        finally:
-            for submodule, kind, name, home in self._slots:
-                getattr(submodule, kind)[name] = home
-            self._lent_to = None
-            copies.clear()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-
-
-def is_edit_pipeline(pipeline_or_template: Any) -> bool:
-    """Whether the encoding template feeds an input image to the text encoder (Qwen-Image-Edit) or not."""
-    return IMAGE_PLACEHOLDER in _template(pipeline_or_template)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Template, system prompt and the dropped-token count
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _template(pipeline_or_template: Any) -> str:
-    template = (
-        pipeline_or_template
-        if isinstance(pipeline_or_template, str)
-        else getattr(pipeline_or_template, "prompt_template_encode", None)
-    )
-    if not isinstance(template, str) or "{}" not in template:
-        raise ValueError(
-            f"no encoding template ('prompt_template_encode' with a '{{}}' slot) in {pipeline_or_template!r}"
-        )
-    if not template.startswith(SYSTEM_TURN) or END_TURN + USER_TURN not in template:
-        raise ValueError(f"encoding template is not '<|im_start|>system ... <|im_start|>user ...': {template!r}")
-    return template
-
-
-def _tokenizer(pipeline: Any) -> Any:
-    """The tokenizer the pipeline encodes with: the processor's for the edit pipeline, else ``pipeline.tokenizer``."""
-    processor = getattr(pipeline, "processor", None)
-    tokenizer = getattr(processor, "tokenizer", None) or getattr(pipeline, "tokenizer", None)
-    if tokenizer is None:
-        raise ValueError(f"{type(pipeline).__name__} has neither a processor with a tokenizer nor a tokenizer")
-    return tokenizer
-
-
-def template_system_prompt(pipeline_or_template: Any) -> str:
-    """The system text of the pipeline's encoding template, so the GRPO prompt can carry the very same system turn."""
-    template = _template(pipeline_or_template)
-    return template[len(SYSTEM_TURN) : template.index(END_TURN + USER_TURN)]
-
-
-def system_token_count(pipeline: Any) -> int:
-    """Number of leading tokens ``_get_qwen_prompt_embeds`` must drop: the system turn plus the user-turn header.
-
-    Computed with the pipeline's tokenizer from the template text up to and including ``<|im_start|>user\\n`` (what
-    stays starts with the user content: the image placeholder for the edit template, the instruction for
-    text-to-image). For the real Qwen2.5-VL tokenizer this must be 64 for Qwen-Image-Edit and 34 for Qwen-Image, the
-    values diffusers hard-codes in ``prompt_template_encode_start_idx``. ``pipeline`` may be any object with
-    ``prompt_template_encode`` and a ``tokenizer`` (or ``processor.tokenizer``).
-
-    The prefix is tokenized on its own and checked to be a prefix of the tokenized template, which holds because the
-    split falls right after the ``\\n`` that ends a turn header (special tokens cut BPE merges there).
-    """
-    template = _template(pipeline)
-    tokenizer = _tokenizer(pipeline)
-    end = template.index(USER_TURN) + len(USER_TURN)
-    prefix = tokenizer(template[:end])["input_ids"]
-    full = tokenizer(template.format(""))["input_ids"]
-    if list(full[: len(prefix)]) != list(prefix):
-        raise ValueError("the template's system turn does not tokenize the same alone and inside the template")
-    return len(prefix)
-
-
-def check_drop_count(pipeline: Any, on_mismatch: Literal["fix", "warn", "raise"] = "raise") -> int:
-    """Compare :func:`system_token_count` with the pipeline's hard-coded ``prompt_template_encode_start_idx``.
-
-    A mismatch means the pipeline's own ``encode_prompt`` drops the wrong tokens (a different tokenizer or template
-    than diffusers assumed): ``"raise"`` a ValueError, ``"warn"`` and keep it, or ``"fix"``: warn and set the
-    attribute to the computed count. Returns the computed count.
-    """
-    computed = system_token_count(pipeline)
-    hard_coded = getattr(pipeline, "prompt_template_encode_start_idx", None)
-    if hard_coded != computed:
-        message = (
-            f"{type(pipeline).__name__}.prompt_template_encode_start_idx is {hard_coded}, but its tokenizer gives "
-            f"{computed} tokens for the template's system turn + '<|im_start|>user\\n'"
-        )
-        if on_mismatch == "raise":
-            raise ValueError(message)
-        if on_mismatch == "fix":
-            logger.warning("%s; using %d (expected for tokenizers other than Qwen2.5-VL's)", message, computed)
-            pipeline.prompt_template_encode_start_idx = computed
-        else:
-            logger.warning(message)
-    return computed
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# GRPO prompts
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def edit_prompt_messages(instruction: str, system: str) -> list[dict[str, Any]]:
-    """Conversational GRPO prompt whose chat-template rendering (``add_generation_prompt=True``) is exactly
-    ``QwenImageEditPipeline.prompt_template_encode.format(instruction)`` when ``system`` is
-    :func:`template_system_prompt` of it: the completions are then sampled in the context the pipeline encodes."""
-    return [
-        {"role": "system", "content": system},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]},
-    ]
-
-
-def t2i_prompt_messages(prompt: str, system: str) -> list[dict[str, Any]]:
-    """Text-to-image counterpart of :func:`edit_prompt_messages` (no image part), for ``QwenImagePipeline``."""
-    return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
-
-
-def pipeline_prompt_messages(pipeline_or_template: Any, instruction: str) -> list[dict[str, Any]]:
-    """:func:`edit_prompt_messages` or :func:`t2i_prompt_messages`, whichever the pipeline's template calls for,
-    with the template's own system prompt."""
-    system = template_system_prompt(pipeline_or_template)
-    if is_edit_pipeline(pipeline_or_template):
-        return edit_prompt_messages(instruction, system)
-    return t2i_prompt_messages(instruction, system)
-
-
-def condition_images(pipeline: Any, images: Sequence[Image.Image], target_area: int | None = None) -> list[Image.Image]:
-    """The input images as ``QwenImageEditPipeline.__call__`` hands a single PIL image to the text encoder: resized
-    (the pipeline's VaeImageProcessor, Lanczos) to ``calculate_dimensions(target_area, width / height)``, i.e. about
-    ``target_area`` pixels with sides rounded to 32 (``None``: the pipeline's 1024 * 1024).
-
-    Pass these to :func:`completion_prompt_embeds` so the VLM sees what it sees inside the pipeline; :func:`run_edit`
-    takes the original images (the pipeline resizes them itself, to the same size for the VAE). The processor then
-    applies its own pixel bounds on top (for the real model: up to ~1370 vision tokens at 1024 * 1024).
-    """
-    area = DEFAULT_CONDITION_AREA if target_area is None else target_area
-    resized = []
-    for image in images:
-        width, height, _ = calculate_dimensions(area, image.size[0] / image.size[1])
-        resized.append(pipeline.image_processor.resize(image, height, width))
-    return resized
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Prompt embeddings from GRPO completions
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _model_device(model: Any) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    return next(model.parameters()).device
-
-
-def completion_prompt_embeds(
-    text_encoder: Any,
-    processor: Any,
-    pipeline_template: str,
-    drop_idx: int,
-    instructions: Sequence[str],
-    images: Sequence[Image.Image] | None,
-    completion_ids: Sequence[Sequence[int] | torch.Tensor],
-    *,
-    logits_to_keep: int | None = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``prompt_embeds`` and ``prompt_embeds_mask`` for the pipeline from GRPO's own completions (never regenerated).
-
-    One forward of ``text_encoder`` over ``pipeline_template.format(instruction)`` tokens (with the image inputs the
-    processor builds for ``images``, as ``_get_qwen_prompt_embeds`` does; pass :func:`condition_images` for the edit
-    pipeline, ``None`` for text-to-image) followed by ``completion_ids`` (unpadded, as generated), with
-    ``output_hidden_states=True``; then exactly the pipeline's post-processing: last hidden states split per sample by
-    the attention mask, the first ``drop_idx`` tokens (:func:`system_token_count`) dropped, zero-padded to the batch
-    maximum with a 0/1 ``long`` mask. With empty completions this equals ``pipeline.encode_prompt`` (mask all ones is
-    returned as a tensor, where the pipeline returns ``None``); a completion of n tokens appends n positions and, the
-    model being causal, leaves the prefix unchanged.
-
-    The forward gets every field the processor returned, as the policy's own forwards in TRL's GRPOTrainer do, so the
-    hidden states are the policy's for what it sampled. That includes ``mm_token_type_ids``, from which transformers 5
-    builds the image's 3-D (M-RoPE) positions (transformers 4 found the image tokens in the ids); diffusers 0.42's
-    edit pipelines do not pass it (huggingface/diffusers#14194), so their own ``encode_prompt`` there gives the image
-    sequential positions and differs from this (and from what the real DiT was trained with). Text-only prompts are
-    unaffected: their positions are 1-D either way.
-
-    ``processor``: the edit pipeline's processor, or for text-to-image a processor or the tokenizer. No decorator:
-    gradients flow when called with grad enabled (call it under ``torch.no_grad()`` for rewards). ``logits_to_keep=1``
-    spares the full-vocabulary logits the hidden states do not need (``None``: do not pass it, for a forward that
-    rejects it). Outputs are in the text encoder's dtype, on its device; the pipeline's ``tokenizer_max_length``
-    truncation (1024 tokens after the drop, text-to-image only) is not applied.
-    """
-    n = len(instructions)
-    if len(completion_ids) != n or (images is not None and len(images) != n):
-        raise ValueError(
-            f"{n} instructions, {len(completion_ids)} completions and "
-            f"{'no' if images is None else len(images)} images: one of each per sample is needed"
-        )
-    tokenizer = getattr(processor, "tokenizer", processor)
-    config = getattr(text_encoder, "config", None)
-    media_ids = {getattr(config, key, None) for key in ("image_token_id", "video_token_id")} - {None}
-    completions = [torch.as_tensor(ids, dtype=torch.long).flatten().cpu() for ids in completion_ids]
-    for i, ids in enumerate(completions):
-        if media_ids and torch.isin(ids, torch.tensor(sorted(media_ids))).any():
-            raise ValueError(
-                f"completion {i} contains an image/video placeholder token, which the text encoder would try to fill "
-                "with vision features; suppress those tokens during generation"
-            )
-
-    texts = [pipeline_template.format(instruction) for instruction in instructions]
-    kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
-    if images is not None:
-        kwargs["images"] = list(images)
-    inputs = processor(**kwargs)
-    prompt_mask = inputs["attention_mask"].bool()
-    rows = [
-        torch.cat([ids[mask], completion.to(ids.dtype)])
-        for ids, mask, completion in zip(inputs["input_ids"], prompt_mask, completions, strict=True)
-    ]
-    too_short = [i for i, row in enumerate(rows) if row.numel() <= drop_idx]
-    if too_short:
-        raise ValueError(f"samples {too_short} have no tokens left after dropping the first {drop_idx}")
-
-    # Re-pad prompt + completion on the tokenizer's side, as the pipeline's own call pads the prompt alone.
-    longest = max(row.numel() for row in rows)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((n, longest), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((n, longest), dtype=torch.long)
-    spans = [
-        slice(longest - row.numel(), longest) if tokenizer.padding_side == "left" else slice(0, row.numel())
-        for row in rows
-    ]
-    for i, (row, span) in enumerate(zip(rows, spans, strict=True)):
-        input_ids[i, span] = row
-        attention_mask[i, span] = 1
-
-    device = _model_device(text_encoder)
-    forward: dict[str, Any] = {
-        "input_ids": input_ids.to(device),
-        "attention_mask": attention_mask.to(device),
-        "output_hidden_states": True,
-    }
-    # Everything else the processor returned goes to the forward, as TRL's GRPOTrainer passes it to the policy's:
-    # image tensors as they are, per-token fields re-laid out with the ids. Qwen2.5-VL needs `mm_token_type_ids` for
-    # the image's 3-D (M-RoPE) positions: without it transformers 5 silently falls back to sequential positions
-    # (Qwen2_5_VLModel.compute_3d_position_ids), i.e. a different conditioning than the one the policy sampled under.
-    for key, value in inputs.items():
-        if key in ("input_ids", "attention_mask") or value is None:
-            continue
-        if key in PER_TOKEN_FIELDS:
-            value = _relayout_per_token(value, prompt_mask, completions, spans, longest)
-        forward[key] = value.to(device) if isinstance(value, torch.Tensor) else value
-    if logits_to_keep is not None:
-        forward["logits_to_keep"] = logits_to_keep
-    hidden_states = text_encoder(**forward).hidden_states[-1]
-    return _masked_hidden_to_embeds(hidden_states, forward["attention_mask"], drop_idx)
-
-
-def _relayout_per_token(
-    values: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    completions: Sequence[torch.Tensor],
-    spans: Sequence[slice],
-    longest: int,
-) -> torch.Tensor:
-    """A per-token processor field (``mm_token_type_ids``: 0 text, 1 image, 2 video) laid out like the re-padded ids:
-    each prompt's valid entries, then 0 (text) for every completion token (as TRL's GRPOTrainer extends it over the
-    completion), 0 on padding."""
-    out = values.new_zeros((len(completions), longest))
-    for i, (row, mask, completion, span) in enumerate(zip(values, prompt_mask, completions, spans, strict=True)):
-        out[i, span] = torch.cat([row[mask], row.new_zeros(completion.numel())])
-    return out
-
-
-def _masked_hidden_to_embeds(
-    hidden_states: torch.Tensor, attention_mask: torch.Tensor, drop_idx: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``QwenImagePipeline._get_qwen_prompt_embeds`` after the forward (``_extract_masked_hidden`` and the padding),
-    written out because it is a method of a pipeline this function does not need; the tests compare the two."""
-    bool_mask = attention_mask.bool()
-    selected = hidden_states[bool_mask]
-    split = torch.split(selected, bool_mask.sum(dim=1).tolist(), dim=0)
-    split = [sample[drop_idx:] for sample in split]
-    longest = max(sample.size(0) for sample in split)
-    prompt_embeds = torch.stack([torch.cat([u, u.new_zeros(longest - u.size(0), u.size(1))]) for u in split])
-    mask = torch.stack(
-        [
-            torch.cat([u.new_ones(u.size(0), dtype=torch.long), u.new_zeros(longest - u.size(0), dtype=torch.long)])
-            for u in split
-        ]
-    )
-    return prompt_embeds, mask
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Rendering with the frozen pipeline
@@ -804,8 +318,8 @@ class PolicyRenderer:
         if self.trainer is not None:
             return torch.device(self.trainer.accelerator.device)
         if model is not None:
-            return _model_device(model)
-        return _model_device(self.pipeline.vae)
+            return model_device(model)
+        return model_device(self.pipeline.vae)
 
     def _embeddings(
         self,

@@ -1,7 +1,8 @@
 """Load a supported VLM and its processor the same way in every recipe.
 
-Families: Qwen2.5-VL, Qwen3-VL and Gemma-3 (vision). `tiny:<family>` ids resolve to generated offline checkpoints;
-`random:<hub id>` ids to the real architecture with random weights (core.training.architectures: no download).
+Families: Qwen2.5-VL, Qwen3-VL and Gemma-3 (vision). `tiny:<family>` ids resolve to generated offline checkpoints
+(core.training.model_ids, which imports the generator, a test fixture, only then); `random:<hub id>` ids to the real
+architecture with random weights (core.training.architectures: no download).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 from trl.trainer.utils import get_quantization_config
 
-from core.testing.tiny import resolve_model_path
-from core.training.architectures import build_model, is_random, random_model_dir
+from core.training.architectures import build_model, random_model_dir
 from core.training.config import VLMModelConfig
 from core.training.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.training.lora import expose_vision_input_embeddings
+from core.training.model_ids import is_random, resolve_model_path
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import torch
 from safetensors.torch import save_model
 
 from core.evaluation.loading import encode_rows
-from core.testing.tiny import tiny_cache_dir
+from core.training.model_ids import cache_dir as tiny_cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -1,84 +1,13 @@
-"""A local OpenAI-compatible judge: real HTTP on 127.0.0.1, deterministic pixel scores, injectable faults.
-
-Why it exists: recipes whose reward is a vision-language judge (`core.rewards.judge.JudgeClient`) must be
-smoke-tested, demoed
-and unit-tested without an API key, a GPU or a network. This server speaks the two endpoints the client uses -
-`POST /v1/chat/completions` and `GET /v1/models` - with OpenAI's response and error shapes, so the client runs its
-real code path (openai SDK, httpx, retries, timeouts) against it, and the faults a real endpoint has (rate limits,
-5xx, garbage replies, hangs, slowness) can be produced on demand, per sample.
-
-Scoring rule (deterministic: the same images always get the same score)
--------------------------------------------------------------------------
-The images are the `image_url` data URLs of the request (any format Pillow decodes), in order:
-
-* two or more images: the FIRST and the LAST are compared (source / edited, reference / generated); the last is
-  resized to the first one's size if they differ (bilinear), both taken as RGB, and
-  ``x = 10 * (1 - mean(|a - b|) / 255)`` - identical images score 10, black vs white scores 0;
-* one image: its contrast, ``x = 10 * min(std(grayscale) / 127.5, 1)`` - a flat image scores 0, a half-black
-  half-white image 10;
-* the integer score is ``floor(x + u)``, with ``u`` in [0, 1) read from a SHA-256 of the images' pixels
-  (:func:`dithered_score`): rounding keyed by the images, so the score's mean over images is the exact ``x``. Plain
-  ``round(x)`` gave every render of a tiny random renderer the same score (they differ by a fraction of a grey level),
-  hence no reward variance within a GRPO group and no gradient in a smoke run; integral ``x`` is returned exactly;
-* no image: ``score = int(sha256(text), 16) % 11`` (still deterministic, lets text-only requests such as a start-up
-  check get a well-formed reply).
-
-The reply content is the JSON object ``{"score": s, "reason": "..."}`` with ``s`` an integer in 0..10; a prompt
-holding a line ``KEYS: k1 | k2 | ...`` (checklist judging, e.g. MMMG) gets a description line and ``key: yes|no`` per
-key instead (:func:`answer_keys`); a request with a JSON-schema ``response_format`` (structured output, e.g.
-Complex-Edit's) gets an object with the schema's properties in order (:func:`answer_schema`): a property with an enum
-of integer strings gets ``str(s)`` and an ``integer`` one ``s`` - except ``instruction_following``, which gets
-``10 - x`` dithered with its own draw (an output identical to its input carries out no instruction; its own draw so
-that it does not cancel identity preservation in their sum) - and any other string the reason.
-
-Faults
-------
-Server-wide options of `start_judge_server` (and the CLI):
-
-* ``latency_s`` - every chat request sleeps this long first;
-* ``fail_first_attempts=N`` - the first N attempts of each distinct request (same body) get HTTP 429, later attempts
-  succeed: exercises the client's retries;
-* ``error_rate=p`` - a fraction p of distinct requests, chosen by request hash (so deterministic, and a retry of the
-  same request fails again), always get HTTP 500;
-* ``timeout_sleep_s`` - how long a ``[judge:timeout]`` request hangs (set it above the client's timeout);
-* ``retry_after_s`` - the ``retry-after-ms`` header sent with injected 429/500 replies (None: no header, so the
-  client falls back to its own exponential backoff, 0.5 s and up);
-* ``api_key`` - if set, the bearer token must equal it (else 401); by default any non-empty token is accepted;
-* ``unsupported_params`` - request fields answered with HTTP 400 "Unsupported parameter", as OpenAI's reasoning
-  models answer ``max_tokens`` or a non-default ``temperature``.
-
-Markers in the request text (any message) target single samples:
-
-* ``[judge:500]`` - always HTTP 500;  ``[judge:429]`` - always HTTP 429;
-* ``[judge:garbage]`` - HTTP 200 with content that is not JSON;
-* ``[judge:timeout]`` - sleeps ``timeout_sleep_s`` before answering (the client times out first);
-* ``[judge:truncated]`` - HTTP 200 with only the first half of the normal reply (characters) and finish_reason
-  ``length``, as when a reply hits ``max_tokens``: a score reply becomes unparseable JSON, a checklist reply loses
-  its last keys;
-* ``[judge:slow=0.3]`` - 0.3 s of extra latency.
-
-Any marker may carry a condition, ``[judge:500~TEXT]``: it then applies only to requests whose text, markers removed,
-contains TEXT (case-sensitive, no ``]``). One sample's text reaches several prompts when a reward asks the judge
-several questions per sample; ``[judge:500~TEXT]`` in that text fails only the requests whose prompt contains TEXT,
-i.e. exactly one part of the sample's judge scoring.
-
-Counters (`JudgeServerStats`, `handle.stats`) record every chat request (total and per request hash), status codes,
-model-list requests and the maximum number of chat requests in flight at once, so tests can check deduplication,
-caching and the client's concurrency bound from the server side; `stats.recent` keeps the last 64 request bodies, so
-tests can check what a request carried (messages, images, response_format).
-
-    python -m core.rewards.judge_server --port 8765 --latency 0.05      # serves until Ctrl-C, prints the base URL
-"""
+"""The local judge's HTTP side: OpenAI's two endpoints on a ThreadingHTTPServer, the injectable faults, the counters
+tests read, and `start_judge_server` / `start_local_judge_if_asked` (see the core.rewards.judge_server docstring)."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import hashlib
 import io
 import json
-import math
 import re
 import socket
 import threading
@@ -88,22 +17,11 @@ from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
-__all__ = [
-    "JudgeServerHandle",
-    "JudgeServerStats",
-    "answer_schema",
-    "criterion_score",
-    "dithered_score",
-    "pixel_statistic",
-    "score_images",
-    "start_judge_server",
-    "start_local_judge_if_asked",
-]
+from core.rewards.judge_server.scoring import KEYS_RE, answer_keys, answer_schema, score_images
 
-# (kind, seconds of a slow= marker, condition after ~); see "Faults" in the module docstring.
+# (kind, seconds of a slow= marker, condition after ~); see "Faults" in the package docstring.
 _MARKER_RE = re.compile(r"\[judge:(500|429|garbage|timeout|truncated|slow=(\d+(?:\.\d*)?|\.\d+))(?:~([^\]]+))?\]")
 _GARBAGE_REPLY = "Honestly it looks pretty good to me, maybe a seven out of ten? Hard to say."
 
@@ -164,85 +82,6 @@ class JudgeServerStats:
     def _count_model_list(self) -> None:
         with self._lock:
             self.model_list_requests += 1
-
-
-def dithered_score(value: float, images: list[Image.Image], salt: str = "") -> int:
-    """`floor(value + u)` clipped to 0..10, `u` in [0, 1) from a SHA-256 of `salt` and the images' RGB pixels: the
-    same images always get the same integer, and the integer's mean over many images is `value` (see the module
-    docstring). A different `salt` draws an independent `u`."""
-    digest = hashlib.sha256(salt.encode() + b"".join(img.convert("RGB").tobytes() for img in images)).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    return min(10, max(0, math.floor(value + u)))
-
-
-def pixel_statistic(images: list[Image.Image]) -> tuple[float, str]:
-    """The exact 0..10 statistic of one or more images (see the module docstring) and its reason line."""
-    if len(images) >= 2:
-        first, last = images[0].convert("RGB"), images[-1].convert("RGB")
-        if last.size != first.size:
-            last = last.resize(first.size, Image.Resampling.BILINEAR)
-        diff = float(np.abs(np.asarray(first, dtype=np.float32) - np.asarray(last, dtype=np.float32)).mean())
-        return 10 * (1 - diff / 255), f"mean absolute difference between first and last image: {diff:.2f}/255"
-    std = float(np.asarray(images[0].convert("L"), dtype=np.float32).std())
-    return 10 * min(std / 127.5, 1.0), f"grayscale contrast (std): {std:.2f}"
-
-
-def score_images(images: list[Image.Image], text: str = "") -> tuple[int, str]:
-    """The server's deterministic score (0..10) and reason for `images`; see the module docstring for the rule."""
-    if images:
-        value, reason = pixel_statistic(images)
-        return dithered_score(value, images), reason
-    score = int(hashlib.sha256(text.encode()).hexdigest(), 16) % 11
-    return score, "no image: score from the text hash"
-
-
-def criterion_score(name: str, images: list[Image.Image], text: str = "") -> int:
-    """A structured-output property's score: `score_images`, except `instruction_following`, which is 10 minus the
-    statistic dithered with its own draw (so it does not cancel identity preservation in a sum of criteria)."""
-    if name != "instruction_following" or not images:
-        score = score_images(images, text)[0]
-        return 10 - score if name == "instruction_following" else score
-    return dithered_score(10 - pixel_statistic(images)[0], images, salt=name)
-
-
-_KEYS_RE = re.compile(r"^KEYS: (.+)$", re.MULTILINE)
-
-
-def answer_keys(images: list[Image.Image], text: str) -> str:
-    """Checklist judging (e.g. MMMG's yes/no per knowledge-graph key): a prompt with a line `KEYS: k1 | k2 | ...`
-    gets a one-line description and then `key: yes|no` per key, deterministically from the images and the key
-    (yes when a hash of both is below the image's 0..10 score, so higher-scoring images get more yes)."""
-    keys = [k.strip() for k in _KEYS_RE.search(text).group(1).split(" | ") if k.strip()]
-    score, reason = score_images(images, "")
-    digest = hashlib.sha256(b"".join(img.convert("RGB").tobytes() for img in images)).hexdigest()
-    lines = [f"Description: {reason}."]
-    for key in keys:
-        roll = int(hashlib.sha256((digest + key).encode()).hexdigest(), 16) % 10
-        lines.append(f"{key}: {'yes' if roll < score else 'no'}")
-    return "\n".join(lines)
-
-
-def answer_schema(response_format: Any, images: list[Image.Image], text: str) -> str | None:
-    """Structured output for a JSON-schema `response_format` (OpenAI's `{"type": "json_schema", "json_schema":
-    {"schema": ...}}`), deterministically from the images; None when the request asks for no such schema."""
-    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
-        return None
-    schema = (response_format.get("json_schema") or {}).get("schema") or {}
-    properties = schema.get("properties")
-    if not isinstance(properties, dict):
-        return None
-    reason = score_images(images, text)[1]
-    answer: dict[str, Any] = {}
-    for name, spec in properties.items():
-        value = criterion_score(name, images, text)
-        spec = spec if isinstance(spec, dict) else {}
-        if spec.get("type") == "integer":
-            answer[name] = value
-        elif isinstance(spec.get("enum"), list) and str(value) in spec["enum"]:
-            answer[name] = str(value)
-        else:
-            answer[name] = reason
-    return json.dumps(answer)
 
 
 class _ClientError(Exception):
@@ -469,7 +308,7 @@ class _JudgeHandler(BaseHTTPRequestHandler):
 
         if "garbage" in kinds:
             content = _GARBAGE_REPLY
-        elif _KEYS_RE.search(text):
+        elif KEYS_RE.search(text):
             content = answer_keys(images, text)
         elif (structured := answer_schema(body.get("response_format"), images, text)) is not None:
             content = structured
@@ -559,7 +398,7 @@ def start_judge_server(
 ) -> JudgeServerHandle:
     """Start the judge in a background thread on `host:port` (port 0: a free one) and return its handle.
 
-    The options are the server-wide faults described in the module docstring; per-sample faults are text markers.
+    The options are the server-wide faults described in the package docstring; per-sample faults are text markers.
     """
     if not 0.0 <= error_rate <= 1.0:
         raise ValueError(f"error_rate must be within [0, 1], got {error_rate}")
@@ -593,43 +432,3 @@ def start_local_judge_if_asked(args: Any, finished_run: bool = False) -> JudgeSe
     handle = start_judge_server(model=args.judge_model)
     args.judge_base_url = handle.url
     return handle
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: serve until Ctrl-C and print the base URL to point `judge_base_url` at."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument("--model", default="local-judge", help="the model name the server answers to")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds every chat request sleeps")
-    parser.add_argument("--fail-first-attempts", type=int, default=0, help="429 for the first N attempts per request")
-    parser.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests (by hash) answered 500")
-    parser.add_argument("--timeout-sleep", type=float, default=10.0, help="seconds a [judge:timeout] request hangs")
-    parser.add_argument("--api-key", default=None, help="require this bearer token (default: any non-empty one)")
-    args = parser.parse_args(argv)
-    handle = start_judge_server(
-        args.model,
-        args.latency,
-        host=args.host,
-        port=args.port,
-        fail_first_attempts=args.fail_first_attempts,
-        error_rate=args.error_rate,
-        timeout_sleep_s=args.timeout_sleep,
-        api_key=args.api_key,
-    )
-    print(
-        f"local judge {handle.model!r} serving at {handle.url}  (judge_base_url: {handle.url}; Ctrl-C stops)",
-        flush=True,
-    )
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        handle.close()
-        print(f"stopped; served {handle.stats.snapshot()}")
-
-
-if __name__ == "__main__":
-    main()

@@ -222,13 +222,13 @@ def test_sample_marker_reuses_refuses_and_never_leaves_a_stale_claim(tmp_path):
     from core.data.records import SAMPLE_MARKER, mark_sample_written, sample_is_current
 
     out, data = tmp_path / "s", tmp_path / "s" / "data.jsonl"
-    assert sample_is_current(out, {"n": 1}, [data], [data], "--make-sample") is False  # nothing there yet
+    assert sample_is_current(out, {"n": 1}, [data], [data], "sample.py") is False  # nothing there yet
     out.mkdir()
     data.write_text("user's own\n")
-    with pytest.raises(FileExistsError, match=r"already holds data.jsonl not written by --make-sample"):
-        sample_is_current(out, {"n": 1}, [data], [data], "--make-sample")
+    with pytest.raises(FileExistsError, match=r"already holds data.jsonl not written by sample.py"):
+        sample_is_current(out, {"n": 1}, [data], [data], "sample.py")
     assert data.read_text() == "user's own\n"
     mark_sample_written(out, {"n": 1})
-    assert sample_is_current(out, {"n": 1}, [data], [data], "--make-sample") is True
-    assert sample_is_current(out, {"n": 2}, [data], [data], "--make-sample") is False  # another request: rewrite
+    assert sample_is_current(out, {"n": 1}, [data], [data], "sample.py") is True
+    assert sample_is_current(out, {"n": 2}, [data], [data], "sample.py") is False  # another request: rewrite
     assert not (out / SAMPLE_MARKER).exists()  # ... and an interrupted rewrite cannot claim success

@@ -1,6 +1,6 @@
 """Issue 15, items 2, 3, 5 and 9: data errors a person can act on, raised before any weights load.
 
-* item 2: a missing local dataset is a "not found" error with the recipe's `--make-sample` command, never a hub
+* item 2: a missing local dataset is a "not found" error with the recipe's `sample.py` command, never a hub
   lookup (`Couldn't reach 'data/sample'` after 22 retries);
 * item 3: every recipe checks its data and data arguments before the model (or the Qwen-Image pipeline) loads;
 * item 5: the right row, one line for a renamed column, no bare IndexError, the corrupt file named, evaluate.py on a
@@ -77,11 +77,11 @@ def assert_no_model_loaded(result: subprocess.CompletedProcess) -> None:
 @pytest.mark.parametrize("recipe", ["image_edit", "mmmg", "mathvista"])
 def test_check_of_a_missing_local_dataset_says_how_to_make_the_sample(recipe: str) -> None:
     result = run_check(recipe, "--check", "data/nosuch")
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     assert "Couldn't reach" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert f"dataset 'data/nosuch' not found (looked for {REPO_ROOT / 'data/nosuch'} and " in result.stderr
     assert (
-        f"Make the offline sample with: python recipes/{recipe}/data.py --make-sample recipes/{recipe}/data/nosuch"
+        f"Make the offline sample with: python recipes/{recipe}/sample.py recipes/{recipe}/data/nosuch"
         in result.stderr
     )
 
@@ -94,7 +94,7 @@ def test_path_like_names_and_hub_ids(tmp_path: Path) -> None:
     for name in ("UCSC-VLAA/Complex-Edit", "MMMGbench/MMMG", "AI4Math/MathVista", "mnist"):
         assert not looks_like_path(name, recipe_dir), name
         assert resolve_dataset_source(name, recipe_dir) == name  # left to datasets.load_dataset
-    with pytest.raises(DataError, match=r"dataset 'mine/set' not found .* --make-sample "):
+    with pytest.raises(DataError, match=r"dataset 'mine/set' not found .* sample with: python \S*/sample\.py "):
         resolve_dataset_source("mine/set", recipe_dir)
 
 
@@ -121,11 +121,11 @@ CASES = {
     "image2code": (lambda t: ["--train_file", str(_empty_file(t, "train.jsonl"))], "train.jsonl: no records"),
     "mathvista": (
         lambda t: ["--dataset_name", "data/nosuch"],
-        "Make the offline sample with: python recipes/mathvista/data.py --make-sample recipes/mathvista/data/nosuch",
+        "Make the offline sample with: python recipes/mathvista/sample.py recipes/mathvista/data/nosuch",
     ),
     "image_edit": (
         lambda t: ["--dataset", "data/nosuch"],  # (a bad --complexities is now refused at parse time)
-        "Make the offline sample with: python recipes/image_edit/data.py --make-sample recipes/image_edit/data/nosuch",
+        "Make the offline sample with: python recipes/image_edit/sample.py recipes/image_edit/data/nosuch",
     ),
     "mmmg": (lambda t: ["--dataset", str(_mmmg_empty(t))], "no usable prompts"),
 }
@@ -167,7 +167,7 @@ def test_train_refuses_a_missing_image_edit_dataset_before_the_pipeline(tmp_path
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "python recipes/image_edit/data.py --make-sample recipes/image_edit/data/nosuch" in output, output[-3000:]
+    assert "python recipes/image_edit/sample.py recipes/image_edit/data/nosuch" in output, output[-3000:]
     assert "Couldn't reach" not in output
     assert_no_model_loaded(result)
 
@@ -177,7 +177,7 @@ def test_train_refuses_a_missing_image_edit_dataset_before_the_pipeline(tmp_path
 
 def test_check_refuses_an_empty_mmmg_file(tmp_path: Path) -> None:
     result = run_check("mmmg", "--check", str(_mmmg_empty(tmp_path)))
-    assert result.returncode == 1, result.stdout
+    assert result.returncode == 2, result.stdout
     assert "OK:" not in result.stdout
     assert "no usable prompts: the data is empty or the selection" in result.stderr
 
@@ -186,26 +186,26 @@ def test_check_refuses_an_mmmg_selection_without_rows(tmp_path: Path) -> None:
     folder = _mmmg_empty(tmp_path)
     (folder / "PhD_Math.jsonl").write_text("")
     result = run_check("mmmg", "--check", str(folder), "--levels", "PhD", "highschool", "--disciplines", "Math")
-    assert result.returncode == 1 and "no usable prompts" in result.stderr, result.stderr
+    assert result.returncode == 2 and "no usable prompts" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("recipe", ["grounding", "video", "image2code"])
 def test_check_refuses_an_empty_file(recipe: str, tmp_path: Path) -> None:
     result = run_check(recipe, "--check", str(_empty_file(tmp_path, "data.jsonl")))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"{tmp_path / 'data.jsonl'}: no records" in result.stderr
 
 
 def test_check_refuses_an_empty_mathvista_file(tmp_path: Path) -> None:
     result = run_check("mathvista", "--check", str(_empty_file(tmp_path, "data.jsonl")))
-    assert result.returncode == 1 and "no records" in result.stderr, result.stderr
+    assert result.returncode == 2 and "no records" in result.stderr, result.stderr
 
 
 def test_check_refuses_an_empty_mathvista_split(tmp_path: Path) -> None:
     folder = tmp_path / "mv"
     datasets.DatasetDict({"testmini": datasets.Dataset.from_dict({"pid": ["1"]}).select([])}).save_to_disk(folder)
     result = run_check("mathvista", "--check", str(folder))
-    assert result.returncode == 1 and "split 'testmini' holds 0 rows" in result.stderr, result.stderr
+    assert result.returncode == 2 and "split 'testmini' holds 0 rows" in result.stderr, result.stderr
 
 
 # ----------------------------------------------------------------------------------------- item 5: messages
@@ -215,7 +215,7 @@ def test_image_edit_empty_saved_split_is_named_not_an_index_error(tmp_path: Path
     folder = tmp_path / "empty"
     datasets.DatasetDict({"test_real": datasets.Dataset.from_dict({"image": [], "edit": []})}).save_to_disk(folder)
     result = run_check("image_edit", "--check", str(folder))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "IndexError" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert f"1 problem(s) in {folder}:\n  - split 'test_real' holds 0 rows; remake the folder" in result.stderr
 

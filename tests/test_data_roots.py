@@ -31,11 +31,13 @@ def move_eval_split(sample: Path, eval_dir: Path, eval_name: str, media_key: str
 def test_grounding_eval_file_images_resolve_from_its_own_folder(tmp_path):
     train = load_recipe_module("grounding", "train")
     sample, eval_dir = tmp_path / "train_data", tmp_path / "eval_data"
-    load_recipe_module("grounding", "data").make_sample(sample, n_train=4, n_eval=3, seed=0)
+    load_recipe_module("grounding", "sample").make_sample(sample, num_samples=7, num_eval=3, seed=0)
     moved = move_eval_split(sample, eval_dir, "eval.jsonl", "image")
     processor = load_processor(VLMModelConfig(model_name_or_path="tiny:qwen2_5_vl"))
 
-    args = train.ScriptArguments(train_file=str(sample / "train.jsonl"), eval_file=str(eval_dir / "eval.jsonl"))
+    args = train.ScriptArguments(
+        dataset_name=str(sample / "train.jsonl"), eval_dataset_name=str(eval_dir / "eval.jsonl")
+    )
     train_dataset, eval_dataset = train.build_datasets(args, processor)
     assert len(train_dataset) == 4 and len(eval_dataset) == 3
     first = json.loads((eval_dir / "eval.jsonl").read_text().splitlines()[0])
@@ -51,10 +53,10 @@ def test_grounding_eval_file_images_resolve_from_its_own_folder(tmp_path):
 def test_video_eval_file_clips_resolve_from_their_own_folder(tmp_path):
     train = load_recipe_module("video", "train")
     sample, eval_dir = tmp_path / "train_data", tmp_path / "eval_data"
-    load_recipe_module("video", "data").make_sample(sample, n_train=2, n_eval=2, seed=0)
+    load_recipe_module("video", "sample").make_sample(sample, num_samples=4, num_eval=2, seed=0)
     moved = move_eval_split(sample, eval_dir, "eval.json", "video")
 
-    args = train.ScriptArguments(train_file=str(sample / "train.json"), eval_file=str(eval_dir / "eval.json"))
+    args = train.ScriptArguments(dataset_name=str(sample / "train.json"), eval_dataset_name=str(eval_dir / "eval.json"))
     train_dataset, eval_dataset = train.build_datasets(args)
     assert len(train_dataset) == 2 and len(eval_dataset) == 2
     stored = eval_dataset.data.column("video").to_pylist()  # the table keeps each clip's absolute path

@@ -1,4 +1,4 @@
-"""Grounding data: build_dataset columns and validation, the synthetic sample generator, the CLI."""
+"""Grounding data: build_dataset columns and validation, the synthetic sample generator (sample.py), the CLI."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from PIL import Image
 from core.data.records import DataError
 
 D = load_recipe_module("grounding", "data")
+S = load_recipe_module("grounding", "sample")
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sample")
-    D.make_sample(out, n_train=24, n_eval=6, seed=0)
+    S.make_sample(out, num_samples=30, num_eval=6, seed=0)
     return out
 
 
@@ -181,7 +182,7 @@ def test_build_dataset_rejects_empty_file(tmp_path: Path) -> None:
         D.build_dataset(tmp_path / "empty.jsonl")
 
 
-# ------------------------------------------------------------------------------------------------------- make-sample
+# --------------------------------------------------------------------------------------------------------- sample.py
 
 
 def _records(path: Path) -> list[dict]:
@@ -189,7 +190,8 @@ def _records(path: Path) -> list[dict]:
 
 
 def test_make_sample_is_deterministic_per_seed(tmp_path: Path) -> None:
-    first, second, other = (D.make_sample(tmp_path / name, 5, 2, seed=s) for name, s in (("a", 7), ("b", 7), ("c", 8)))
+    runs = (("a", 7), ("b", 7), ("c", 8))
+    first, second, other = (S.make_sample(tmp_path / name, 7, seed=s, num_eval=2) for name, s in runs)
     assert first["train"].read_bytes() == second["train"].read_bytes()
     assert first["eval"].read_bytes() == second["eval"].read_bytes()
     images_a = sorted((tmp_path / "a" / "images").iterdir())
@@ -205,7 +207,7 @@ def test_make_sample_targets_are_uniquely_described_and_boxed(sample: Path) -> N
     sizes = set()
     for record in records:
         words = record["problem"].split()
-        assert words[0] == "the" and words[-1] in D.SHAPES
+        assert words[0] == "the" and words[-1] in S.SHAPES
         target, distractors = record["target"], record["distractors"]
         assert 1 <= len(distractors) <= 3
 
@@ -222,7 +224,7 @@ def test_make_sample_targets_are_uniquely_described_and_boxed(sample: Path) -> N
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
         left, top = max(0, x1 - 2), max(0, y1 - 2)
         window = pixels[top : min(height, y2 + 2), left : min(width, x2 + 2)]
-        ys, xs = np.nonzero((window == np.array(D.COLOURS[target["colour"]])).all(axis=-1))
+        ys, xs = np.nonzero((window == np.array(S.COLOURS[target["colour"]])).all(axis=-1))
         assert [xs.min() + left, ys.min() + top, xs.max() + left + 1, ys.max() + top + 1] == [x1, y1, x2, y2]
     assert len(sizes) > 20  # varied, mostly non-square sizes
     assert all(96 <= w <= 256 and 96 <= h <= 256 for w, h in sizes)
@@ -231,15 +233,14 @@ def test_make_sample_targets_are_uniquely_described_and_boxed(sample: Path) -> N
 # --------------------------------------------------------------------------------------------------------------- CLI
 
 
-def test_cli_make_sample_and_check(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert D.main(["--make-sample", str(tmp_path / "s"), "--n-train", "3", "--n-eval", "2", "--seed", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "sample images in" in out and "train.jsonl (3 records)" in out and "eval.jsonl (2 records)" in out
-    assert D.main(["--check", str(tmp_path / "s" / "train.jsonl"), "--images-root", str(tmp_path / "s")]) == 0
-    assert capsys.readouterr().out.startswith("OK:")
+def test_cli_check_in_process(sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert D.main(["--check", str(sample / "eval.jsonl"), "--images_root", str(sample)]) == 0
+    assert capsys.readouterr().out == f"OK: {sample / 'eval.jsonl'}: 6 rows\n"
 
-    (tmp_path / "s" / "images" / "train-0001.png").unlink()
-    assert D.main(["--check", str(tmp_path / "s" / "train.jsonl")]) == 1
+    broken = tmp_path / "broken"
+    S.make_sample(broken, num_samples=3, num_eval=1, seed=1)
+    (broken / "images" / "train-0001.png").unlink()
+    assert D.main(["--check", str(broken / "train.jsonl")]) == 2
     captured = capsys.readouterr()
     assert "row 1 (id 'train-0001')" in captured.err and "file not found" in captured.err
 
@@ -260,14 +261,14 @@ def test_cli_runs_as_a_script(sample: Path) -> None:
 
 
 def test_make_sample_is_idempotent_and_never_overwrites_user_data(tmp_path) -> None:
-    first = D.make_sample(tmp_path / "s", n_train=2, n_eval=1, seed=3)
+    first = S.make_sample(tmp_path / "s", num_samples=3, num_eval=1, seed=3)
     stamp = first["train"].stat().st_mtime_ns
-    again = D.make_sample(tmp_path / "s", n_train=2, n_eval=1, seed=3)
+    again = S.make_sample(tmp_path / "s", num_samples=3, num_eval=1, seed=3)
     assert again == first and first["train"].stat().st_mtime_ns == stamp  # same request: nothing rewritten
 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "train.jsonl").write_text('{"id": "keep"}\n')
-    with pytest.raises(FileExistsError, match="not written by --make-sample"):
-        D.make_sample(mine, n_train=2, n_eval=1)
+    with pytest.raises(FileExistsError, match="not written by sample.py"):
+        S.make_sample(mine, num_samples=3, num_eval=1)
     assert (mine / "train.jsonl").read_text() == '{"id": "keep"}\n'

@@ -1,4 +1,4 @@
-"""image2code data: sample creation, base64 conversion, split, loading, validation, the CLI."""
+"""image2code data: the sample (sample.py, split as written), base64 conversion, split, loading, validation, CLI."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from PIL import Image
 from core.data.records import DataError
 
 D = load_recipe_module("image2code", "data")
+S = load_recipe_module("image2code", "sample")
 
 N = 10
 
@@ -24,8 +25,15 @@ N = 10
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("i2c") / "sample"
-    D.create_sample(out, n=N, seed=0)
+    S.make_sample(out, num_samples=N, seed=0)
     return out
+
+
+@pytest.fixture(scope="module")
+def all_rows(sample: Path) -> Path:
+    """Every sample row in one file next to the splits (their image paths resolve from there too), id order."""
+    records = [r for split in D.SPLITS for r in _records(sample / f"{split}.jsonl")]
+    return _write_jsonl(sample / "all.jsonl", sorted(records, key=lambda r: r["id"]))
 
 
 def _records(path: Path) -> list[dict]:
@@ -37,44 +45,58 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_create_sample_files_and_variety(sample: Path) -> None:
-    records = _records(sample / "data.jsonl")
-    assert len(records) == N
-    assert {r["kind"] for r in records} == set(D.KINDS)  # n >= 8 covers every kind
+def test_sample_writes_train_eval_test_directly(sample: Path) -> None:
+    splits = {split: _records(sample / f"{split}.jsonl") for split in D.SPLITS}
+    assert {split: len(rows) for split, rows in splits.items()} == {"train": 8, "eval": 1, "test": 1}
+    assert not (sample / "data.jsonl").exists() and not (sample / "splits").exists()  # no second step
+    records = [r for rows in splits.values() for r in rows]
+    assert sorted(r["id"] for r in records) == [f"chart-{i:04d}" for i in range(N)]  # a partition
+    assert {r["kind"] for r in records} == set(S.KINDS)  # n >= 8 covers every kind
     for record in records:
         assert set(record) >= {"id", "description", "image_path", "reference_code"}
         with Image.open(sample / record["image_path"]) as image:
             assert image.size == (192, 153)  # figsize (3, 2.4) at dpi 64, truncated
         assert "plt.show" not in record["reference_code"] and "savefig" not in record["reference_code"]
-    assert json.loads((sample / "sample.json").read_text())["n"] == N
+    assert json.loads((sample / "sample.json").read_text())["num_samples"] == N
+    assert all(len(D.build_dataset(sample / f"{split}.jsonl")) == len(rows) for split, rows in splits.items())
 
 
-def test_create_sample_idempotent_and_never_overwrites(sample: Path, tmp_path: Path) -> None:
+def test_sample_splits_as_split_dataset_does() -> None:
+    parts = D.partition(10, 2, 1, seed=4)
+    assert sorted(i for rows in parts.values() for i in rows) == list(range(10))
+    assert {split: len(rows) for split, rows in parts.items()} == {"train": 7, "eval": 2, "test": 1}
+    assert all(rows == sorted(rows) for rows in parts.values()) and D.partition(10, 2, 1, seed=4) == parts
+    with pytest.raises(ValueError, match="num_eval \\+ num_test < num_samples"):
+        S.make_sample("unused", num_samples=2)  # 1 eval + 1 test leave no training row
+
+
+def test_sample_idempotent_and_never_overwrites(sample: Path, tmp_path: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in (sample / "images").iterdir()}
-    D.create_sample(sample, n=N, seed=0)  # same request: no-op
+    S.make_sample(sample, num_samples=N, seed=0)  # same request: no-op
     assert {p.name: p.stat().st_mtime_ns for p in (sample / "images").iterdir()} == before
     user = tmp_path / "user"
     user.mkdir()
-    (user / "data.jsonl").write_text("mine\n")
-    with pytest.raises(FileExistsError):
-        D.create_sample(user, n=2)
-    assert (user / "data.jsonl").read_text() == "mine\n"
+    (user / "train.jsonl").write_text("mine\n")
+    with pytest.raises(FileExistsError, match="not written by sample.py"):
+        S.make_sample(user, num_samples=3)
+    assert (user / "train.jsonl").read_text() == "mine\n"
 
 
-def test_create_sample_deterministic(tmp_path: Path) -> None:
-    D.create_sample(tmp_path / "a", n=3, seed=5)
-    D.create_sample(tmp_path / "b", n=3, seed=5)
-    assert (tmp_path / "a" / "data.jsonl").read_text() == (tmp_path / "b" / "data.jsonl").read_text()
+def test_sample_deterministic(tmp_path: Path) -> None:
+    S.make_sample(tmp_path / "a", num_samples=3, seed=5)
+    S.make_sample(tmp_path / "b", num_samples=3, seed=5)
+    for split in D.SPLITS:
+        assert (tmp_path / "a" / f"{split}.jsonl").read_text() == (tmp_path / "b" / f"{split}.jsonl").read_text()
     for name in ("chart-0000.png", "chart-0002.png"):
         a = np.asarray(Image.open(tmp_path / "a" / "images" / name))
         b = np.asarray(Image.open(tmp_path / "b" / "images" / name))
         assert np.array_equal(a, b)
 
 
-def test_round_trip_create_base64_split_load(sample: Path, tmp_path: Path) -> None:
-    b64_file = D.convert_base64(sample / "data.jsonl", tmp_path / "b64" / "data_b64.jsonl")
+def test_round_trip_base64_split_load(all_rows: Path, tmp_path: Path) -> None:
+    b64_file = D.convert_base64(all_rows, tmp_path / "b64" / "data_b64.jsonl")
     assert all("image_base64" in r and "image_path" not in r for r in _records(b64_file))
-    path_ds = D.build_dataset(sample / "data.jsonl")
+    path_ds = D.build_dataset(all_rows)
     b64_ds = D.build_dataset(b64_file)
     assert set(path_ds.column_names) == {"prompt", "image", "reference_code", "description", "id"}
     assert path_ds.data.column("image").to_pylist()[0]["bytes"] is None  # path records stay lazy
@@ -84,7 +106,7 @@ def test_round_trip_create_base64_split_load(sample: Path, tmp_path: Path) -> No
         assert np.array_equal(np.asarray(a["image"]), np.asarray(b["image"]))  # same pixels from both formats
 
     # split both formats into a folder elsewhere; path records must still resolve from there
-    for source, name in ((sample / "data.jsonl", "split_paths"), (b64_file, "split_b64")):
+    for source, name in ((all_rows, "split_paths"), (b64_file, "split_b64")):
         outputs = D.split_dataset(source, tmp_path / "deep" / name, eval_fraction=0.2, test_fraction=0.1, seed=1)
         sizes = {split: len(_records(file)) for split, file in outputs.items()}
         assert sizes == {"train": 7, "eval": 2, "test": 1}
@@ -95,16 +117,16 @@ def test_round_trip_create_base64_split_load(sample: Path, tmp_path: Path) -> No
         row = loaded["train"][0]
         original = path_ds[path_ds["id"].index(row["id"])]
         assert np.array_equal(np.asarray(row["image"]), np.asarray(original["image"]))
-    again = D.split_dataset(sample / "data.jsonl", tmp_path / "again", 0.2, 0.1, seed=1)
+    again = D.split_dataset(all_rows, tmp_path / "again", 0.2, 0.1, seed=1)
     first = tmp_path / "deep" / "split_paths"
     for split, file in again.items():  # deterministic: same seed, same rows per split
         assert [r["id"] for r in _records(file)] == [r["id"] for r in _records(first / f"{split}.jsonl")]
     with pytest.raises(FileExistsError):
-        D.split_dataset(sample / "data.jsonl", tmp_path / "again")
+        D.split_dataset(all_rows, tmp_path / "again")
 
 
-def test_dataset_prompt(sample: Path) -> None:
-    dataset = D.build_dataset(sample / "data.jsonl", system_prompt="You write code.", max_samples=3)
+def test_dataset_prompt(all_rows: Path) -> None:
+    dataset = D.build_dataset(all_rows, system_prompt="You write code.", max_samples=3)
     assert len(dataset) == 3
     prompt = dataset[0]["prompt"]
     assert prompt[0]["role"] == "system"
@@ -113,8 +135,8 @@ def test_dataset_prompt(sample: Path) -> None:
     assert text == D.PROMPT and "```python" in text and "plt.show()" in text and "matplotlib" in text
 
 
-def test_all_errors_listed_together(sample: Path, tmp_path: Path) -> None:
-    good = _records(sample / "data.jsonl")[0]
+def test_all_errors_listed_together(sample: Path, all_rows: Path, tmp_path: Path) -> None:
+    good = _records(all_rows)[0]
     png = io.BytesIO()
     Image.new("RGB", (8, 8)).save(png, format="PNG")
     image_path = str((sample / good["image_path"]).resolve())
@@ -155,18 +177,35 @@ def test_all_errors_listed_together(sample: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli(tmp_path: Path) -> None:
-    script = str(REPO_ROOT / "recipes" / "image2code" / "data.py")
+    recipe = REPO_ROOT / "recipes" / "image2code"
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=tmp_path)
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(recipe / script), *args], capture_output=True, text=True, cwd=tmp_path
+        )
 
-    assert run("--create_sample", "s", "--n", "4", "--seed", "2").returncode == 0
-    assert run("--convert_base64", "s/data.jsonl", "b64.jsonl").returncode == 0
-    done = run("--split_dataset", "b64.jsonl", "split", "--eval", "0.25", "--test", "0.25")
+    made = run("sample.py", "s", "--num_samples", "4", "--seed", "2")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.splitlines() == [
+        "wrote s:",
+        "  train: s/train.jsonl (2 rows)",
+        "  eval: s/eval.jsonl (1 rows)",
+        "  test: s/test.jsonl (1 rows)",
+    ]
+    old = run("data.py", "--create_sample", "old", "--n", "4", "--seed", "2")  # the old spelling: runs sample.py
+    assert old.returncode == 0, old.stderr
+    assert all(
+        (tmp_path / "old" / f"{split}.jsonl").read_text() == (tmp_path / "s" / f"{split}.jsonl").read_text()
+        for split in D.SPLITS
+    )
+    assert run("data.py", "--convert_base64", "s/train.jsonl", "b64.jsonl").stdout == "wrote b64.jsonl (2 rows)\n"
+    done = run("data.py", "--split_dataset", "b64.jsonl", "split", "--eval", "0.5", "--test_fraction", "0")
     assert done.returncode == 0, done.stderr
-    check = run("--check", "split/train.jsonl")
-    assert check.returncode == 0 and "2 rows" in check.stdout
-    assert run("--split_dataset", "b64.jsonl", "split").returncode == 1  # refuses to overwrite
+    assert "  train: split/train.jsonl (1 rows)" in done.stdout and "  eval: split/eval.jsonl (1 rows)" in done.stdout
+    check = run("data.py", "--check", "split/train.jsonl")
+    assert check.returncode == 0 and check.stdout == "OK: split/train.jsonl: 1 rows\n"
+    refused = run("data.py", "--split_dataset", "b64.jsonl", "split")
+    assert refused.returncode == 1 and "--overwrite" in refused.stderr  # refuses to overwrite
     _write_jsonl(tmp_path / "bad.jsonl", [{"id": "x"}])
-    failed = run("--check", "bad.jsonl")
-    assert failed.returncode == 1 and "reference_code" in failed.stderr
+    failed = run("data.py", "--check", "bad.jsonl")
+    assert failed.returncode == 2 and "bad.jsonl" in failed.stderr and "reference_code" in failed.stderr

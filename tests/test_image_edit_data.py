@@ -10,11 +10,12 @@ from core.data.records import DataError
 from tests.helpers import load_recipe_module
 
 D = load_recipe_module("image_edit", "data")
+S = load_recipe_module("image_edit", "sample")
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    return D.make_sample(tmp_path_factory.mktemp("ce") / "sample", n_real=3, n_syn=2, seed=1)
+    return S.make_sample(tmp_path_factory.mktemp("ce") / "sample", num_samples=5, num_syn=2, seed=1)["dataset"]
 
 
 def test_sample_has_complex_edit_shape(sample):
@@ -70,10 +71,10 @@ def test_errors_are_clear(sample, tmp_path):
 
 def test_make_sample_is_idempotent_and_protects_other_folders(sample, tmp_path):
     stamp = (sample / "sample.json").stat().st_mtime_ns
-    assert D.make_sample(sample, n_real=3, n_syn=2, seed=1) == sample
+    assert S.make_sample(sample, num_samples=5, num_syn=2, seed=1)["dataset"] == sample
     assert (sample / "sample.json").stat().st_mtime_ns == stamp
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    with pytest.raises(FileExistsError):
-        D.make_sample(tmp_path / "mine")
+    with pytest.raises(FileExistsError, match="not written by sample.py"):
+        S.make_sample(tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"

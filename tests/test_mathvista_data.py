@@ -19,6 +19,7 @@ from tests.helpers import REPO_ROOT, load_recipe_module
 from tests.image_fixtures import gradient_16bit, palette_with_transparency, transparent_with_black_square
 
 D = load_recipe_module("mathvista", "data")
+S = load_recipe_module("mathvista", "sample")
 RewardConfig = D.RewardConfig
 
 MATHVISTA_COLUMNS = {
@@ -55,7 +56,7 @@ OUTPUT_COLUMNS = {
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("mathvista") / "sample"
-    assert D.make_sample(out, n=12, seed=0) == out  # 12 rows: every question template once
+    assert S.make_sample(out, num_samples=12, seed=0)["dataset"] == out  # 12 rows: every question template once
     return out
 
 
@@ -87,31 +88,32 @@ def _row(pid: str, **overrides: object) -> dict:
     return row
 
 
-# ------------------------------------------------------------------------------------------------------- make-sample
+# --------------------------------------------------------------------------------------------------------- sample.py
 
 
 def test_make_sample_is_deterministic_per_seed(tmp_path: Path) -> None:
-    first, second, other = (D.make_sample(tmp_path / name, 4, seed=s) for name, s in (("a", 7), ("b", 7), ("c", 8)))
-    data = [D.sample_data_file(folder).read_bytes() for folder in (first, second, other)]
+    first, second, other = (S.make_sample(tmp_path / name, 4, seed=s) for name, s in (("a", 7), ("b", 7), ("c", 8)))
+    data = [written["testmini"].read_bytes() for written in (first, second, other)]
     assert data[0] == data[1]
     assert data[0] != data[2]
 
 
 def test_make_sample_is_idempotent_and_never_overwrites_user_data(tmp_path: Path) -> None:
-    out = D.make_sample(tmp_path / "s", n=2, seed=3)
-    file = D.sample_data_file(out)
+    written = S.make_sample(tmp_path / "s", num_samples=2, seed=3)
+    out, file = written["dataset"], written["testmini"]
+    assert file == S.sample_data_file(out)
     stamp = file.stat().st_mtime_ns
-    assert D.make_sample(tmp_path / "s", n=2, seed=3) == out and file.stat().st_mtime_ns == stamp  # no-op
-    D.make_sample(tmp_path / "s", n=3, seed=3)  # another request: its own files are regenerated
+    assert S.make_sample(tmp_path / "s", num_samples=2, seed=3) == written and file.stat().st_mtime_ns == stamp
+    S.make_sample(tmp_path / "s", num_samples=3, seed=3)  # another request: its own files are regenerated
     assert len(D.load_split(out)) == 3
     assert json.loads((out / "sample.json").read_text())["n"] == 3
 
     mine = tmp_path / "mine"
     (mine / "data").mkdir(parents=True)
-    D.sample_data_file(mine).write_bytes(b"my parquet")
-    with pytest.raises(FileExistsError, match="not written by --make-sample"):
-        D.make_sample(mine, n=2)
-    assert D.sample_data_file(mine).read_bytes() == b"my parquet"
+    S.sample_data_file(mine).write_bytes(b"my parquet")
+    with pytest.raises(FileExistsError, match="not written by sample.py"):
+        S.make_sample(mine, num_samples=2)
+    assert S.sample_data_file(mine).read_bytes() == b"my parquet"
     assert not (mine / "sample.json").exists()
 
 
@@ -168,7 +170,7 @@ def test_sample_answers_follow_from_the_drawn_data(sample: Path) -> None:
         assert row["answer"] == expected, (template, row["question"], chart)
         if row["question_type"] == "multi_choice":
             assert row["answer"] in row["choices"] and len(row["choices"]) >= 2
-    assert len(templates) == len(D.SAMPLE_TEMPLATES)
+    assert len(templates) == len(S.SAMPLE_TEMPLATES)
 
 
 def test_sample_bar_heights_are_proportional_to_the_values(sample: Path) -> None:
@@ -176,7 +178,7 @@ def test_sample_bar_heights_are_proportional_to_the_values(sample: Path) -> None
     row = next(r for r in raw if json.loads(r["chart"])["kind"] == "bar")
     values = json.loads(row["chart"])["values"]
     pixels = np.asarray(row["decoded_image"].convert("RGB")).astype(int)
-    mask = (np.abs(pixels - np.array(D.BAR_COLOUR)).sum(axis=-1) <= 6).sum(axis=0)  # bar pixels per column
+    mask = (np.abs(pixels - np.array(S.BAR_COLOUR)).sum(axis=-1) <= 6).sum(axis=0)  # bar pixels per column
     runs, current = [], []
     for count in mask:
         if count > 0:
@@ -461,19 +463,16 @@ def test_prompt_text_per_answer_type() -> None:
 # --------------------------------------------------------------------------------------------------------------- CLI
 
 
-def test_cli_make_sample_and_check(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    out = tmp_path / "s"
-    assert D.main(["--make-sample", str(out), "--n", "3", "--seed", "1"]) == 0
-    assert "(3 rows)" in capsys.readouterr().out
-    assert D.main(["--check", str(out), "--split", "testmini", "--max-samples", "2"]) == 0
-    assert capsys.readouterr().out.startswith(f"OK: {out} [testmini]: 2 rows")
+def test_cli_check_in_process(sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert D.main(["--check", str(sample), "--split", "testmini", "--max_samples", "2"]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: {sample}: 2 rows (split testmini: ")
 
     _png(tmp_path / "images" / "1.png")
     (tmp_path / "bad.json").write_text(json.dumps({"1": _row("1", answer="many")}))
-    assert D.main(["--check", str(tmp_path / "bad.json")]) == 1
+    assert D.main(["--check", str(tmp_path / "bad.json")]) == 2
     err = capsys.readouterr().err
     assert "row 0 (id '1'): answer_type integer but answer 'many' is not an integer" in err
-    assert D.main(["--check", str(out), "--split", "train"]) == 1
+    assert D.main(["--check", str(sample), "--split", "train"]) == 2
     assert "available: testmini" in capsys.readouterr().err
 
 
@@ -488,7 +487,7 @@ def test_cli_runs_as_a_script(sample: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"OK: {sample} [testmini]: 12 rows")
+    assert result.stdout.startswith(f"OK: {sample}: 12 rows (split testmini: ")
 
 
 def test_image_bytes_are_png_for_charts(sample: Path) -> None:

@@ -10,12 +10,13 @@ from core.data.records import DataError
 from tests.helpers import load_recipe_module
 
 D = load_recipe_module("mmmg", "data")
+S = load_recipe_module("mmmg", "sample")
 P = load_recipe_module("mmmg", "protocol")
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    return D.make_sample(tmp_path_factory.mktemp("mmmg") / "sample", n_per_config=4)
+    return S.make_sample(tmp_path_factory.mktemp("mmmg") / "sample", num_samples=12)["dataset"]
 
 
 def test_config_names():
@@ -32,15 +33,23 @@ def test_config_names():
 
 def test_make_sample_is_idempotent_and_protective(sample, tmp_path):
     marker = (sample / "sample.json").read_text()
-    assert D.make_sample(sample, n_per_config=4) == sample
+    assert S.make_sample(sample, num_samples=12)["dataset"] == sample
     assert (sample / "sample.json").read_text() == marker
-    assert sorted(p.stem for p in sample.glob("*.jsonl")) == sorted(D.SAMPLE_CONFIGS)
+    assert sorted(p.stem for p in sample.glob("*.jsonl")) == sorted(S.SAMPLE_CONFIGS)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError):
-        D.make_sample(foreign)
-    assert D.main(["--make-sample", str(foreign)]) == 1
+    with pytest.raises(FileExistsError, match="not written by sample.py"):
+        S.make_sample(foreign)
+    assert D.main(["--make-sample", str(foreign)]) == 1  # the old spelling runs sample.py, which refuses
+
+
+def test_sample_spreads_rows_over_the_configs(tmp_path):
+    written = S.make_sample(tmp_path / "s", num_samples=7, seed=2)
+    assert written["dataset"] == tmp_path / "s"
+    counts = {config: len(D.load_mmmg(str(tmp_path / "s"), [config.split("_")[0]])) for config in S.SAMPLE_CONFIGS}
+    assert counts == {"primaryschool_Biology": 3, "highschool_Math": 2, "undergraduate_Chemistry": 2}
+    assert [len(written[config].read_text().splitlines()) for config in S.SAMPLE_CONFIGS] == [3, 2, 2]
 
 
 def test_round_trip_columns_and_filters(sample):
@@ -55,7 +64,7 @@ def test_round_trip_columns_and_filters(sample):
         "key",
         "id",
     }
-    assert len(ds) == 4 * len(D.SAMPLE_CONFIGS)
+    assert len(ds) == 4 * len(S.SAMPLE_CONFIGS)
     row = ds[0]
     assert row["prompt"][0] == {"role": "system", "content": [{"type": "text", "text": "SYSTEM"}]}
     assert row["prompt"][1]["role"] == "user"

@@ -1,4 +1,4 @@
-"""Video data: the synthetic sample, build_dataset columns and lazy frames, validation, the CLI."""
+"""Video data: the synthetic sample (sample.py), build_dataset columns and lazy frames, validation, the CLI."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from core.data.records import DataError
 from core.data.video import sample_frame_indices
 
 D = load_recipe_module("video", "data")
+S = load_recipe_module("video", "sample")
 R = load_recipe_module("video", "rewards")
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sample")
-    D.make_sample(out, n_train=6, n_eval=3, seed=0)
+    S.make_sample(out, num_samples=9, num_eval=3, seed=0)
     return out
 
 
@@ -40,7 +41,7 @@ def write_json(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------------------------------- make-sample
+# ------------------------------------------------------------------------------------------------------ sample.py
 
 
 def test_make_sample_writes_the_original_record_format(sample: Path) -> None:
@@ -67,36 +68,36 @@ def test_make_sample_writes_the_original_record_format(sample: Path) -> None:
 
 def test_make_sample_is_deterministic(sample: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
-    D.make_sample(again, n_train=6, n_eval=3, seed=0)
+    S.make_sample(again, num_samples=9, num_eval=3, seed=0)
     files = sorted(p.relative_to(sample) for p in sample.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert all((sample / f).read_bytes() == (again / f).read_bytes() for f in files)
     other = tmp_path / "other"
-    D.make_sample(other, n_train=6, n_eval=3, seed=1)
+    S.make_sample(other, num_samples=9, num_eval=3, seed=1)
     assert (other / "train.json").read_text() != (sample / "train.json").read_text()
 
 
 def test_make_sample_is_idempotent_and_never_overwrites_user_files(tmp_path: Path) -> None:
     out = tmp_path / "s"
-    D.make_sample(out, n_train=2, n_eval=1, seed=0)
+    S.make_sample(out, num_samples=3, num_eval=1, seed=0)
     stamp = (out / "train.json").stat().st_mtime_ns
-    D.make_sample(out, n_train=2, n_eval=1, seed=0)  # same request: nothing rewritten
+    S.make_sample(out, num_samples=3, num_eval=1, seed=0)  # same request: nothing rewritten
     assert (out / "train.json").stat().st_mtime_ns == stamp
-    D.make_sample(out, n_train=3, n_eval=1, seed=0)  # a new request over our own files: regenerated
+    S.make_sample(out, num_samples=4, num_eval=1, seed=0)  # a new request over our own files: regenerated
     assert len(json.loads((out / "train.json").read_text())) == 3
 
     user = tmp_path / "user"
     user.mkdir()
     (user / "train.json").write_text("[]")
-    with pytest.raises(FileExistsError, match="not written by --make-sample"):
-        D.make_sample(user, n_train=2, n_eval=1)
+    with pytest.raises(FileExistsError, match="not written by sample.py"):
+        S.make_sample(user, num_samples=3, num_eval=1)
     assert (user / "train.json").read_text() == "[]" and not (user / "videos").exists()
 
     clips = tmp_path / "clips"
     (clips / "videos").mkdir(parents=True)
     (clips / "videos" / "train-0001.mp4").write_bytes(b"mine")
     with pytest.raises(FileExistsError, match="train-0001.mp4"):
-        D.make_sample(clips, n_train=2, n_eval=1)
+        S.make_sample(clips, num_samples=3, num_eval=1)
     assert (clips / "videos" / "train-0001.mp4").read_bytes() == b"mine"
 
 
@@ -217,24 +218,27 @@ def test_build_dataset_resolves_videos_against_video_root(sample: Path, tmp_path
 # ------------------------------------------------------------------------------------------------------------ CLI
 
 
-def test_cli_make_sample_and_check(tmp_path: Path) -> None:
-    script = REPO_ROOT / "recipes" / "video" / "data.py"
+def test_cli_sample_then_check(tmp_path: Path) -> None:
+    recipe = REPO_ROOT / "recipes" / "video"
     out = tmp_path / "cli"
     made = subprocess.run(
-        [sys.executable, str(script), "--make-sample", str(out), "--n-train", "2", "--n-eval", "1"],
+        [sys.executable, str(recipe / "sample.py"), str(out), "--num_samples", "3", "--num_eval", "1"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
     )
     assert made.returncode == 0, made.stderr
-    assert "sample train set" in made.stdout and (out / "videos" / "train-0001.mp4").is_file()
+    assert "train: cli/train.json (2 rows)" in made.stdout and (out / "videos" / "train-0001.mp4").is_file()
     (out / "videos" / "train-0001.mp4").write_bytes(b"corrupt")
     checked = subprocess.run(
-        [sys.executable, str(script), "--check", str(out / "train.json")], capture_output=True, text=True
+        [sys.executable, str(recipe / "data.py"), "--check", str(out / "train.json")], capture_output=True, text=True
     )
-    assert checked.returncode == 1
+    assert checked.returncode == 2
     assert "1 problem(s)" in checked.stderr and "row 1 (id 'train-0001')" in checked.stderr
     ok = subprocess.run(
-        [sys.executable, str(script), "--check", str(out / "eval.json")], capture_output=True, text=True
+        [sys.executable, str(recipe / "data.py"), "--check", "eval.json", "--video-root", str(out)],  # old spelling
+        capture_output=True,
+        text=True,
+        cwd=out,
     )
-    assert ok.returncode == 0 and "OK:" in ok.stdout and "1 rows" in ok.stdout
+    assert ok.returncode == 0 and ok.stdout == "OK: eval.json: 1 rows\n", ok.stderr

@@ -62,6 +62,7 @@ __all__ = [
     "resolve_input_path",
     "resolve_image_path",
     "sample_is_current",
+    "shown_path",
     "to_dataset",
 ]
 
@@ -338,7 +339,7 @@ def to_dataset(
 
 # ------------------------------------------------------------------------------------------ local paths vs hub ids
 
-# Folders the recipes keep local data in (`--make-sample` writes `data/sample`): a name starting with one is a path.
+# Folders the recipes keep local data in (`sample.py` writes `data/sample`): a name starting with one is a path.
 LOCAL_DATA_DIRS = ("data",)
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".arrow", ".csv")
 
@@ -373,7 +374,7 @@ def looks_like_path(name: str, recipe_dir: str | os.PathLike[str]) -> bool:
     return first in LOCAL_DATA_DIRS or Path(first).is_dir() or (Path(recipe_dir) / first).is_dir()
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """`path` relative to the working directory when it is inside it (a command a person can paste), else absolute."""
     try:
         return str(path.relative_to(Path.cwd()))
@@ -400,7 +401,7 @@ def resolve_dataset_source(name: str, recipe_dir: str | os.PathLike[str]) -> str
     raise DataError(
         [
             f"dataset {name!r} not found (looked for {' and '.join(tried)}). Make the offline sample with: "
-            f"python {_shown(recipe_dir / 'data.py')} --make-sample {_shown(target)} ; or name an existing folder, "
+            f"python {shown_path(recipe_dir / 'sample.py')} {shown_path(target)} ; or name an existing folder, "
             "or a hub dataset id (owner/name)"
         ]
     )
@@ -427,7 +428,7 @@ def load_saved_split(path: str | os.PathLike[str], split: str | None = None) -> 
         raise DataError([f"{folder} is not a datasets.save_to_disk folder (no dataset_dict.json or state.json)"], path)
     if not json.loads(state.read_text()).get("_data_files"):
         where = f"split {split!r}" if index.is_file() else "the saved dataset"
-        raise DataError([f"{where} holds 0 rows; remake the folder (data.py --make-sample) or choose another"], path)
+        raise DataError([f"{where} holds 0 rows; remake the folder (sample.py) or choose another"], path)
     return datasets.load_from_disk(str(folder))
 
 

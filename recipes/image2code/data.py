@@ -15,28 +15,26 @@ Rendering convention (the reward's sandbox must do the same): the code is run as
 matplotlib's default style, and the image is the CURRENT figure (`plt.gcf()`) saved as PNG at the figure's own dpi,
 without `bbox_inches="tight"`: a `figsize=(3, 2.4), dpi=64` figure gives a 192x153 image.
 
-CLI (the original project's create_dataset.py)::
+CLI (the original project's create_dataset.py; its --create_sample is now sample.py, which also splits)::
 
-    python recipes/image2code/data.py --create_sample OUT_DIR [--n 40 --seed 0]   # OUT_DIR/images/*.png, data.jsonl
-    python recipes/image2code/data.py --convert_base64 IN.jsonl OUT.jsonl         # image_path -> image_base64
-    python recipes/image2code/data.py --split_dataset IN.jsonl OUT_DIR [--eval 0.1 --test 0.1 --seed 0]
-    python recipes/image2code/data.py --check FILE [--images_root DIR]            # validate; exit 1 on problems
+    python recipes/image2code/data.py --check FILE [--images_root DIR]     # "OK: FILE: N rows"; exit 2 on problems
+    python recipes/image2code/data.py --convert_base64 IN.jsonl OUT.jsonl  # image_path -> image_base64
+    python recipes/image2code/data.py --split_dataset IN.jsonl OUT_DIR [--eval_fraction 0.1 --test_fraction 0.1]
 
 `--split_dataset` writes OUT_DIR/{train,eval,test}.jsonl; `image_path` records get their paths rewritten relative
 to OUT_DIR (so they resolve from the split files' folder; the images themselves are not copied), base64 records are
-copied as they are. Neither `--convert_base64` nor `--split_dataset` overwrites existing files unless `--overwrite`.
+copied as they are; `--seed` (default 0) fixes the shuffle. Neither `--convert_base64` nor `--split_dataset`
+overwrites existing files unless `--overwrite` (else exit 1).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import io
 import json
 import os
 import random
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from typing import Any
 import datasets
 from PIL import Image
 
+from core.data.cli import Option, Tool, check_main
 from core.data.images import DEFAULT_MAX_PIXELS, NormalizedImage, open_image, open_lazy
 from core.data.records import (
     DataError,
@@ -52,11 +51,9 @@ from core.data.records import (
     image_prompt,
     inspect_images,
     load_records,
-    mark_sample_written,
     missing_column_problems,
     resolve_image_path,
     row_ids,
-    sample_is_current,
 )
 
 PROMPT = (
@@ -65,6 +62,7 @@ PROMPT = (
     "save the figure; the current figure is captured when your code finishes."
 )
 
+RECIPE_DIR = Path(__file__).resolve().parent
 SPLITS = ("train", "eval", "test")
 
 
@@ -209,194 +207,6 @@ def render_code(code: str) -> Image.Image:
     return open_image(buffer.getvalue())
 
 
-# ------------------------------------------------------------------------------------------------- synthetic sample
-
-_PALETTE = [
-    "tab:blue",
-    "tab:orange",
-    "tab:green",
-    "tab:red",
-    "tab:purple",
-    "#1f77b4",
-    "#e377c2",
-    "#8c564b",
-    "navy",
-    "darkorange",
-    "seagreen",
-    "crimson",
-    "gold",
-    "teal",
-    "black",
-    "gray",
-]
-_TITLES = [
-    "Monthly sales",
-    "Temperature",
-    "Survey results",
-    "Revenue",
-    "Growth",
-    "Scores",
-    "Traffic",
-    "Usage",
-    "Population",
-    "Budget",
-    "Errors per day",
-    "Latency",
-]
-_CATEGORIES = ["A", "B", "C", "D", "E", "F"]
-_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun"]
-_SERIES = ["alpha", "beta", "gamma", "north", "south", "2023", "2024"]
-_MARKERS = ["o", "s", "^", "x", "d", ""]
-_LINESTYLES = ["-", "--", ":", "-."]
-KINDS = ("line", "bar", "barh", "scatter", "pie", "histogram", "area", "subplots")
-
-
-def _values(rng: random.Random, n: int, low: float = 1, high: float = 10) -> list[float]:
-    return [round(rng.uniform(low, high), 1) for _ in range(n)]
-
-
-def _decorate(lines: list[str], rng: random.Random, title: str | None, legend: bool, axes: bool = True) -> None:
-    if title:
-        lines.append(f"ax.set_title({title!r})")
-    if axes and rng.random() < 0.5:
-        lines.append(f"ax.set_xlabel({rng.choice(['x', 'time', 'month', 'group'])!r})")
-        lines.append(f"ax.set_ylabel({rng.choice(['y', 'value', 'count', 'score'])!r})")
-    if axes and rng.random() < 0.3:
-        lines.append("ax.grid(True, alpha=0.3)")
-    if legend:
-        lines.append(f"ax.legend(loc={rng.choice(['best', 'upper left', 'lower right'])!r}, fontsize=6)")
-    lines.append("fig.tight_layout()")
-
-
-def _chart(kind: str, rng: random.Random) -> tuple[str, str]:
-    """(reference code, description) of one chart of the given kind with random data, colours and labels."""
-    title = rng.choice(_TITLES) if rng.random() < 0.7 else None
-    colours = rng.sample(_PALETTE, 4)
-    lines = ["import matplotlib.pyplot as plt"]
-    if kind == "histogram" or (kind == "scatter" and rng.random() < 0.5):
-        lines.insert(0, "import random")  # stdlib, seeded: numpy.random is unavailable in core.rewards.sandbox today
-    lines.append("")
-    if kind == "subplots":
-        lines.append("fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(3, 2.4), dpi=64)")
-        n = rng.randint(3, 5)
-        lines.append(f"ax1.plot({list(range(n))}, {_values(rng, n)}, color={colours[0]!r}, marker='o')")
-        lines.append(f"ax2.bar({_CATEGORIES[:n]}, {_values(rng, n)}, color={colours[1]!r})")
-        left, right = rng.sample(_TITLES, 2)
-        lines += [f"ax1.set_title({left!r}, fontsize=8)", f"ax2.set_title({right!r}, fontsize=8)"]
-        if title:
-            lines.append(f"fig.suptitle({title!r}, fontsize=9)")
-        lines.append("fig.tight_layout()")
-        text = f"Two side-by-side panels: a line plot '{left}' and a bar chart '{right}'"
-        return "\n".join(lines) + "\n", text + (f" under the title '{title}'." if title else ".")
-
-    lines.append("fig, ax = plt.subplots(figsize=(3, 2.4), dpi=64)")
-    legend = False
-    if kind == "line":
-        series = rng.randint(1, 3)
-        n = rng.randint(4, 6)
-        xs = _MONTHS[:n] if rng.random() < 0.5 else list(range(1, n + 1))
-        names = rng.sample(_SERIES, series)
-        for k, name in enumerate(names):
-            style = rng.choice(_LINESTYLES)
-            marker = rng.choice(_MARKERS)
-            lines.append(
-                f"ax.plot({xs!r}, {_values(rng, n)}, color={colours[k]!r}, linestyle={style!r}, "
-                f"marker={marker!r}, label={name!r})"
-            )
-        legend = series > 1 or rng.random() < 0.3
-        text = f"A line chart with {series} series ({', '.join(names)}) over {n} points"
-    elif kind == "bar":
-        n = rng.randint(3, 6)
-        lines.append(f"ax.bar({_CATEGORIES[:n]!r}, {_values(rng, n)}, color={colours[0]!r}, edgecolor='black')")
-        text = f"A vertical bar chart of {n} categories in {colours[0]}"
-    elif kind == "barh":
-        n = rng.randint(3, 5)
-        per_bar = [rng.choice(_PALETTE) for _ in range(n)]
-        lines.append(f"ax.barh({_CATEGORIES[:n]!r}, {_values(rng, n)}, color={per_bar!r})")
-        text = f"A horizontal bar chart of {n} categories with one colour per bar"
-    elif kind == "scatter":
-        n = rng.randint(8, 20)
-        if lines[0] == "import random":
-            seed = rng.randint(0, 999)
-            lines.append(f"random.seed({seed})")
-            lines.append(f"x = [random.uniform(0, 10) for _ in range({n})]")
-            lines.append("y = [0.5 * v + random.gauss(0, 1) for v in x]")
-            lines.append(f"ax.scatter(x, y, color={colours[0]!r}, s=12, marker={rng.choice(['o', 's', '^'])!r})")
-        else:
-            lines.append(f"ax.scatter({_values(rng, n, 0, 10)}, {_values(rng, n, 0, 10)}, color={colours[0]!r}, s=12)")
-        text = f"A scatter plot of {n} points in {colours[0]}"
-    elif kind == "pie":
-        n = rng.randint(3, 5)
-        lines.append(
-            f"ax.pie({_values(rng, n, 5, 40)}, labels={_CATEGORIES[:n]!r}, "
-            f"colors={rng.sample(_PALETTE, n)!r}, autopct='%1.0f%%', textprops={{'fontsize': 6}})"
-        )
-        lines.append("ax.axis('equal')")
-        text = f"A pie chart with {n} slices and percentage labels"
-    elif kind == "histogram":
-        seed, bins = rng.randint(0, 999), rng.choice([8, 10, 15, 20])
-        mean, spread = rng.randint(0, 50), rng.randint(3, 15)
-        lines.append(f"random.seed({seed})")
-        lines.append(f"data = [random.gauss({mean}, {spread}) for _ in range(200)]")
-        lines.append(f"ax.hist(data, bins={bins}, color={colours[0]!r}, edgecolor='white')")
-        text = f"A histogram of 200 normal samples (mean {mean}, sd {spread}) in {bins} bins"
-    elif kind == "area":
-        n = rng.randint(4, 7)
-        lines.append(f"x = {list(range(n))}")
-        lines.append(f"y = {_values(rng, n)}")
-        lines.append(f"ax.fill_between(x, y, color={colours[0]!r}, alpha=0.5, label='area')")
-        lines.append(f"ax.plot(x, y, color={colours[1]!r})")
-        legend = rng.random() < 0.5
-        text = f"An area chart of {n} points filled in {colours[0]}"
-    else:
-        raise ValueError(f"unknown chart kind {kind!r}; known: {', '.join(KINDS)}")
-    _decorate(lines, rng, title, legend, axes=kind != "pie")
-    text += f", titled '{title}'." if title else "."
-    return "\n".join(lines) + "\n", text
-
-
-def make_sample_record(sample_id: str, rng: random.Random, kind: str | None = None) -> tuple[Image.Image, dict]:
-    """One random chart: its rendered image and its record (without the image field)."""
-    kind = kind or rng.choice(KINDS)
-    code, description = _chart(kind, rng)
-    return render_code(code), {"id": sample_id, "description": description, "reference_code": code, "kind": kind}
-
-
-def create_sample(out_dir: str | os.PathLike[str], n: int = 40, seed: int = 0) -> Path:
-    """Write `images/*.png` and `data.jsonl` (image_path records) under `out_dir`; return the data file.
-
-    Chart kinds cycle through `KINDS` (so every kind appears once n >= 8), data/colours/labels are random. A
-    `sample.json` marker records the request: the same request again is a no-op, and a folder holding a data.jsonl
-    that --create_sample did not write is never overwritten.
-    """
-    out = Path(out_dir)
-    data_file = out / "data.jsonl"
-    request = {"generator": "image2code-create-sample", "n": n, "seed": seed}
-    if sample_is_current(out, request, [data_file], [data_file], "--create_sample"):
-        return data_file
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    kinds = [KINDS[index % len(KINDS)] for index in range(n)]
-    rng.shuffle(kinds)
-    lines = []
-    for index, kind in enumerate(kinds):
-        sample_id = f"chart-{index:04d}"
-        image, record = make_sample_record(sample_id, rng, kind)
-        relative = f"images/{sample_id}.png"
-        image.save(out / relative, format="PNG")
-        record = {
-            "id": sample_id,
-            "description": record["description"],
-            "image_path": relative,
-            "reference_code": record["reference_code"],
-            "kind": kind,
-        }
-        lines.append(json.dumps(record))
-    data_file.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    mark_sample_written(out, request)
-    return data_file
-
-
 # --------------------------------------------------------------------------------------------- convert and split
 
 
@@ -451,6 +261,19 @@ def convert_base64(
     return out_path
 
 
+def partition(count: int, num_eval: int, num_test: int, seed: int = 0) -> dict[str, list[int]]:
+    """Row indices of each split, in file order: the rows shuffled by `seed`, the first `num_eval` to eval, the next
+    `num_test` to test, the rest to train (sample.py splits its charts the same way)."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    parts = {
+        "train": order[num_eval + num_test :],
+        "eval": order[:num_eval],
+        "test": order[num_eval : num_eval + num_test],
+    }
+    return {split: sorted(parts[split]) for split in SPLITS}
+
+
 def split_dataset(
     in_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -478,8 +301,6 @@ def split_dataset(
         raise ValueError(
             f"{len(records)} records leave no training rows with eval={eval_fraction}, test={test_fraction}"
         )
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
     out_abs = out.absolute()
     rewritten = []
     for record in records:
@@ -488,56 +309,46 @@ def split_dataset(
         if isinstance(raw, str) and raw.strip() and not Path(raw).expanduser().is_absolute():
             record["image_path"] = Path(os.path.relpath(resolve_image_path(raw, root), out_abs)).as_posix()
         rewritten.append(record)
-    parts = {
-        "eval": order[:n_eval],
-        "test": order[n_eval : n_eval + n_test],
-        "train": order[n_eval + n_test :],
-    }
-    for split in SPLITS:
-        _write_jsonl(outputs[split], [rewritten[i] for i in sorted(parts[split])])
+    for split, indices in partition(len(records), n_eval, n_test, seed).items():
+        _write_jsonl(outputs[split], [rewritten[i] for i in indices])
     return outputs
 
 
 # ---------------------------------------------------------------------------------------------------------------- CLI
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--create_sample", metavar="OUT_DIR", help="render a synthetic chart dataset")
-    action.add_argument("--convert_base64", nargs=2, metavar=("IN", "OUT"), help="image_path -> image_base64")
-    action.add_argument("--split_dataset", nargs=2, metavar=("IN", "OUT_DIR"), help="train/eval/test split")
-    action.add_argument("--check", metavar="FILE", help="validate a .jsonl/.json file")
-    parser.add_argument("--n", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval", type=float, default=0.1)
-    parser.add_argument("--test", type=float, default=0.1)
-    parser.add_argument("--images_root", default=None, help="folder relative image paths start from (default: IN's)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    args = parser.parse_args(argv)
+def check(source: str, images_root: str | None = None, max_samples: int | None = None) -> int:
+    """`data.py --check`: the rows of `source` that build_dataset accepts (it raises DataError otherwise)."""
+    return len(build_dataset(source, images_root, max_samples=max_samples))
 
-    try:
-        if args.create_sample:
-            data_file = create_sample(args.create_sample, args.n, args.seed)
-            print(f"sample: {data_file} ({args.n} records), images in {data_file.parent / 'images'}")
-        elif args.convert_base64:
-            out = convert_base64(*args.convert_base64, images_root=args.images_root, overwrite=args.overwrite)
-            print(f"wrote {out}")
-        elif args.split_dataset:
-            outputs = split_dataset(
-                *args.split_dataset, args.eval, args.test, args.seed, args.images_root, args.overwrite
-            )
-            for split, file in outputs.items():
-                count = sum(1 for line in file.read_text().splitlines() if line.strip())
-                print(f"{split}: {file} ({count} records)")
-        else:
-            dataset = build_dataset(args.check, args.images_root)
-            print(f"OK: {args.check}: {len(dataset)} rows")
-    except (FileExistsError, DataError, ValueError) as err:
-        print(err, file=sys.stderr)
-        return 1
-    return 0
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (see the module docstring); returns the exit code."""
+    tools = [
+        Tool("--convert_base64", ("IN", "OUT"), "copy IN with image_path replaced by image_base64", convert_base64),
+        Tool("--split_dataset", ("IN", "OUT_DIR"), "shuffle IN into OUT_DIR/{train,eval,test}.jsonl", split_dataset),
+    ]
+    options = [
+        Option("--images_root", "folder relative image paths start from (default: the data file's)", metavar="DIR"),
+        Option("--max_samples", "--check only the first N rows", int, metavar="N"),
+        Option(
+            "--eval_fraction",
+            "--split_dataset: share of rows for eval (default 0.1)",
+            float,
+            metavar="F",
+            aliases=("--eval",),
+        ),
+        Option(
+            "--test_fraction",
+            "--split_dataset: share of rows for test (default 0.1)",
+            float,
+            metavar="F",
+            aliases=("--test",),
+        ),
+        Option("--seed", "--split_dataset: the shuffle's seed (default 0)", int),
+        Option("--overwrite", "--convert_base64, --split_dataset: replace existing output files", action="store_true"),
+    ]
+    return check_main(check, argv, recipe_dir=RECIPE_DIR, options=options, tools=tools, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """MMMG data for GRPO on the VLM inside Qwen-Image (knowledge-image generation).
 
 Usage:
-    python recipes/mmmg/data.py --make-sample recipes/mmmg/data/sample          # offline set, same shape
+    python recipes/mmmg/sample.py                                               # offline set, same shape: data/sample
     python recipes/mmmg/data.py --check recipes/mmmg/data/sample --levels highschool --disciplines Math
 
 MMMG (hub: MMMGbench/MMMG) has 59 configs `{level}_{discipline}` (6 levels x 10 disciplines, no
@@ -11,16 +11,13 @@ column name is `prompt_column` (default "prompt": not confirmed offline, so it i
 
 `source` is the hub name (one `datasets.load_dataset(source, config, split="test")` per config) or a local folder
 with one JSON-lines file per config, `<folder>/<config>.jsonl`, one row (the hub's columns) per line - what
-`--make-sample` writes, next to its `sample.json` marker. In a local folder a config selected by an explicit level
+`sample.py` writes, next to its `sample.json` marker. In a local folder a config selected by an explicit level
 AND discipline must exist; configs reached through "all" (None) are taken where present.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import random
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,8 @@ from typing import Any
 import datasets
 from protocol import parse_kg
 
-from core.data.records import DataError, mark_sample_written, require_rows, resolve_dataset_source, sample_is_current
+from core.data.cli import Option, check_main
+from core.data.records import DataError, require_rows, resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
 HUB_NAME = "MMMGbench/MMMG"
@@ -206,119 +204,34 @@ def build_dataset(
     return rows_to_dataset(load_mmmg(source, levels, disciplines, prompt_column, max_samples), system_prompt)
 
 
-# ----------------------------------------------------------------------------------------------- offline sample
-SAMPLE_CONFIGS = ("primaryschool_Biology", "highschool_Math", "undergraduate_Chemistry")
-_TOPICS: dict[str, list[dict[str, Any]]] = {
-    "primaryschool_Biology": [
-        {
-            "prompt": "Draw how a plant makes food from sunlight.",
-            "elements": ["plant", "sunlight", "water", "photosynthesis"],
-            "dependencies": ["Requires(photosynthesis, sunlight)", "Requires(photosynthesis, water)"],
-        },
-        {
-            "prompt": "Show the life cycle of a butterfly.",
-            "elements": ["egg", "caterpillar", "butterfly"],
-            "dependencies": ["TemporalOrder(egg, caterpillar)", "TemporalOrder(caterpillar, butterfly)"],
-        },
-        {
-            "prompt": "Show what a cell contains.",
-            "elements": ["cell", "nucleus", "cell membrane"],
-            "dependencies": ["Contains(cell, nucleus)", "Contains(cell, membrane)"],
-        },
-    ],
-    "highschool_Math": [
-        {
-            "prompt": "Illustrate the Pythagorean theorem on a right triangle.",
-            "elements": ["right triangle", "hypotenuse", "a^2 + b^2 = c^2"],
-            "dependencies": ["Contains(right triangle, hypotenuse)", "Defines(a^2 + b^2 = c^2, right triangle)"],
-        },
-        {
-            "prompt": "Show the slope of a straight line.",
-            "elements": ["line", "slope"],
-            "dependencies": ["Defines(slope, line)"],
-        },
-    ],
-    "undergraduate_Chemistry": [
-        {
-            "prompt": "Depict a combustion reaction of methane.",
-            "elements": ["methane", "oxygen", "carbon dioxide", "heat"],
-            "dependencies": ["Causes(methane, carbon dioxide)", "Requires(methane, oxygen)", "Entails(methane, heat)"],
-        },
-        {
-            "prompt": "Show how a catalyst lowers activation energy.",
-            "elements": ["catalyst", "activation energy", "reaction rate"],
-            "dependencies": ["Causes(catalyst, activation energy)", "Causes(activation energy, reaction rate)"],
-        },
-    ],
-}
-
-
-def _sample_rows(config: str, n: int, rng: random.Random) -> list[dict[str, Any]]:
-    level, discipline = config.split("_", 1)
-    topics = _TOPICS[config]
-    rows = []
-    for i in range(n):
-        topic = topics[i % len(topics)]
-        deps = list(topic["dependencies"])
-        rng.shuffle(deps)
-        rows.append(
-            {
-                "key": f"{config}_{i:03d}",
-                "Education": level,
-                "prompt": topic["prompt"],
-                "Knowledge_Graph": json.dumps({"elements": topic["elements"], "dependencies": deps}),
-                "Annotation": f"A {level} {discipline.lower()} diagram: {topic['prompt'].lower()}",
-            }
-        )
-    return rows
-
-
-def make_sample(out_dir: str | Path, n_per_config: int = 4, seed: int = 0) -> Path:
-    """One `<config>.jsonl` per sample config, shaped like MMMG's rows. Re-running with the same arguments is a
-    no-op; a folder not written by --make-sample is never overwritten."""
-    out = Path(out_dir)
-    request = {"generator": "make-sample", "n_per_config": n_per_config, "seed": seed, "configs": list(SAMPLE_CONFIGS)}
-    if sample_is_current(out, request, [], list(out.iterdir()) if out.is_dir() else [], "--make-sample"):
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.jsonl"):  # an earlier sample's configs (the folder holds nothing else of anyone's)
-        old.unlink()
-    rng = random.Random(seed)
-    for config in SAMPLE_CONFIGS:
-        lines = [json.dumps(row) for row in _sample_rows(config, n_per_config, rng)]
-        (out / f"{config}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    mark_sample_written(out, request)
-    return out
+def check(
+    source: str,
+    levels: Sequence[str] | None = None,
+    disciplines: Sequence[str] | None = None,
+    prompt_column: str = "prompt",
+    max_samples: int | None = None,
+) -> tuple[int, str]:
+    """`data.py --check`: the prompts `load_mmmg` accepts (it raises DataError otherwise)."""
+    rows = load_mmmg(resolve_dataset_source(source, RECIPE_DIR), levels, disciplines, prompt_column, max_samples)
+    return len(rows), f"prompts of {len({row['config'] for row in rows})} config(s)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--make-sample", metavar="OUT_DIR", help="write an offline MMMG-shaped set")
-    action.add_argument("--check", metavar="SOURCE", help="validate a local folder or hub dataset")
-    parser.add_argument("--n-per-config", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--levels", nargs="+", default=None, help="default: all")
-    parser.add_argument("--disciplines", nargs="+", default=None, help="default: all")
-    parser.add_argument("--prompt-column", default="prompt")
-    parser.add_argument("--max-samples", type=int, default=None, help="rows per config")
-    args = parser.parse_args(argv)
-    if args.make_sample:
-        try:
-            out = make_sample(args.make_sample, args.n_per_config, args.seed)
-        except FileExistsError as err:
-            print(err, file=sys.stderr)
-            return 1
-        print(f"sample MMMG set ({', '.join(SAMPLE_CONFIGS)}; {args.n_per_config} rows each) in {out}")
-        return 0
-    try:
-        source = resolve_dataset_source(args.check, RECIPE_DIR)
-        rows = load_mmmg(source, args.levels, args.disciplines, args.prompt_column, args.max_samples)
-    except (DataError, ValueError) as err:
-        print(err, file=sys.stderr)
-        return 1
-    print(f"OK: {args.check}: {len(rows)} prompts")
-    return 0
+    """The command line (see the module docstring); returns the exit code."""
+    options = [
+        Option("--levels", f"of {', '.join(LEVELS)} (default: all)", nargs="+"),
+        Option("--disciplines", f"of {', '.join(DISCIPLINES)} (default: all)", nargs="+"),
+        Option("--prompt_column", "the column holding the prompt text (default: prompt)"),
+        Option("--max_samples", "check only the first N rows of each config", int, metavar="N"),
+    ]
+    return check_main(
+        check,
+        argv,
+        recipe_dir=RECIPE_DIR,
+        options=options,
+        description=__doc__,
+        source_help="a local folder of <config>.jsonl (sample.py writes one) or a hub dataset id",
+    )
 
 
 if __name__ == "__main__":

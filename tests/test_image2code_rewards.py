@@ -1,16 +1,23 @@
-"""image2code rewards: code extraction, the reward per sandbox status, one render per batch shared with a hook."""
+"""image2code rewards: code extraction, the built-in rewards per sandbox status, their weighted total (the original
+formula), one render per batch shared by every reward, program scorers, and the old reward keys' mapping."""
 
 from __future__ import annotations
 
+import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-from helpers import load_recipe_module
+from helpers import RECIPES_DIR, load_recipe_module
 from PIL import Image, ImageDraw
 
+from core.errors import ConfigError
+
 R = load_recipe_module("image2code", "rewards")
+NAMES = ["code_execution_reward", "image_similarity_reward", "status_penalty_reward"]
+WEIGHTS = [0.3, 0.7, 1.0]
 
 
 @dataclass
@@ -45,6 +52,36 @@ def _fenced(code: str) -> str:
     return f"Here is the code:\n```python\n{code}\n```\nDone."
 
 
+def _totals(funcs, weights, completions, **columns) -> list[float | None]:
+    """TRL's sum: weight x reward over the reward functions, per completion (None when every reward is None)."""
+    per_func = [func(completions, **columns) for func in funcs]
+    totals = []
+    for values in zip(*per_func, strict=True):
+        scored = [w * v for w, v in zip(weights, values, strict=True) if v is not None]
+        totals.append(sum(scored) if scored else None)
+    return totals
+
+
+def _sample_record_maker() -> ModuleType:
+    """The module with `make_sample_record` (sample.py once the generator moved there, data.py before)."""
+    if (RECIPES_DIR / "image2code" / "sample.py").is_file():
+        sample = load_recipe_module("image2code", "sample")
+        if hasattr(sample, "make_sample_record"):
+            return sample
+    return load_recipe_module("image2code", "data")
+
+
+def _real_sandbox(**limits):
+    """A started core.rewards.sandbox.Sandbox, or a skip where this machine cannot render."""
+    sandbox_module = pytest.importorskip("core.rewards.sandbox")
+    sandbox = sandbox_module.Sandbox(sandbox_module.SandboxLimits(**limits)) if limits else sandbox_module.Sandbox()
+    probe = sandbox.render(["import matplotlib.pyplot as plt\nplt.plot([1, 2], [1, 2])"])[0]
+    if probe.status != "ok":
+        sandbox.close()
+        pytest.skip(f"core.rewards.sandbox cannot render here: {probe.status} ({probe.error})")
+    return sandbox
+
+
 # ----------------------------------------------------------------------------------------------------- extraction
 
 
@@ -61,10 +98,10 @@ def test_extract_code_variants() -> None:
     assert R.extract_code(None) == ""
 
 
-# ----------------------------------------------------------------------------------------------------- formula
+# ------------------------------------------------------------------------------------------ rewards per status
 
 
-def test_reward_per_status() -> None:
+def test_builtin_rewards_per_status_and_their_total() -> None:
     ref = _reference()
     blank = Image.new("RGB", ref.size, "white")
     results = {
@@ -78,19 +115,31 @@ def test_reward_per_status() -> None:
         "ok_without_image": FakeResult("ok", None),
         "weird": FakeResult("exploded"),
     }
-    reward = R.Image2CodeReward(FakeSandbox(results), R.RewardConfig())
-    assert reward.__name__ == "image2code_reward"
+    funcs = R.build_reward_funcs(NAMES, FakeSandbox(results))
+    assert [f.__name__ for f in funcs] == NAMES
     names = list(results)
-    scores = dict(zip(names, reward([_fenced(n) for n in names], image=[ref] * len(names)), strict=True))
-    assert scores["perfect"] == pytest.approx(0.3 + 0.7)
-    assert scores["blank"] == 0.0  # a single-colour figure: nothing drawn, counts as no_image (see below)
-    assert scores["syntax"] == pytest.approx(-1.0)
-    assert scores["runtime"] == pytest.approx(-0.5)
-    assert scores["timeout"] == pytest.approx(-0.5)
-    assert scores["killed"] == pytest.approx(-0.5)
-    assert scores["noimg"] == 0.0
-    assert scores["ok_without_image"] == 0.0  # counts as no_image
-    assert scores["weird"] == pytest.approx(-0.5)  # unknown status counts as runtime_error
+    completions = [_fenced(n) for n in names]
+    execution, similarity, penalty = (dict(zip(names, f(completions, image=[ref] * 9), strict=True)) for f in funcs)
+    assert execution == {n: 1.0 if n == "perfect" else 0.0 for n in names}
+    assert similarity["perfect"] == pytest.approx(1.0)
+    assert all(similarity[n] == 0.0 for n in names if n != "perfect")
+    assert penalty == pytest.approx(
+        {
+            "perfect": 0.0,
+            "blank": 0.0,  # a single-colour figure: nothing drawn, counts as no_image
+            "syntax": -1.0,
+            "runtime": -0.5,
+            "timeout": -0.5,
+            "killed": -0.5,
+            "noimg": 0.0,
+            "ok_without_image": 0.0,  # counts as no_image
+            "weird": -0.5,  # an unknown status counts as runtime_error
+        }
+    )
+    totals = _totals(funcs, WEIGHTS, completions, image=[ref] * 9)
+    assert totals == pytest.approx([1.0, 0.0, -1.0, -0.5, -0.5, -0.5, 0.0, 0.0, -0.5])
+    # score_result (evaluate.py's total) is the same weighted sum
+    assert [R.score_result(results[n], ref)[0] for n in names] == pytest.approx(totals)
 
 
 def test_blank_figure_counts_as_no_image() -> None:
@@ -114,7 +163,8 @@ def test_blank_figure_counts_as_no_image() -> None:
         "perfect": FakeResult("ok", ref.copy()),
     }
     config = R.RewardConfig(no_image_penalty=-0.25)
-    scores = R.Image2CodeReward(FakeSandbox(results), config)(list(results), image=[ref] * len(results))
+    funcs = R.build_reward_funcs(NAMES, FakeSandbox(results), config)
+    scores = _totals(funcs, WEIGHTS, list(results), image=[ref] * len(results))
     assert scores[:5] == [-0.25] * 5  # scored exactly as no_image, whatever its penalty
     assert 0.3 < scores[5] < 1.0 and scores[6] == pytest.approx(1.0)
     assert [R.effective_status(results[name]) for name in results] == ["no_image"] * 5 + ["ok"] * 2
@@ -126,140 +176,273 @@ def test_blank_figure_counts_as_no_image() -> None:
     assert R.is_blank(inverted) and not R.is_blank(ref)
 
 
-def test_config_changes_formula() -> None:
+def test_penalties_configure_the_penalty_reward_and_weights_scale_the_total() -> None:
     ref = _reference()
-    config = R.RewardConfig(
-        code_execution_weight=0.5,
-        image_similarity_weight=0.5,
-        syntax_error_penalty=-2.0,
-        timeout_penalty=-0.1,
-        no_image_penalty=-0.2,
-    )
+    config = R.RewardConfig(syntax_error_penalty=-2.0, timeout_penalty=-0.1, no_image_penalty=-0.2)
     results = {
         "a": FakeResult("ok", ref),
         "b": FakeResult("syntax_error"),
         "c": FakeResult("timeout"),
         "d": FakeResult("no_image"),
     }
-    reward = R.Image2CodeReward(FakeSandbox(results), config)
-    assert reward(list(results), image=[ref] * 4) == pytest.approx([1.0, -2.0, -0.1, -0.2])
+    funcs = R.build_reward_funcs(NAMES, FakeSandbox(results), config)
+    assert funcs[2](list(results), image=[ref] * 4) == pytest.approx([0.0, -2.0, -0.1, -0.2])
+    # weights are reward_weights only: 0.5 / 0.5 instead of the original's 0.3 / 0.7
+    assert _totals(funcs, [0.5, 0.5, 1.0], list(results), image=[ref] * 4) == pytest.approx([1.0, -2.0, -0.1, -0.2])
+    weights = {"code_execution_reward": 0.5, "image_similarity_reward": 0.5, "status_penalty_reward": 1.0}
+    assert R.score_result(results["a"], ref, config, weights)[0] == pytest.approx(1.0)
     assert config.similarity_weights.ssim == 0.3
     with pytest.raises(ValueError):
         R.RewardConfig(edge_weight=-1)
 
 
-def test_missing_reference_is_none_and_logs_metrics() -> None:
+def test_missing_reference_is_none_and_metrics_are_logged_once_per_batch() -> None:
     ref = _reference()
     results = {"a": FakeResult("ok", ref), "b": FakeResult("syntax_error"), "c": FakeResult("ok", ref)}
-    logged: dict[str, float] = {}
-    reward = R.Image2CodeReward(FakeSandbox(results))
-    scores = reward(["a", "b", "c"], image=[ref, ref, None], log_metric=logged.__setitem__)
-    assert scores[:2] == pytest.approx([1.0, -1.0]) and scores[2] is None
-    assert logged["image2code/execution_success"] == pytest.approx(0.5)
-    assert logged["image2code/status/syntax_error"] == pytest.approx(0.5)
-    assert logged["image2code/status/timeout"] == 0.0
+    logged: list[tuple[str, float]] = []
+    funcs = R.build_reward_funcs(NAMES, FakeSandbox(results))
+    images = [ref, ref, None]
+    scores = [f(["a", "b", "c"], image=images, log_metric=lambda k, v: logged.append((k, v))) for f in funcs]
+    assert scores == [[1.0, 0.0, None], [pytest.approx(1.0), 0.0, None], [0.0, -1.0, None]]
+    metrics = dict(logged)
+    assert len(logged) == len(metrics)  # three rewards read the batch, its metrics are logged once
+    assert metrics["image2code/execution_success"] == pytest.approx(0.5)
+    assert metrics["image2code/status/syntax_error"] == pytest.approx(0.5)
+    assert metrics["image2code/status/timeout"] == 0.0
     for name in ("ssim", "mse", "cosine", "histogram", "edge", "combined"):
-        assert logged[f"image2code/similarity/{name}"] == pytest.approx(1.0)
+        assert metrics[f"image2code/similarity/{name}"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="image"):
-        reward(["a"])
+        funcs[0](["a"])
 
 
-# ------------------------------------------------------------------------------------------- render cache, hook
+# --------------------------------------------------------------------------------- one render, program scorers
 
 
 def code_length_bonus(code, reference_image, result):
-    """A hook for the tests: 1.0 when the code rendered, else minus its length / 100."""
+    """A program scorer for the tests: 1.0 when the code rendered, else minus its length / 100."""
     return 1.0 if result.status == "ok" else -len(code) / 100
 
 
-def failing_hook(code, reference_image, result):
+def failing_scorer(code, reference_image, result):
     raise RuntimeError("boom")
 
 
-def test_render_once_per_batch_shared_with_hook(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "i2c_test_hooks", sys.modules[__name__])
+def code_chars_reward(completions, **kwargs):
+    """A TRL-contract user reward for the tests."""
+    return [float(len(R.extract_code(c))) for c in completions]
+
+
+def test_one_render_per_batch_shared_by_every_reward(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "i2c_test_rewards", sys.modules[__name__])
     ref = _reference()
     sandbox = FakeSandbox({"good": FakeResult("ok", ref), "bad": FakeResult("syntax_error")})
-    funcs, weights = R.build_reward_funcs(R.RewardConfig(), sandbox, "i2c_test_hooks:code_length_bonus", 0.25)
-    assert [f.__name__ for f in funcs] == ["image2code_reward", "code_length_bonus"]
-    assert weights == [1.0, 0.25]
+    names = [*NAMES, "i2c_test_rewards:code_length_bonus", "i2c_test_rewards:code_chars_reward"]
+    funcs = R.build_reward_funcs(names, sandbox)
+    assert [f.__name__ for f in funcs] == [*NAMES, "code_length_bonus", "code_chars_reward"]
+    assert isinstance(funcs[3], R.ProgramReward) and funcs[4] is code_chars_reward  # TRL rewards stay as they are
     completions = [_fenced("good"), _fenced("bad"), "good"]
     images = [ref] * 3
-    main, hook = funcs
-    assert main(completions, image=images) == pytest.approx([1.0, -1.0, 1.0])
-    assert hook(completions, image=images) == pytest.approx([1.0, -0.03, 1.0])
-    assert sandbox.calls == [["good", "bad", "good"]]  # ONE render call for the batch, reused by the hook
-    main([_fenced("bad")], image=[ref])  # next batch renders again
-    assert len(sandbox.calls) == 2
+    values = [f(completions, image=images) for f in funcs]
+    assert values[0] == [1.0, 0.0, 1.0] and values[2] == [0.0, -1.0, 0.0]
+    assert values[3] == pytest.approx([1.0, -0.03, 1.0]) and values[4] == [4.0, 3.0, 4.0]
+    assert sandbox.calls == [["good", "bad", "good"]]  # ONE render call for the batch, read by every reward
+    funcs[0](completions, image=[ref.copy() for _ in range(3)])  # same programs, other reference images: rescored
+    funcs[1]([_fenced("bad")], image=[ref])  # the next batch renders again
+    assert len(sandbox.calls) == 3
 
 
-def test_without_hook_and_bad_hooks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_program_scorer_is_told_apart_from_a_trl_reward() -> None:
+    def keywords(completions, image=None):
+        return []
+
+    def any_names(c, img, res):
+        return 0.0
+
+    assert R.is_program_scorer(code_length_bonus) and R.is_program_scorer(any_names)
+    assert not R.is_program_scorer(code_chars_reward)  # **kwargs: TRL's contract
+    assert not R.is_program_scorer(keywords)  # takes `completions`
+    assert not R.is_program_scorer(lambda code: 0.0)  # neither: left to TRL (the start-up check reports it)
+
+
+def test_bad_user_rewards(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     sandbox = FakeSandbox({})
-    funcs, weights = R.build_reward_funcs(R.RewardConfig(), sandbox, None, 1.0)
-    assert [f.__name__ for f in funcs] == ["image2code_reward"] and weights == [1.0]
-    with pytest.raises(ValueError, match="import path"):
-        R.build_reward_funcs(R.RewardConfig(), sandbox, "no_colon_here", 1.0)
+    with pytest.raises(ValueError, match="unknown reward 'execution'"):
+        R.build_reward_funcs(["execution"], sandbox)
     with pytest.raises(ModuleNotFoundError):
-        R.build_reward_funcs(R.RewardConfig(), sandbox, "no_such_package_xyz.mod:f", 1.0)
-    monkeypatch.setitem(sys.modules, "i2c_test_hooks", sys.modules[__name__])
+        R.build_reward_funcs(["no_such_package_xyz.mod:f"], sandbox)
+    monkeypatch.setitem(sys.modules, "i2c_test_rewards", sys.modules[__name__])
     with pytest.raises(ValueError, match="no attribute"):
-        R.build_reward_funcs(R.RewardConfig(), sandbox, "i2c_test_hooks:not_there", 1.0)
+        R.build_reward_funcs(["i2c_test_rewards:not_there"], sandbox)
     with pytest.raises(ValueError, match="not callable"):
-        R.build_reward_funcs(R.RewardConfig(), sandbox, "i2c_test_hooks:R", 1.0)
-    hook_file = tmp_path / "my_hooks.py"
-    hook_file.write_text("def shape_bonus(code, reference_image, result):\n    return 0.5\n")
-    funcs, weights = R.build_reward_funcs(R.RewardConfig(), sandbox, f"{hook_file}:shape_bonus", 2.0)
-    assert funcs[1].__name__ == "shape_bonus" and weights == [1.0, 2.0]
+        R.build_reward_funcs(["i2c_test_rewards:NAMES"], sandbox)
+    clash = tmp_path / "clash.py"
+    clash.write_text("def code_execution_reward(code, reference_image, result):\n    return 0.5\n")
+    with pytest.raises(ValueError, match="like the built-in reward"):
+        R.build_reward_funcs([f"{clash}:code_execution_reward"], sandbox)
+    scorer_file = tmp_path / "my_scorers.py"
+    scorer_file.write_text("def shape_bonus(code, reference_image, result):\n    return 0.5\n")
+    (func,) = R.build_reward_funcs([f"{scorer_file}:shape_bonus"], sandbox)
+    assert func.__name__ == "shape_bonus" and func(["x"], image=[_reference()]) == [0.5]
 
 
-def test_failing_hook_scores_none() -> None:
+def test_failing_program_scorer_scores_none() -> None:
     ref = _reference()
-    hook = R.HookReward(failing_hook, FakeSandbox({"a": FakeResult("ok", ref)}))
-    assert hook.__name__ == "failing_hook"
-    assert hook(["a", "b"], image=[ref, ref]) == [None, None]
+    reward = R.ProgramReward(failing_scorer, R.ProgramScorer(FakeSandbox({"a": FakeResult("ok", ref)})))
+    assert reward.__name__ == "failing_scorer"
+    assert reward(["a", "b"], image=[ref, ref]) == [None, None]
 
 
-def test_real_sandbox_if_available() -> None:
-    """With core.rewards.sandbox present and working here: one real batch through the main reward."""
-    sandbox_module = pytest.importorskip("core.rewards.sandbox")
+# ------------------------------------------------------------------------------------------ old reward keys
+
+
+def test_old_reward_keys_map_onto_reward_funcs_and_weights() -> None:
+    resolve = R.resolve_reward_settings
+    assert resolve(NAMES, None) == (NAMES, WEIGHTS)  # unset reward_weights: each reward's default
+    assert resolve(["image_similarity_reward", "pkg.m:f"], None) == (["image_similarity_reward", "pkg.m:f"], [0.7, 1])
+    # an old config: the two weights and a hook, no reward_weights
+    old = {"code_execution_weight": 0.4, "image_similarity_weight": 0.6, "custom_score_fn": "pkg.m:hook"}
+    assert resolve(NAMES, None, **old, custom_score_weight=0.1) == ([*NAMES, "pkg.m:hook"], [0.4, 0.6, 1.0, 0.1])
+    assert resolve(NAMES, None, custom_score_fn="pkg.m:hook") == ([*NAMES, "pkg.m:hook"], [*WEIGHTS, 1.0])
+    # the shipped config (reward_weights set) plus the old hook flags: appended to both lists
+    assert resolve(NAMES, WEIGHTS, custom_score_fn="pkg.m:hook", custom_score_weight=0.1) == (
+        [*NAMES, "pkg.m:hook"],
+        [*WEIGHTS, 0.1],
+    )
+    assert resolve(NAMES, WEIGHTS, code_execution_weight=0.3) == (NAMES, WEIGHTS)  # agreeing: fine
+
+
+def test_old_reward_keys_that_cannot_map_say_what_to_write() -> None:
+    resolve = R.resolve_reward_settings
+    with pytest.raises(ConfigError) as err:
+        resolve(NAMES, WEIGHTS, code_execution_weight=0.5)
+    assert "write reward_weights: [0.5, 0.7, 1] (flag: --reward_weights 0.5 0.7 1)" in str(err.value)
+    assert "code_execution_weight=0.5" in str(err.value)
+    with pytest.raises(ConfigError, match="reward_weights has 2 value"):
+        resolve(NAMES, [0.3, 0.7])
+    with pytest.raises(ConfigError, match="without custom_score_fn"):
+        resolve(NAMES, None, custom_score_weight=0.5)
+    with pytest.raises(ConfigError, match="add code_execution_reward to reward_funcs or drop code_execution_weight"):
+        resolve(["image_similarity_reward"], None, code_execution_weight=0.3)
+    with pytest.raises(ConfigError, match="already in reward_funcs"):
+        resolve([*NAMES, "pkg.m:hook"], None, custom_score_fn="pkg.m:hook")
+
+
+def test_run_reward_weights_reads_new_and_old_run_configs() -> None:
+    new = {"reward_funcs": [*NAMES[:2], "pkg.m:f"]}
+    assert R.run_reward_weights(new, {"reward_weights": [0.5, 0.5, 2.0]}) == {
+        "code_execution_reward": 0.5,
+        "image_similarity_reward": 0.5,
+    }
+    old = {"train_file": "x.jsonl", "code_execution_weight": 0.2, "image_similarity_weight": 0.8}
+    assert R.run_reward_weights(old, {"reward_weights": [1.0, 0.1]}) == dict(zip(NAMES, [0.2, 0.8, 1.0], strict=True))
+
+
+def test_train_parses_old_and_new_keys_to_one_canonical_form(tmp_path: Path) -> None:
+    """Through the recipe's own parser: an old-style config file reads as reward_funcs + reward_weights, the shipped
+    smoke config gives the original formula's weights, and an old key that contradicts it is refused."""
+    train = load_recipe_module("image2code", "train")
+    from core.training.config import parse_config
+
+    cpu = ["--output_dir", str(tmp_path), "--bf16", "false"]  # TRL's default bf16 needs a GPU
+
+    def parse(*args: str):
+        script_args, training_args, _ = parse_config(train.ScriptArguments, args=[*args, *cpu])
+        train.apply_old_reward_keys(script_args, training_args)
+        return script_args, training_args
+
+    old_config = tmp_path / "old.yaml"
+    old_config.write_text(
+        "train_file: data/x.jsonl\neval_file: data/y.jsonl\ncode_execution_weight: 0.3\n"
+        "image_similarity_weight: 0.7\ncustom_score_fn: pkg.m:hook\ncustom_score_weight: 0.1\n"
+    )
+    script_args, training_args = parse("--config", str(old_config))
+    assert (script_args.dataset_name, script_args.eval_dataset_name) == ("data/x.jsonl", "data/y.jsonl")
+    assert script_args.reward_funcs == [*NAMES, "pkg.m:hook"] and training_args.reward_weights == [*WEIGHTS, 0.1]
+    assert script_args.custom_score_fn is None and script_args.code_execution_weight is None  # recorded once
+
+    smoke = str(RECIPES_DIR / "image2code" / "config_smoke.yaml")
+    script_args, training_args = parse("--config", smoke)
+    assert (script_args.reward_funcs, training_args.reward_weights) == (NAMES, WEIGHTS)
+    # the README's old hook flags on top of the shipped config: appended to reward_funcs and reward_weights
+    script_args, training_args = parse(
+        "--config", smoke, "--custom_score_fn", "pkg.m:hook", "--custom_score_weight", "0.5"
+    )
+    assert (script_args.reward_funcs, training_args.reward_weights) == ([*NAMES, "pkg.m:hook"], [*WEIGHTS, 0.5])
+    script_args, training_args = parse()  # no config file at all: the same defaults
+    assert (script_args.reward_funcs, training_args.reward_weights) == (NAMES, WEIGHTS)
+    with pytest.raises(ConfigError, match="--reward_weights 0.5 0.7 1"):
+        parse("--config", smoke, "--code_execution_weight", "0.5")
+
+
+# ------------------------------------------------------------------------------------------------ real sandbox
+
+
+def _old_formula(result, reference) -> float:
+    """The reward before it was split into functions (the original project's formula, as rewards.py computed it):
+    success * code_execution_weight (0.3) + similarity * image_similarity_weight (0.7) + penalty(status)."""
+    similarity_module = load_recipe_module("image2code", "similarity")
+    penalty = {"ok": 0.0, "syntax_error": -1.0, "runtime_error": -0.5, "timeout": -0.5, "killed": -0.5, "no_image": 0.0}
+    status = R.effective_status(result)
+    success = 1.0 if status == "ok" else 0.0
+    similarity = similarity_module.image_similarity(reference, result.image)["combined"] if status == "ok" else 0.0
+    return success * 0.3 + similarity * 0.7 + penalty[status]
+
+
+@pytest.mark.slow
+def test_default_rewards_and_weights_give_the_old_total_on_real_renders(tmp_path: Path) -> None:
+    """The acceptance check of the split: on programs rendered by core.rewards.sandbox (every sample chart kind,
+    each against its own image and against another kind's, a changed colour, failures of every kind, empty and
+    blank answers), sum(reward_weights x reward) of the default reward_funcs equals the old single reward."""
+    maker = _sample_record_maker()
+    rng = random.Random(0)
+    samples = [maker.make_sample_record(f"k{i}", rng, kind) for i, kind in enumerate(maker.KINDS)]
+    images = [image for image, _ in samples]
+    codes = [record["reference_code"] for _, record in samples]
+    figure = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2.4), dpi=64)\n"
+    others = [
+        codes[0] + "\nimport matplotlib.pyplot as plt\nplt.gca().set_facecolor('#ffd0d0')",  # changed colours
+        figure + "ax.bar(['a', 'b'], [1, 3], color='green')",
+        figure,  # empty axes: an attempt
+        "import matplotlib.pyplot as plt\nplt.figure()",  # blank: no_image
+        "",  # the empty program: no_image
+        "def broken(:",  # syntax_error
+        "1 / 0",  # runtime_error
+        "while True:\n    pass",  # timeout
+        "print('no figure')",  # no_image
+    ]
+    programs = codes + codes[1:] + codes[:1] + others  # own image, then the next kind's image, then the others
+    references = images + images + [images[0]] * len(others)
+    completions = [_fenced(code) for code in programs]
+    sandbox = _real_sandbox(wall_s=2.0, cpu_s=2.0)
+    with sandbox:
+        funcs = R.build_reward_funcs(NAMES, sandbox)
+        totals = _totals(funcs, WEIGHTS, completions, image=references)
+        results = funcs[0].scorer.score(completions, image=references).results  # cached: no second render
+        assert funcs[0].scorer.renders == 1
+    old = [_old_formula(result, reference) for result, reference in zip(results, references, strict=True)]
+    statuses = [R.effective_status(result) for result in results]
+    assert {"ok", "no_image", "syntax_error", "runtime_error", "timeout"} <= set(statuses)
+    assert any(0.3 < value < 0.99 for value in old)  # partial similarity is covered, not just 1.0 / failures
+    assert totals == pytest.approx(old, abs=1e-9)
+    assert totals[: len(codes)] == pytest.approx([1.0] * len(codes), abs=1e-6)  # each reference redraws its image
+
+
+def test_real_sandbox_batch() -> None:
+    """One real batch through the built-in rewards (fast; the slow test above covers every kind)."""
     ref = _reference()
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 2], [1, 2])"
-    with sandbox_module.Sandbox() as sandbox:
-        probe = sandbox.render([code])[0]
-        if probe.status != "ok":
-            pytest.skip(f"core.rewards.sandbox cannot render here: {probe.status} ({probe.error})")
-        funcs, _ = R.build_reward_funcs(R.RewardConfig(), sandbox, None, 1.0)
-        scores = funcs[0]([_fenced(code), _fenced("def broken(:"), _fenced("1 / 0")], image=[ref] * 3)
+    with _real_sandbox() as sandbox:
+        funcs = R.build_reward_funcs(NAMES, sandbox)
+        scores = _totals(funcs, WEIGHTS, [_fenced(code), _fenced("def broken(:"), _fenced("1 / 0")], image=[ref] * 3)
     assert 0.3 <= scores[0] <= 1.0
     assert scores[1:] == pytest.approx([-1.0, -0.5])
 
 
-def test_reference_code_scores_full_reward_in_real_sandbox() -> None:
-    """The sample's reference code, rendered by core.rewards.sandbox, reproduces the stored image:
-    reward 1.0 per kind."""
-    import random
-
-    sandbox_module = pytest.importorskip("core.rewards.sandbox")
-    data = load_recipe_module("image2code", "data")
-    rng = random.Random(0)
-    samples = [data.make_sample_record(f"k{i}", rng, kind) for i, kind in enumerate(data.KINDS)]
-    with sandbox_module.Sandbox() as sandbox:
-        if sandbox.render(["import matplotlib.pyplot as plt\nplt.plot([1])"])[0].status != "ok":
-            pytest.skip("core.rewards.sandbox cannot render here")
-        reward = R.Image2CodeReward(sandbox)
-        scores = reward([_fenced(r["reference_code"]) for _, r in samples], image=[img for img, _ in samples])
-    assert scores == pytest.approx([1.0] * len(samples), abs=1e-6)
-
-
 def test_empty_and_repeated_code_blocks_in_real_sandbox() -> None:
-    """Exact rewards, through core.rewards.sandbox, for empty answers (no code, an empty or whitespace-only fence,
-    repeated
-    empty fences, a blank figure) and for the reference code once and repeated (run once: the last python block)."""
-    import random
-
-    sandbox_module = pytest.importorskip("core.rewards.sandbox")
-    data = load_recipe_module("image2code", "data")
-    image, record = data.make_sample_record("k0", random.Random(0), "bar")
+    """Exact totals, through core.rewards.sandbox, for empty answers (no code, an empty or whitespace-only fence,
+    repeated empty fences, a blank figure) and for the reference code once and repeated (run once: the last python
+    block)."""
+    image, record = _sample_record_maker().make_sample_record("k0", random.Random(0), "bar")
     code = record["reference_code"]
     empty = "```python\n```"
     completions = {
@@ -272,26 +455,22 @@ def test_empty_and_repeated_code_blocks_in_real_sandbox() -> None:
         "well-formed x2": _fenced(code) * 2,
         "well-formed, then an empty fence": _fenced(code) + empty,
     }
-    with sandbox_module.Sandbox() as sandbox:
-        if sandbox.render(["import matplotlib.pyplot as plt\nplt.plot([1])"])[0].status != "ok":
-            pytest.skip("core.rewards.sandbox cannot render here")
-        scores = R.Image2CodeReward(sandbox)(list(completions.values()), image=[image] * len(completions))
+    with _real_sandbox() as sandbox:
+        funcs = R.build_reward_funcs(NAMES, sandbox)
+        scores = _totals(funcs, WEIGHTS, list(completions.values()), image=[image] * len(completions))
     expected = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
     assert dict(zip(completions, scores, strict=True)) == pytest.approx(dict(zip(completions, expected, strict=True)))
 
 
-
 @pytest.mark.slow
-def test_almost_no_ink_is_no_image_in_real_sandbox(tmp_path: Path) -> None:
+def test_almost_no_ink_is_no_image_in_real_sandbox() -> None:
     """A figure with next to no ink (a near-white speck, one dot) is an empty answer: exactly the no_image value, not
     the ~0.6 a blank canvas earns against a mostly-white chart. Every sample chart still scores 1.0 against itself,
     and empty axes (a drawing attempt) are still "ok"."""
-    import json
-
-    sandbox_module = pytest.importorskip("core.rewards.sandbox")
-    data = load_recipe_module("image2code", "data")
-    rows = [json.loads(line) for line in data.create_sample(tmp_path, n=16, seed=0).read_text().splitlines()]
-    charts = [Image.open(tmp_path / row["image_path"]) for row in rows]
+    maker = _sample_record_maker()
+    rng = random.Random(0)
+    samples = [maker.make_sample_record(f"c{i}", rng, maker.KINDS[i % len(maker.KINDS)]) for i in range(16)]
+    charts = [image for image, _ in samples]
     figure = "import matplotlib.pyplot as plt\nfig = plt.figure(figsize=(3, 2.4), dpi=64)\n"
     nothing = [
         figure + "fig.text(.5, .5, '.', color=(.99, .99, .99))",  # a near-white speck
@@ -300,16 +479,14 @@ def test_almost_no_ink_is_no_image_in_real_sandbox(tmp_path: Path) -> None:
     ]
     empty_axes = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2.4), dpi=64)"
     config = R.RewardConfig(no_image_penalty=-0.25)
-    with sandbox_module.Sandbox() as sandbox:
-        if sandbox.render(["import matplotlib.pyplot as plt\nplt.plot([1])"])[0].status != "ok":
-            pytest.skip("core.rewards.sandbox cannot render here")
-        reward = R.Image2CodeReward(sandbox, config)
+    with _real_sandbox() as sandbox:
+        funcs = R.build_reward_funcs(NAMES, sandbox, config)
         codes = [*nothing, empty_axes]
         references = charts[: len(codes)]
-        scores = reward([_fenced(code) for code in codes], image=references)
-        results = reward.cache.render(codes)
-        own = reward([_fenced(row["reference_code"]) for row in rows], image=charts)
+        scores = _totals(funcs, WEIGHTS, [_fenced(code) for code in codes], image=references)
+        results = funcs[0].scorer.score([_fenced(code) for code in codes], image=references).results
+        own = _totals(funcs, WEIGHTS, [_fenced(record["reference_code"]) for _, record in samples], image=charts)
     assert scores[:3] == [-0.25] * 3  # exactly no_image, whatever the reference
     assert [R.effective_status(result) for result in results] == ["no_image"] * 3 + ["ok"]
     assert 0.3 < scores[3] < 1.0  # empty axes: an attempt, scored by similarity
-    assert own == pytest.approx([1.0] * len(rows), abs=1e-6)
+    assert own == pytest.approx([1.0] * len(samples), abs=1e-6)

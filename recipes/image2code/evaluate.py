@@ -1,33 +1,41 @@
 """Evaluate a finished (or checkpointed) run: execution success, image similarity, overall score, code quality.
 
-Usage:  python recipes/image2code/evaluate.py RUN_DIR [--data_file FILE] [--max_samples N]
-                                                      [--generate_examples --max_examples 8]
+Usage:  python recipes/image2code/evaluate.py RUN_DIR [--dataset_name FILE] [--images_root DIR] [--max_samples N]
+            [--batch_size 4] [--max_new_tokens 768] [--generate_examples --max_examples 8] [--out_dir DIR]
+            (the shared flags: core/evaluation/cli.py)
 Writes RUN_DIR/eval/ (or --out_dir): metrics.json and predictions.jsonl; with --generate_examples also
-examples.png (reference | generated, with scores) and report.md. Programs run in the same sandbox as in training.
+examples.png (reference | generated, with scores) and report.md. Programs run in the same sandbox as in training;
+`reward` is the total of the built-in rewards with the run's weights, as training summed them.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import json
-import logging
 import math
 from pathlib import Path
 from typing import Any
 
-import torch
 from data import build_dataset
 from PIL import Image, ImageDraw
-from rewards import RewardConfig, effective_status, extract_code, score_result
+from rewards import RewardConfig, effective_status, extract_code, run_reward_weights, score_result
 
 from core.errors import install_error_hook
+from core.evaluation.cli import (
+    batches,
+    data_source,
+    eval_device,
+    eval_parser,
+    output_dir,
+    parse_eval_args,
+    report,
+    write_results,
+)
 from core.evaluation.loading import generate_greedy, load_trained_policy
 from core.rewards.sandbox import Sandbox, SandboxLimits
 from core.training.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
-logger = logging.getLogger("evaluate")
 BRANCHES = (ast.If, ast.For, ast.While, ast.Try, ast.With, ast.BoolOp, ast.IfExp, ast.comprehension, ast.ExceptHandler)
 
 
@@ -72,26 +80,19 @@ def draw_examples(records: list[dict], refs: list[Image.Image], gens: list[Image
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data_file", help="default: the run's eval_file, else train_file")
-    parser.add_argument("--images_root")
-    parser.add_argument("--max_samples", type=int, default=None)
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--max_new_tokens", type=int, default=768)
+    parser = eval_parser(__doc__, batch_size=4, max_new_tokens=768, root_flag="images_root")
     parser.add_argument("--generate_examples", action="store_true", help="write examples.png and report.md")
     parser.add_argument("--max_examples", type=int, default=8)
-    parser.add_argument("--out_dir", type=Path, help="default: RUN_DIR/eval")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_eval_args(parser, argv)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, processor, _, cfg = load_trained_policy(args.run_dir, device)
+    model, processor, _, cfg = load_trained_policy(args.run_dir, eval_device())
     script = cfg["ScriptArguments"]
-    data_file = resolve_input_path(args.data_file or script.get("eval_file") or script["train_file"], RECIPE_DIR)
+    data_file = data_source(args, script, RECIPE_DIR)
+    # image_path is relative to images_root, else to the data file's own folder (data.py's default)
     images_root = resolve_input_path(args.images_root or script.get("images_root"), RECIPE_DIR)
     dataset = build_dataset(data_file, images_root, script.get("system_prompt"), args.max_samples)
     config = RewardConfig.from_object(argparse.Namespace(**script))
+    weights = run_reward_weights(script, cfg.get("GRPOConfig"))
     limits = SandboxLimits(
         wall_s=script["sandbox_wall_s"], cpu_s=script["sandbox_wall_s"], memory_mb=script["sandbox_memory_mb"]
     )
@@ -100,11 +101,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     refs: list[Image.Image] = []
     gens: list[Image.Image | None] = []
     with Sandbox(limits, workers=script.get("sandbox_workers")) as sandbox:
-        for start in range(0, len(dataset), args.batch_size):
-            rows = [dataset[i] for i in range(start, min(start + args.batch_size, len(dataset)))]
+        for rows in batches(dataset, args.batch_size):
             codes = [extract_code(text) for text in generate_greedy(model, processor, rows, args.max_new_tokens)]
             for row, code, result in zip(rows, codes, sandbox.render(codes), strict=True):
-                reward, status, similarity = score_result(result, row["image"], config)
+                reward, status, similarity = score_result(result, row["image"], config, weights)
                 records.append(
                     {
                         "id": row["id"],
@@ -119,7 +119,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if len(refs) < args.max_examples:
                     refs.append(row["image"])
                     gens.append(result.image if effective_status(result) == "ok" else None)
-            logger.info("evaluated %d/%d", len(records), len(dataset))
 
     n = max(len(records), 1)
     ok = [r for r in records if r["status"] == "ok"]
@@ -134,8 +133,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "num_samples": len(records),
         "execution_success_rate": len(ok) / n,
         "status_rates": {s: sum(r["status"] == s for r in records) / n for s in statuses},
-        "mean_similarity": sum(r["similarity"]["combined"] for r in ok) / len(ok) if ok else 0.0,
-        "similarity_components": {c: sum(r["similarity"][c] for r in ok) / len(ok) for c in components if ok},
+        "mean_similarity": sum(r["similarity"]["combined"] for r in ok if r["similarity"]) / len(ok) if ok else 0.0,
+        "similarity_components": {
+            c: sum(r["similarity"][c] for r in ok if r["similarity"]) / len(ok) for c in components if ok
+        },
         "overall_score": sum(r["reward"] for r in records) / n,
         "code_quality": {
             "mean_lines": sum(r["quality"]["lines"] for r in records) / n,
@@ -143,39 +144,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mean_complexity": sum(parsed) / len(parsed) if parsed else math.nan,
             "imports_used": dict(sorted(imports.items(), key=lambda kv: -kv[1])),
         },
-        "data_file": data_file,
     }
-    out_dir = args.out_dir or args.run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    with open(out_dir / "predictions.jsonl", "w") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
+    out_dir = output_dir(args)
+    written = write_results(out_dir, metrics, records, {"data_file": data_file, "reward_weights": weights})
     if args.generate_examples:
         draw_examples(records[: len(refs)], refs, gens, out_dir / "examples.png")
-        lines = [
-            f"# image2code evaluation of `{args.run_dir}`",
-            "",
-            f"- samples: {len(records)}; execution success: {metrics['execution_success_rate']:.1%}",
-            f"- mean similarity (ok programs): {metrics['mean_similarity']:.3f}; overall score: "
-            f"{metrics['overall_score']:.3f}",
-            "",
-            "![examples](examples.png)",
-            "",
-        ]
-        for rec in records[: len(refs)]:
-            lines += [
-                f"## {rec['id']}: {rec['status']}, reward {rec['reward']:.2f}",
-                "",
-                "```python",
-                rec["code"][:2000],
-                "```",
-                "",
-            ]
-        (out_dir / "report.md").write_text("\n".join(lines))
-    print(json.dumps({k: v for k, v in metrics.items() if k != "data_file"}, indent=2))
-    print(f"wrote {out_dir}")
-    return metrics
+        (out_dir / "report.md").write_text(report_markdown(args.run_dir, metrics, records[: len(refs)]))
+        written += [out_dir / "examples.png", out_dir / "report.md"]
+    report(metrics, written)
+    return {**metrics, "data_file": data_file}
+
+
+def report_markdown(run_dir: Path, metrics: dict[str, Any], examples: list[dict]) -> str:
+    """report.md: the headline numbers, examples.png, and each example's status, reward and code."""
+    lines = [
+        f"# image2code evaluation of `{run_dir}`",
+        "",
+        f"- samples: {metrics['num_samples']}; execution success: {metrics['execution_success_rate']:.1%}",
+        f"- mean similarity (ok programs): {metrics['mean_similarity']:.3f}; overall score: "
+        f"{metrics['overall_score']:.3f}",
+        "",
+        "![examples](examples.png)",
+        "",
+    ]
+    for rec in examples:
+        lines += [f"## {rec['id']}: {rec['status']}, reward {rec['reward']:.2f}", "", "```python", rec["code"][:2000]]
+        lines += ["```", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@ import pytest
 import yaml
 
 from core.training.config import (
+    COMMON_ALIASES,
     RESOLVED_CONFIG_NAME,
     VLMModelConfig,
+    canonical_keys,
     load_resolved_config,
     parse_config,
     save_resolved_config,
+    script_aliases,
 )
 
 
@@ -154,3 +157,92 @@ def test_a_section_with_an_unknown_key_is_an_error(tmp_path):
     cfg = write_yaml(tmp_path, {"reward": {"solution_start": "<a>", "typo_key": 1}, "output_dir": str(tmp_path / "o")})
     with pytest.raises(ValueError, match="reward"):
         parse_config(SectionArgs, ["--config", cfg], aliases=SECTION_ALIASES)
+
+
+# ------------------------------------------------------------------ issue 16: one vocabulary, the old names as aliases
+
+
+@dataclass
+class CanonicalArgs:
+    dataset_name: str = field(default="train.jsonl", metadata={"help": "data"})
+    eval_dataset_name: str | None = field(default=None, metadata={"help": "held-out data"})
+    dataset_train_split: str = field(default="train", metadata={"help": "split"})
+    max_train_samples: int | None = field(default=None, metadata={"range": (1, None), "help": "first N rows"})
+
+
+def test_common_aliases_land_on_the_canonical_fields(tmp_path):
+    old = {"train_file": "a.jsonl", "eval_file": "e.jsonl", "dataset_split": "testmini", "max_samples": 5}
+    script, _, _ = parse_config(
+        CanonicalArgs, ["--config", write_yaml(tmp_path, {**old, "output_dir": str(tmp_path / "o")})]
+    )
+    assert (script.dataset_name, script.eval_dataset_name, script.dataset_train_split, script.max_train_samples) == (
+        "a.jsonl",
+        "e.jsonl",
+        "testmini",
+        5,
+    )
+    cfg = write_yaml(tmp_path, {"dataset": "owner/name", "splits": "test_real", "output_dir": str(tmp_path / "o")})
+    script, _, _ = parse_config(CanonicalArgs, ["--config", cfg, "--max_samples", "2", "--eval_file=x.jsonl"])
+    assert (script.dataset_name, script.dataset_train_split, script.max_train_samples) == ("owner/name", "test_real", 2)
+    assert script.eval_dataset_name == "x.jsonl"
+    # The command line wins over the file under either name, and the range check sees the canonical field.
+    script, _, _ = parse_config(CanonicalArgs, ["--config", cfg, "--dataset_name", "cli.jsonl"])
+    assert script.dataset_name == "cli.jsonl"
+    with pytest.raises(ValueError, match="--max_train_samples 0: must be >= 1"):
+        parse_config(CanonicalArgs, ["--config", cfg, "--max_samples", "0"])
+
+
+def test_common_aliases_only_for_fields_the_recipe_has(tmp_path):
+    # ToyScriptArgs has no dataset_name: `dataset` is an unknown key there, with the usual hint, not a silent alias.
+    cfg = write_yaml(tmp_path, {"dataset": "x.jsonl", "output_dir": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="unknown key dataset in config file .*did you mean"):
+        parse_config(ToyScriptArgs, ["--config", cfg])
+    # and a field that still has an old name keeps it: train_file is ToyScriptArgs' own field.
+    script, _, _ = parse_config(
+        ToyScriptArgs, ["--config", write_yaml(tmp_path, {"train_file": "t", "output_dir": str(tmp_path / "o")})]
+    )
+    assert script.train_file == "t"
+    assert script_aliases(ToyScriptArgs) == {}
+    assert script_aliases(CanonicalArgs, {"grpo_beta": "beta"}) == {**COMMON_ALIASES, "grpo_beta": "beta"}
+
+
+def test_two_names_of_one_field_with_different_values_fail(tmp_path):
+    cfg = write_yaml(tmp_path, {"train_file": "a", "dataset_name": "b", "output_dir": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="train_file='a' and dataset_name='b' set the same thing"):
+        parse_config(CanonicalArgs, ["--config", cfg])
+    cfg = write_yaml(tmp_path, {"train_file": "a", "dataset": "b", "output_dir": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="dataset='b' and train_file='a' set the same thing"):
+        parse_config(CanonicalArgs, ["--config", cfg])
+    cfg = write_yaml(tmp_path, {"train_file": "a", "dataset_name": "a", "output_dir": str(tmp_path / "o")})
+    assert parse_config(CanonicalArgs, ["--config", cfg])[0].dataset_name == "a"  # the same value twice: no conflict
+    cfg = write_yaml(tmp_path, {"output_dir": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="--train_file and --dataset_name set the same thing"):
+        parse_config(CanonicalArgs, ["--config", cfg, "--train_file", "a", "--dataset_name", "b"])
+    with pytest.raises(ValueError, match=r"--train_file and --dataset set the same thing \(--dataset_name\)"):
+        parse_config(CanonicalArgs, ["--config", cfg, "--train_file", "a", "--dataset=b"])
+
+
+def test_a_typo_of_a_canonical_key_is_pointed_at_it(tmp_path):
+    cfg = write_yaml(tmp_path, {"dataset_nme": "x", "output_dir": str(tmp_path / "o")})
+    with pytest.raises(ValueError, match="unknown key dataset_nme .*did you mean dataset_name"):
+        parse_config(CanonicalArgs, ["--config", cfg])
+
+
+def test_a_run_recorded_with_old_key_names_reads_with_the_canonical_ones(tmp_path):
+    """run_config.yaml of a run trained before the rename: every evaluate.py reads it under the canonical names."""
+    old = {"train_file": "t.jsonl", "eval_file": "e.jsonl", "max_samples": 48, "dataset_split": "testmini", "seed": 1}
+    (tmp_path / RESOLVED_CONFIG_NAME).write_text(yaml.safe_dump({"ScriptArguments": old, "GRPOConfig": {"seed": 2}}))
+    loaded = load_resolved_config(tmp_path)
+    assert loaded["ScriptArguments"] == {
+        "dataset_name": "t.jsonl",
+        "eval_dataset_name": "e.jsonl",
+        "max_train_samples": 48,
+        "dataset_train_split": "testmini",
+        "seed": 1,
+    }
+    assert loaded["GRPOConfig"] == {"seed": 2}
+    # A canonical key already recorded wins over an old one.
+    assert canonical_keys({"dataset": "old", "dataset_name": "new", "splits": ["a"]}) == {
+        "dataset_name": "new",
+        "dataset_train_split": ["a"],
+    }

@@ -8,16 +8,26 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from core.training.config import parse_config
+from core.training.config import COMMON_ALIASES, parse_config
 from tests.helpers import RECIPES_DIR, load_recipe_module
 
 RECIPES = sorted(p.name for p in RECIPES_DIR.iterdir() if (p / "config.yaml").is_file())
+
+# The key names each recipe's configs had before the shared vocabulary (canonical -> old), all still accepted.
+OLD_KEYS = {
+    "grounding": {"dataset_name": "train_file", "eval_dataset_name": "eval_file"},
+    "video": {"dataset_name": "train_file", "eval_dataset_name": "eval_file"},
+    "image2code": {"dataset_name": "train_file", "eval_dataset_name": "eval_file"},
+    "image_edit": {"dataset_name": "dataset", "dataset_train_split": "splits"},
+    "mmmg": {"dataset_name": "dataset"},
+    "mathvista": {"dataset_train_split": "dataset_split", "max_train_samples": "max_samples"},
+}
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_real_config_parses(recipe: str, tmp_path) -> None:
     train = load_recipe_module(recipe, "train")
-    aliases = getattr(train, "ALIASES", None) or getattr(train, "ORIGINAL_NAMES", None)
+    aliases = getattr(train, "ALIASES", None)
     path = RECIPES_DIR / recipe / "config.yaml"
     batch = yaml.safe_load(path.read_text()).get("per_device_train_batch_size", 8)
     args = ["--config", str(path), "--bf16", "false", "--output_dir", str(tmp_path)]
@@ -39,7 +49,7 @@ def test_mathvista_config_mirrors_the_original(tmp_path) -> None:
         str(tmp_path),
     ]
     script, training, model = parse_config(train.ScriptArguments, args, aliases=train.ALIASES)
-    assert (script.backend, script.dataset_name, script.dataset_split, script.image_size) == (
+    assert (script.backend, script.dataset_name, script.dataset_train_split, script.image_size) == (
         "unsloth",
         "AI4Math/MathVista",
         "testmini",
@@ -101,3 +111,53 @@ def test_mathvista_runs_as_the_original_on_unsloth_and_on_trl_vllm_across_gpus(t
     backends.check_backend(script.backend, model, training)
     assert (script.backend, training.use_vllm, training.vllm_mode) == ("transformers", True, "colocate")
     assert training.vllm_gpu_memory_utilization == 0.35 and not model.load_in_4bit
+
+
+def old_key_config(recipe: str, name: str, tmp_path) -> tuple[dict, str]:
+    """The recipe's config `name` written with its old key names (OLD_KEYS) instead of the canonical ones."""
+    values = yaml.safe_load((RECIPES_DIR / recipe / name).read_text())
+    old = {OLD_KEYS[recipe].get(key, key): value for key, value in values.items()}
+    path = tmp_path / f"old_{name}"
+    path.write_text(yaml.safe_dump(old))
+    return old, str(path)
+
+
+# A value other than any config's, per canonical key, to show an old flag lands on the canonical field.
+FLAG_VALUES = {
+    "dataset_name": "elsewhere/train.jsonl",
+    "eval_dataset_name": "elsewhere/eval.jsonl",
+    "dataset_train_split": "test",
+    "max_train_samples": "3",
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(OLD_KEYS))
+def test_a_config_with_the_old_key_names_parses_to_the_same_values(recipe: str, tmp_path) -> None:
+    """Issue 16: one vocabulary (dataset_name, dataset_train_split, eval_dataset_name, max_train_samples) in every
+    recipe, and the names each config had before still work, as config keys and as flags."""
+    assert set(RECIPES) <= set(OLD_KEYS)
+    train = load_recipe_module(recipe, "train")
+    aliases = getattr(train, "ALIASES", None)
+    flags = ["--bf16", "false", "--output_dir", str(tmp_path / "out")]
+    smoke = yaml.safe_load((RECIPES_DIR / recipe / "config_smoke.yaml").read_text())
+    assert set(OLD_KEYS[recipe]) <= set(smoke), "config_smoke.yaml sets every data key, under its canonical name"
+    for name in ("config_smoke.yaml", "config.yaml"):
+        path = RECIPES_DIR / recipe / name
+        canonical = yaml.safe_load(path.read_text())
+        assert not set(canonical) & set(COMMON_ALIASES), f"{name} uses no old key name"
+        flags_here = [*flags, "--per_device_train_batch_size", str(8 * canonical.get("per_device_train_batch_size", 8))]
+        new = parse_config(train.ScriptArguments, ["--config", str(path), *flags_here], aliases)
+        old_path = tmp_path / f"old_{name}"
+        old_path.write_text(yaml.safe_dump({OLD_KEYS[recipe].get(k, k): v for k, v in canonical.items()}))
+        old = parse_config(train.ScriptArguments, ["--config", str(old_path), *flags_here], aliases)
+        assert old[0] == new[0] and old[2] == new[2]
+        assert {k: v for k, v in old[1].to_dict().items() if k != "logging_dir"} == {
+            k: v for k, v in new[1].to_dict().items() if k != "logging_dir"
+        }
+    # The old names as flags, over the file's canonical keys.
+    for canonical_key, old_key in OLD_KEYS[recipe].items():
+        value = FLAG_VALUES[canonical_key]
+        args = ["--config", str(RECIPES_DIR / recipe / "config_smoke.yaml"), *flags, f"--{old_key}", value]
+        script, _, _ = parse_config(train.ScriptArguments, args, aliases)
+        parsed = getattr(script, canonical_key)
+        assert parsed in (value, int(value) if value.isdigit() else value, [value]), (canonical_key, parsed)

@@ -147,7 +147,7 @@ def test_transformers_info_dumps_are_off_unless_log_level_asks(tmp_path):
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("grounding_sample")
-    load_recipe_module("grounding", "data").make_sample(out, n_train=8, n_eval=4, seed=0)
+    load_recipe_module("grounding", "sample").make_sample(out, num_samples=12, num_eval=4, seed=0)
     return out
 
 
@@ -216,5 +216,15 @@ def test_overwrite_whose_start_fails_keeps_the_earlier_run(finished_smoke, sampl
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"file not found: {missing}" in proc.stderr
     console = proc.stdout + proc.stderr
+    # train.py checks the data before it claims the output folder: the overwrite is not even queued.
+    assert "is deleted when training starts" not in console and "entries of the earlier run" not in console
+    assert snapshot(out) == before
+    # A start that fails after the folder is claimed (here the trainer refuses 2 weights for 3 rewards): still kept.
+    proc = run_smoke_train(
+        "grounding", *smoke_flags(sample, out, "--overwrite_output_dir", "true"), "--reward_weights", "1", "2"
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert "Number of reward weights (2) must match" in console
     assert "is deleted when training starts" in console and "entries of the earlier run" not in console
     assert snapshot(out) == before

@@ -122,6 +122,41 @@ def generate_greedy(
     return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
+@torch.no_grad()
+def generate_completion_ids(
+    model: Any,
+    processor: Any,
+    prompts: list[list[dict]],
+    images: list[Any] | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+) -> list[list[int]]:
+    """Greedy completion token ids (pad tokens dropped) of a pipeline's text-encoder policy for conversational
+    `prompts`, each with its one condition image when `images` is given, `batch_size` prompts at a time: what the
+    pipeline's renderer embeds, as in training (`core.training.prompts.encode_prompts`).
+
+    `processor`: the pipeline's processor (edit pipelines) or tokenizer (text-to-image). Batched generation pads on
+    the left; the tokenizer's own padding side is restored right after encoding, since the embeddings the renderer
+    computes pad as the pipeline does.
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    completion_ids: list[list[int]] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = slice(start, start + batch_size)
+        side, tokenizer.padding_side = tokenizer.padding_side, "left"
+        try:
+            pictures = None if images is None else [[image] for image in images[chunk]]
+            inputs = encode_prompts(processor, prompts[chunk], images=pictures).to(model.device)
+        finally:
+            tokenizer.padding_side = side
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        completion_ids += [
+            [t for t in seq.tolist() if t != tokenizer.pad_token_id] for seq in out[:, inputs["input_ids"].shape[1] :]
+        ]
+        logger.info("generated %d/%d", min(start + batch_size, len(prompts)), len(prompts))
+    return completion_ids
+
+
 def encode_rows(processor: Any, rows: list[dict], **chat_template_kwargs: Any) -> Any:
     """`core.training.prompts.encode_prompts` for dataset rows, their media read from the columns the trainer reads
     them from:

@@ -8,6 +8,12 @@ recipes' ScriptArguments included) declares its allowed values with `metadata={"
 None for no bound) or a `Range`, and `parse_config` refuses a value outside it before anything loads.
 `INHERITED_RANGES` does the same for the fields TRL and transformers own. Errors are `core.errors.ConfigError`,
 shown without a traceback (core.errors).
+
+One vocabulary across recipes: the same setting has the same key everywhere (`dataset_name`, `dataset_train_split`,
+`eval_dataset_name`, `max_train_samples`, as in TRL's own scripts). The names recipes used before stay accepted
+through `COMMON_ALIASES`, which `parse_config` applies to every recipe whose ScriptArguments has the target field, on
+top of the recipe's own `ALIASES` (an original project's names); `load_resolved_config` maps them when it reads a
+run_config.yaml written before the rename, so such runs still evaluate.
 """
 
 from __future__ import annotations
@@ -30,9 +36,21 @@ from trl import GRPOConfig, ModelConfig, TrlParser
 
 from core.errors import ConfigError, install_error_hook
 from core.ranges import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Range
-from core.testing.tiny import is_tiny
+from core.training.model_ids import is_tiny
 
 RESOLVED_CONFIG_NAME = "run_config.yaml"
+SCRIPT_SECTION = "ScriptArguments"  # run_config.yaml's section of a recipe's own arguments
+
+# Key names the recipes used before they shared one vocabulary -> the canonical field. Applied to a recipe only where
+# its ScriptArguments has the canonical field (and no field of the old name), so each old key means what it meant.
+COMMON_ALIASES: dict[str, str] = {
+    "train_file": "dataset_name",  # grounding, video, image2code
+    "dataset": "dataset_name",  # image_edit, mmmg
+    "eval_file": "eval_dataset_name",
+    "dataset_split": "dataset_train_split",  # mathvista
+    "splits": "dataset_train_split",  # image_edit (a list of splits)
+    "max_samples": "max_train_samples",  # mathvista
+}
 
 T = TypeVar("T")
 
@@ -251,28 +269,56 @@ def flatten_aliased_sections(config: dict[str, Any], aliases: dict[str, str]) ->
     return out
 
 
+def script_aliases(script_args_cls: type, aliases: dict[str, str] | None = None) -> dict[str, str]:
+    """Every old name `parse_config` accepts for `script_args_cls`: the `COMMON_ALIASES` whose canonical field the
+    class has (and whose old name it does not), then the recipe's own `aliases` (which win on a clash)."""
+    names = {f.name for f in dataclasses.fields(script_args_cls)}
+    common = {old: new for old, new in COMMON_ALIASES.items() if new in names and old not in names}
+    return {**common, **(aliases or {})}
+
+
+def canonical_keys(section: dict[str, Any]) -> dict[str, Any]:
+    """A recorded ScriptArguments section with the `COMMON_ALIASES` old names mapped to the canonical ones, so a run
+    trained before the rename (run_config.yaml with `train_file`, `dataset`, `max_samples`, ...) reads like a new one.
+    A canonical key already recorded wins over an old one."""
+    out = dict(section)
+    for old, new in COMMON_ALIASES.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out
+
+
 def rename_aliases(config: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
-    """Config keys with original names renamed; one file setting both names to different values is an error."""
+    """Config keys with original names renamed; one file setting two names of one field to different values is an
+    error."""
     out = flatten_aliased_sections(config, aliases)
+    set_by: dict[str, str] = {}  # canonical field -> the old name that set it
     for old, new in aliases.items():
         if old not in out:
             continue
         value = out.pop(old)
         if new in out and out[new] != value:
-            raise ValueError(f"{old}={value!r} and {new}={out[new]!r} set the same thing; keep one of them")
+            other = set_by.get(new, new)
+            raise ValueError(f"{old}={value!r} and {other}={out[new]!r} set the same thing; keep one of them")
         out[new] = value
+        set_by[new] = old
     return out
 
 
 def rename_alias_flags(args: list[str], aliases: dict[str, str]) -> list[str]:
-    """`--old v` / `--old=v` -> `--new ...`; giving both flags is an error (argparse would keep one silently)."""
+    """`--old v` / `--old=v` -> `--new ...`; giving two flags of one field is an error (argparse would keep one
+    silently)."""
     renamed = []
+    given: dict[str, str] = {}  # canonical field -> the old flag that set it
     for arg in args:
         name, eq, value = arg.partition("=")
         if name.startswith("--") and name[2:] in aliases:
             new = aliases[name[2:]]
             if any(a == f"--{new}" or a.startswith(f"--{new}=") for a in args):
                 raise ValueError(f"{name} and --{new} set the same thing; keep one of them")
+            if given.setdefault(new, name) != name:
+                raise ValueError(f"{given[new]} and {name} set the same thing (--{new}); keep one of them")
             arg = f"--{new}{eq}{value}"
         renamed.append(arg)
     return renamed
@@ -285,10 +331,11 @@ def parse_config(
 
     `aliases` maps an original project's key names onto the fields that do the job (e.g. grpo_beta -> beta), in the
     YAML and on the command line alike; the command line still wins over the file. A dotted alias such as
-    `reward.solution_start` also accepts the nested YAML form `reward: {solution_start: ...}`.
+    `reward.solution_start` also accepts the nested YAML form `reward: {solution_start: ...}`. The `COMMON_ALIASES`
+    of the fields `script_args_cls` has are added (`script_aliases`), so `train_file:` still sets `dataset_name`.
     """
     install_error_hook()  # every train.py calls this first: its start-up errors print as messages
-    aliases = aliases or {}
+    aliases = script_aliases(script_args_cls, aliases)
     args = rename_alias_flags(list(sys.argv[1:] if args is None else args), aliases)
     parser = _AliasingTrlParser((script_args_cls, VLMGRPOConfig, VLMModelConfig), aliases)
     config_path = args[args.index("--config") + 1] if "--config" in args[:-1] else None
@@ -362,8 +409,12 @@ def save_resolved_config(output_dir: str | os.PathLike, *configs: Any) -> Path:
 
 
 def load_resolved_config(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Read back what `save_resolved_config` wrote (used by every recipe's evaluate.py)."""
+    """Read back what `save_resolved_config` wrote (used by every recipe's evaluate.py), its ScriptArguments under
+    the canonical key names (`canonical_keys`) whatever names the run was recorded with."""
     path = Path(run_dir) / RESOLVED_CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run_dir} the output_dir of a training run?")
-    return yaml.safe_load(path.read_text())
+    config = yaml.safe_load(path.read_text())
+    if isinstance(config.get(SCRIPT_SECTION), dict):
+        config[SCRIPT_SECTION] = canonical_keys(config[SCRIPT_SECTION])
+    return config

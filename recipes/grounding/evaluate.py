@@ -1,6 +1,7 @@
 """Greedy evaluation of a finished (or checkpointed) run: point-in-box and IoU>0.5 accuracy.
 
-Usage:  python recipes/grounding/evaluate.py RUN_DIR [--data_file FILE] [--max_samples N] [--batch_size 8]
+Usage:  python recipes/grounding/evaluate.py RUN_DIR [--dataset_name FILE] [--images_root DIR] [--max_samples N]
+            [--batch_size 8] [--max_new_tokens 64] [--grid_size 16] [--out_dir DIR]   (core/evaluation/cli.py)
 Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl and predictions.png (one panel per example:
 true box or point green, predicted red, a grey "nothing parsed" banner when the completion held neither; under it the
 instruction, both coordinates, the completion when nothing parsed, hit and IoU; a legend on top).
@@ -9,23 +10,29 @@ RUN_DIR holds a LoRA adapter or full weights, plus run_config.yaml written by tr
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 from pathlib import Path
 
-import torch
 from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import AccuracyCoordReward, IoUReward, frame_for_family, parse_box, parse_point, to_original
 
 from core.errors import install_error_hook
+from core.evaluation.cli import (
+    batches,
+    data_source,
+    eval_device,
+    eval_parser,
+    first_rows,
+    media_root,
+    output_dir,
+    parse_eval_args,
+    report,
+    write_results,
+)
 from core.evaluation.loading import generate_greedy, load_trained_policy
 from core.tools.plots import BLACK, RIGHT, WRONG, CaptionLine, caption_font, fit_image, panel, panel_sheet
-from core.training.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
-logger = logging.getLogger("evaluate")
 
 
 TRUE_COLOUR = (0, 200, 0)  # the true box / point
@@ -115,37 +122,22 @@ def draw_grid(
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data_file", help="records to evaluate (default: the run's eval_file, else train_file)")
-    parser.add_argument("--images_root", help="default: the run's images_root, else the data file's folder")
-    parser.add_argument("--max_samples", type=int, default=None)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser = eval_parser(__doc__, batch_size=8, max_new_tokens=64, root_flag="images_root")
     parser.add_argument("--grid_size", type=int, default=16, help="images in predictions.png")
-    parser.add_argument("--out_dir", type=Path, help="default: RUN_DIR/eval")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_eval_args(parser, argv)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, processor, family, cfg = load_trained_policy(args.run_dir, device)
+    model, processor, family, cfg = load_trained_policy(args.run_dir, eval_device())
     script = cfg["ScriptArguments"]
-    data_file = resolve_input_path(args.data_file or script.get("eval_file") or script["train_file"], RECIPE_DIR)
-    images_root = resolve_input_path(args.images_root or script.get("images_root"), RECIPE_DIR) or str(
-        Path(data_file).parent
-    )
+    data_file = data_source(args, script, RECIPE_DIR)
+    images_root = media_root(args.images_root, script.get("images_root"), RECIPE_DIR, data_file)
     dataset = build_dataset(data_file, images_root, processor.image_processor, script.get("system_prompt"))
-    if args.max_samples:
-        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    dataset = first_rows(dataset, args.max_samples)
     frame = frame_for_family(family) if script.get("coord_frame", "auto") == "auto" else script["coord_frame"]
     accuracy, iou = AccuracyCoordReward(frame), IoUReward(frame)
 
-    out_dir = args.out_dir or args.run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     grid_images: list[Image.Image] = []
-    for start in range(0, len(dataset), args.batch_size):
-        rows = [dataset[i] for i in range(start, min(start + args.batch_size, len(dataset)))]
+    for rows in batches(dataset, args.batch_size):
         completions = generate_greedy(model, processor, rows, args.max_new_tokens)
         columns = {k: [r[k] for r in rows] for k in ("solution", "image_size", "model_image_size")}
         hits = accuracy(completions, **columns)
@@ -168,7 +160,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 # back to the frame of solution/prediction: an over-budget image was downscaled at load
                 # (core.data.images)
                 grid_images.append(row["image"].resize(tuple(row["image_size"])))
-        logger.info("evaluated %d/%d", len(records), len(dataset))
 
     box_scores = [r["iou"] for r in records if r["iou"] is not None]
     metrics = {
@@ -178,13 +169,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "mean_iou": sum(box_scores) / max(len(box_scores), 1),
         "parse_rate": sum(r["prediction"] is not None for r in records) / max(len(records), 1),
     }
-    (out_dir / "metrics.json").write_text(json.dumps({**metrics, "data_file": data_file, "frame": frame}, indent=2))
-    with open(out_dir / "predictions.jsonl", "w") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
+    out_dir = output_dir(args)
+    written = write_results(out_dir, metrics, records, {"data_file": data_file, "frame": frame})
     draw_grid(records[: len(grid_images)], grid_images, out_dir / "predictions.png")
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {out_dir}/metrics.json, predictions.jsonl, predictions.png")
+    report(metrics, [*written, out_dir / "predictions.png"])
     return metrics
 
 

@@ -1,7 +1,8 @@
 """Judge the edits a trained (or checkpointed) run makes: Complex-Edit scores per criterion and overall.
 
-Usage:  python recipes/image_edit/evaluate.py RUN_DIR [--max_samples 16] [--splits test_real] [--complexities 1 2]
-            [--judge_prompts_from PATH/TO/Complex-Edit] [--judge_samples 20]
+Usage:  python recipes/image_edit/evaluate.py RUN_DIR [--dataset_name D] [--max_samples 16] [--splits test_real]
+            [--complexities 1 2] [--judge_prompts_from PATH/TO/Complex-Edit] [--judge_samples 20] [--batch_size 8]
+            [--max_new_tokens 128] [--out_dir DIR]   (the shared flags: core/evaluation/cli.py)
 Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl and predictions.png (input | edit, scores).
 Greedy completions from the trained VLM, rendered by the frozen pipeline and scored by the judge of the run's config
 (`judge_base_url: local` starts the project's local judge server again) with the official Complex-Edit protocol
@@ -14,13 +15,9 @@ the numbers, and whether they are comparable with published Complex-Edit numbers
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from data import build_dataset
 from judging import (
     CRITERIA,
@@ -37,25 +34,32 @@ from PIL import Image, ImageDraw
 
 from core.diffusion.pipeline import PolicyRenderer, condition_images, configure_vae, template_system_prompt
 from core.errors import install_error_hook
-from core.evaluation.loading import load_trained_pipeline
-from core.rewards.judge import JudgeArguments, JudgeClient
-from core.rewards.judge_server import start_local_judge_if_asked
-from core.training.prompts import encode_prompts
-from core.training.run import resolve_dataset_source
+from core.evaluation.cli import (
+    data_source,
+    eval_device,
+    eval_parser,
+    output_dir,
+    parse_eval_args,
+    report,
+    run_judge,
+    write_results,
+)
+from core.evaluation.loading import generate_completion_ids, load_trained_pipeline
 
 RECIPE_DIR = Path(__file__).resolve().parent
-logger = logging.getLogger("evaluate")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--dataset", help="default: the run's dataset")
-    parser.add_argument("--splits", nargs="+", help="default: the run's splits")
+    parser = eval_parser(
+        __doc__,
+        batch_size=8,
+        max_new_tokens=128,
+        max_samples=16,
+        max_samples_help="edits to judge (the first ones of the selection)",
+        data_help="default: the run's dataset_name",
+    )
+    parser.add_argument("--splits", nargs="+", help="default: the run's dataset_train_split")
     parser.add_argument("--complexities", nargs="+", type=int, help="default: the run's complexities")
-    parser.add_argument("--max_samples", type=int, default=16)
-    parser.add_argument("--max_new_tokens", type=int, default=128)
-    parser.add_argument("--out_dir", type=Path, help="default: RUN_DIR/eval")
     parser.add_argument(
         "--judge_prompts_from",
         help="local checkout of UCSC-VLAA/Complex-Edit to read the official judge prompts from (default: the run's "
@@ -64,10 +68,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--judge_samples", type=int, default=OFFICIAL_SAMPLES, help="judge draws per call (official)")
     parser.add_argument("--judge_temperature", type=float, default=OFFICIAL_TEMPERATURE, help="official: 1.0")
     parser.add_argument("--judge_max_tokens", type=int, default=OFFICIAL_MAX_TOKENS, help="official: 512")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_eval_args(parser, argv)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = eval_device()
     pipeline, cfg = load_trained_pipeline(args.run_dir, device, edit=True)
     script = cfg["ScriptArguments"]
     # The run's VAE memory switches (renders as training rendered them; runs from before these keys: off).
@@ -77,54 +80,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     prompts = load_prompts(args.judge_prompts_from or script.get("judge_prompts_from"))
     processor, model = pipeline.processor, pipeline.text_encoder
     data = build_dataset(
-        resolve_dataset_source(args.dataset or script["dataset"], RECIPE_DIR),
+        data_source(args, script, RECIPE_DIR),
         template_system_prompt(pipeline),
-        args.splits or script["splits"],
+        args.splits or script["dataset_train_split"],
         args.complexities or script["complexities"],
         args.max_samples,
     )
     area = script.get("condition_area")
     rows = [data[i] for i in range(len(data))]
     images = [condition_images(pipeline, [r["image"]], area)[0] for r in rows]
-
-    judge_fields = {f.name for f in dataclasses.fields(JudgeArguments)}
-    judge_args = JudgeArguments(**{k: v for k, v in script.items() if k in judge_fields})
-    judge_args.judge_temperature, judge_args.judge_max_tokens = args.judge_temperature, args.judge_max_tokens
-    server = start_local_judge_if_asked(
-        judge_args, finished_run=True
-    )  # the run's local judge, if any, is gone: a fresh one
-    judge = JudgeClient(judge_args)
-    judge.check()
-
-    with torch.no_grad():
-        side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "left"  # batched generation
-        enc = encode_prompts(processor, [r["prompt"] for r in rows], images=[[img] for img in images]).to(device)
-        processor.tokenizer.padding_side = side  # the embeddings pad as the pipeline does
-        out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False)
-        completion_ids = [
-            [t for t in seq.tolist() if t != processor.tokenizer.pad_token_id]
-            for seq in out[:, enc["input_ids"].shape[1] :]
-        ]
-    renderer = PolicyRenderer(
-        pipeline,
-        processor,
-        script["num_inference_steps"],
-        script["render_seed"],
-        script.get("edit_height"),
-        script.get("edit_width"),
-        script["true_cfg_scale"],
-        area,
-        offload_dit=script.get("offload_dit", False),
-    )
-    edited = renderer.render([r["instruction"] for r in rows], completion_ids, images, model=model)
     instructions = [r["instruction"] for r in rows]
-    scores = score_edits(judge, images, edited, instructions, prompts, args.judge_samples)
-    judge.close()
-    if server is not None:
-        server.close()
 
-    out_dir = args.out_dir or args.run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # The run's judge with the official sampling (the draws are --judge_samples; a local judge starts afresh).
+    with run_judge(script, judge_temperature=args.judge_temperature, judge_max_tokens=args.judge_max_tokens) as judge:
+        prompt_messages = [r["prompt"] for r in rows]
+        completion_ids = generate_completion_ids(
+            model, processor, prompt_messages, images, args.max_new_tokens, args.batch_size
+        )
+        renderer = PolicyRenderer(
+            pipeline,
+            processor,
+            script["num_inference_steps"],
+            script["render_seed"],
+            script.get("edit_height"),
+            script.get("edit_width"),
+            script["true_cfg_scale"],
+            area,
+            offload_dit=script.get("offload_dit", False),
+        )
+        edited = renderer.render(instructions, completion_ids, images, model=model)
+        scores = score_edits(judge, images, edited, instructions, prompts, args.judge_samples)
+        judge_model = judge.args.judge_model
+
     records = []
     for i, row in enumerate(rows):
         per = {c: scores[c][i] for c in CRITERIA}
@@ -138,12 +125,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         )
     metrics: dict[str, Any] = {"num_samples": len(records), **benchmark_means(records)}
-    metrics["protocol"] = protocol_record(prompts, args, judge_args.judge_model)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    with open(out_dir / "predictions.jsonl", "w") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
-    cell = 160
+    metrics["protocol"] = protocol_record(prompts, args, judge_model)
+    out_dir = output_dir(args)
+    written = write_results(out_dir, metrics, records)
+    draw_edits(records, images, edited, out_dir / "predictions.png")
+    report(metrics, [*written, out_dir / "predictions.png"])
+    return metrics
+
+
+def draw_edits(
+    records: list[dict[str, Any]], images: list[Any], edited: list[Any], path: Path, cell: int = 160
+) -> None:
+    """predictions.png: per edit, the input, the edit and the judge's scores per criterion."""
     sheet = Image.new("RGB", (2 * cell + 260, cell * len(records)), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (rec, img, ed) in enumerate(zip(records, images, edited, strict=True)):
@@ -151,10 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sheet.paste(ed.convert("RGB").resize((cell, cell)), (cell, i * cell))
         text = [rec["instruction"][:40]] + [f"{c[:22]}: {rec[c]}" for c in CRITERIA]
         draw.multiline_text((2 * cell + 6, i * cell + 4), "\n".join(text), fill=(0, 0, 0))
-    sheet.save(out_dir / "predictions.png")
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {out_dir}/metrics.json, predictions.jsonl, predictions.png")
-    return metrics
+    sheet.save(path)
 
 
 def protocol_record(prompts: Any, args: argparse.Namespace, judge_model: str) -> dict[str, Any]:

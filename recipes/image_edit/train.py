@@ -4,10 +4,14 @@ Launch:  bash recipes/image_edit/run_8gpu.sh                    (8 GPUs, LoRA, c
          bash recipes/image_edit/run_8gpu_full_finetune.sh      (8 GPUs, full fine-tuning, ZeRO-3)
          SMOKE=1 bash recipes/image_edit/run_8gpu.sh            (CPU, tiny pipeline, local judge server)
 Direct:  python recipes/image_edit/train.py --config recipes/image_edit/config_smoke.yaml --output_dir outputs/smoke
+main() runs the sections every recipe's train.py runs, in the same order: parse -> check -> data -> rewards -> model
+-> trainer -> train, save. The reward functions render with the policy's own pipeline, so they are built once the
+model is loaded; the judge they ask is started and checked in the rewards section, before any weights.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from core.training.config import parse_config
 from core.training.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.training.lora import build_lora_config, freeze_for_full_finetune
 from core.training.models import set_pixel_bounds, torch_dtype
-from core.training.run import resolve_dataset_source, setup_run, train_and_save
+from core.training.run import resolve_dataset_source, setup_logging, setup_run, train_and_save
 from core.training.trainer import VLMGRPOTrainer
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -33,14 +37,16 @@ RECIPE_DIR = Path(__file__).resolve().parent
 
 @dataclass
 class ScriptArguments(JudgeArguments, RenderMemoryArguments):
-    dataset: str = field(
+    dataset_name: str = field(
         default="data/sample",
         metadata={
             "help": "Complex-Edit: a local save_to_disk folder (relative paths: working directory, then this "
-            "recipe's folder) or the hub name UCSC-VLAA/Complex-Edit."
+            "recipe's folder) or the hub name UCSC-VLAA/Complex-Edit. Old key: dataset."
         },
     )
-    splits: list[str] = field(default_factory=lambda: ["test_real"], metadata={"help": "test_real and/or test_syn."})
+    dataset_train_split: list[str] = field(
+        default_factory=lambda: ["test_real"], metadata={"help": "test_real and/or test_syn. Old key: splits."}
+    )
     complexities: list[int] = field(
         default_factory=lambda: [1, 2, 3],
         metadata={"range": Range(1, 8), "help": "Instruction complexity levels 1..8 to train on."},
@@ -100,70 +106,81 @@ class ScriptArguments(JudgeArguments, RenderMemoryArguments):
 
 
 def main() -> None:
+    # ---- parse
     script_args, training_args, model_args = parse_config(ScriptArguments)
-    check_backend("transformers", model_args, training_args, text_encoder_policy=True)  # before anything loads
-    warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
-    prompts = load_prompts(script_args.judge_prompts_from)  # a wrong path fails here, before anything loads
-    # Data and arguments (splits, complexities, columns, images, zero rows) are checked before the judge starts, before
-    # the output folder is written and before the pipeline loads: a bad dataset fails in seconds.
+
+    # ---- check: refused before anything loads
+    check_backend("transformers", model_args, training_args, text_encoder_policy=True)
+    warn_if_over_budget(script_args, training_args, model_args)
+    setup_logging(training_args)
+    prompts = load_prompts(script_args.judge_prompts_from)  # a wrong path fails here
+
+    # ---- data: checked before any weights load
+    # Splits, complexities, columns, images and zero rows fail in seconds, before the judge starts.
     rows = load_edit_rows(
-        resolve_dataset_source(script_args.dataset, RECIPE_DIR),
-        script_args.splits,
+        resolve_dataset_source(script_args.dataset_name, RECIPE_DIR),
+        script_args.dataset_train_split,
         script_args.complexities,
         script_args.max_train_samples,
     )
-    local_judge = start_local_judge_if_asked(script_args)  # `judge_base_url: local` (smoke runs, demo)
-    # A misconfigured judge fails here, before any model is loaded.
-    judge = JudgeClient(script_args)
-    judge.check()
-    resume = setup_run(training_args, script_args, model_args)
 
-    # The pipeline's own text encoder is the policy: its images always reflect the weights being trained.
-    pipeline = load_pipeline(
-        model_args.model_name_or_path,
-        dtype=torch_dtype(model_args.dtype),
-        device=training_args.device,
-        edit=True,
-        vae_tiling=script_args.vae_tiling,
-        vae_slicing=script_args.vae_slicing,
-        vae_tile_size=script_args.vae_tile_size,
-        offload_dit=script_args.offload_dit,  # the DiT is not moved to the GPU at all; the renderer lends it
-    )
-    model, processor = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.processor
-    set_pixel_bounds(processor, model_args.min_pixels, model_args.max_pixels)
-    train_dataset = rows_to_dataset(rows, template_system_prompt(pipeline))
-    # The policy generates from, and is later re-run on, the condition image the pipeline would make: same tokens.
-    area = script_args.condition_area
-    train_dataset = train_dataset.map(lambda row: {"image": condition_images(pipeline, [row["image"]], area)[0]})
+    # ---- rewards: checked before any weights load
+    # The judge (and the local judge server of `judge_base_url: local`) is held until the run ends; the reward
+    # functions render with the policy's own pipeline, so they are built once it is loaded.
+    with ExitStack() as resources:
+        resources.enter_context(start_local_judge_if_asked(script_args) or nullcontext())
+        judge = resources.enter_context(JudgeClient(script_args))
+        judge.check()  # a misconfigured judge fails here, before the output folder or any weights
 
-    renderer = EditRenderer(
-        pipeline,
-        processor,
-        script_args.num_inference_steps,
-        script_args.render_seed,
-        script_args.edit_height,
-        script_args.edit_width,
-        script_args.true_cfg_scale,
-        area,
-        offload_dit=script_args.offload_dit,
-        log_images_steps=script_args.log_images_steps,
-    )
-    reward_funcs = build_reward_funcs(script_args.reward_funcs, renderer, judge, prompts, script_args.judge_samples)
+        # ---- model: the output folder is claimed (setup_run), then the weights load
+        resume = setup_run(training_args, script_args, model_args)
+        # The pipeline's own text encoder is the policy: its images always reflect the weights being trained.
+        pipeline = load_pipeline(
+            model_args.model_name_or_path,
+            dtype=torch_dtype(model_args.dtype),
+            device=training_args.device,
+            edit=True,
+            vae_tiling=script_args.vae_tiling,
+            vae_slicing=script_args.vae_slicing,
+            vae_tile_size=script_args.vae_tile_size,
+            offload_dit=script_args.offload_dit,  # the DiT is not moved to the GPU at all; the renderer lends it
+        )
+        model, processor = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.processor
+        set_pixel_bounds(processor, model_args.min_pixels, model_args.max_pixels)
+        # The prompts take the pipeline's own template; the policy generates from, and is later re-run on, the
+        # condition image the pipeline would make: same tokens.
+        area = script_args.condition_area
+        train_dataset = rows_to_dataset(rows, template_system_prompt(pipeline))
+        train_dataset = train_dataset.map(lambda row: {"image": condition_images(pipeline, [row["image"]], area)[0]})
+        # The rewards render each completion's edit with the pipeline, then ask the judge.
+        renderer = EditRenderer(
+            pipeline,
+            processor,
+            script_args.num_inference_steps,
+            script_args.render_seed,
+            script_args.edit_height,
+            script_args.edit_width,
+            script_args.true_cfg_scale,
+            area,
+            offload_dit=script_args.offload_dit,
+            log_images_steps=script_args.log_images_steps,
+        )
+        reward_funcs = build_reward_funcs(script_args.reward_funcs, renderer, judge, prompts, script_args.judge_samples)
+        freeze_for_full_finetune(model, model_args)
 
-    freeze_for_full_finetune(model, model_args)
-    trainer = VLMGRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        processing_class=processor,
-        peft_config=build_lora_config(model, model_args),
-    )
-    renderer.bind(trainer)
-    train_and_save(trainer, resume)
-    judge.close()
-    if local_judge is not None:
-        local_judge.close()
+        # ---- trainer
+        trainer = VLMGRPOTrainer(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=training_args,
+            train_dataset=train_dataset,
+            processing_class=processor,
+            peft_config=build_lora_config(model, model_args),
+        )
+        renderer.bind(trainer)
+
+        # ---- train, save
+        train_and_save(trainer, resume)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 type, task and grade.
 
 Usage:  python recipes/mathvista/evaluate.py RUN_DIR [--dataset_name D --split S --start N --max_samples N]
+            [--batch_size 8] [--max_new_tokens 512] [--grid_size 16] [--out_dir DIR]   (core/evaluation/cli.py)
 RUN_DIR is a training output folder (its final_model/ is used), final_model/ itself or a checkpoint-* folder.
-By default it scores the rows of the run's split that the run did NOT train on (those after max_samples); with no
-such rows it falls back to the training rows and says so.
+By default it scores the rows of the run's split (dataset_train_split) that the run did NOT train on (those after
+max_train_samples); with no such rows it falls back to the training rows and says so.
 Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl, accuracy.png (bars per group, each labelled
 "accuracy (right/count)") and examples.png (the first --grid_size items: image, question, options, answer, prediction,
 framed green when right and red when wrong).
@@ -35,22 +36,29 @@ between what training paid and what the benchmark counts is visible.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from data import build_dataset, load_split
 from PIL import Image
 from rewards import RewardConfig, extract_solution, format_ok, is_correct
 
 from core.errors import install_error_hook
+from core.evaluation.cli import (
+    batches,
+    data_source,
+    eval_device,
+    eval_parser,
+    output_dir,
+    parse_eval_args,
+    report,
+    write_results,
+)
 from core.evaluation.loading import generate_greedy, load_trained_policy
 from core.tools.plots import BLACK, GREY, RIGHT, WRONG, CaptionLine, panel, panel_sheet
-from core.training.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
 GROUPS = ("question_type", "answer_type", "task", "grade")
@@ -250,29 +258,22 @@ def draw_examples(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--dataset_name", help="default: the run's dataset_name")
-    parser.add_argument("--split", help="default: the run's dataset_split")
+    parser = eval_parser(__doc__, batch_size=8, max_new_tokens=512, data_help="default: the run's dataset_name")
+    parser.add_argument("--split", help="default: the run's dataset_train_split")
     parser.add_argument("--start", type=int, help="first row to score (default: the first row not trained on)")
-    parser.add_argument("--max_samples", type=int, default=None)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--max_new_tokens", type=int, default=512)
     parser.add_argument("--grid_size", type=int, default=16, help="examples drawn in examples.png")
-    parser.add_argument("--out_dir", type=Path, help="default: RUN_DIR/eval")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_eval_args(parser, argv)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, processor, _, cfg = load_trained_policy(model_dir(args.run_dir), device)
+    model, processor, _, cfg = load_trained_policy(model_dir(args.run_dir), eval_device())
     script = cfg["ScriptArguments"]
     reward_cfg = RewardConfig.from_object(argparse.Namespace(**script))
-    source = resolve_dataset_source(args.dataset_name or script["dataset_name"], RECIPE_DIR)
-    split = args.split or script["dataset_split"]
+    source = data_source(args, script, RECIPE_DIR)
+    split = args.split or script["dataset_train_split"]
     if args.start is not None:
         start, held_out = args.start, None
     else:
-        start, held_out = default_rows(source, split, script.get("max_samples"), len(load_split(source, split)))
+        trained = script.get("max_train_samples")
+        start, held_out = default_rows(source, split, trained, len(load_split(source, split)))
     dataset = build_dataset(
         source,
         split=split,
@@ -285,26 +286,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     records: list[dict[str, Any]] = []
     images: list[Image.Image] = []
-    for first in range(0, len(dataset), args.batch_size):
-        rows = [dataset[i] for i in range(first, min(first + args.batch_size, len(dataset)))]
+    for rows in batches(dataset, args.batch_size):
         completions = generate_greedy(model, processor, rows, args.max_new_tokens)
         records += [score(row, text, reward_cfg) for row, text in zip(rows, completions, strict=True)]
         images += [row["image"] for row in rows][: max(0, args.grid_size - len(images))]
-        logger.info("evaluated %d/%d", len(records), len(dataset))
 
     metrics = summarise(records)
-    out_dir = args.out_dir or args.run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(args)
     where = {"dataset": source, "split": split, "start": start, "held_out": held_out, "protocol": PROTOCOL}
-    (out_dir / "metrics.json").write_text(json.dumps({**metrics, **where}, indent=2))
-    with open(out_dir / "predictions.jsonl", "w") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+    written = write_results(out_dir, metrics, records, where)
     plot_accuracy(metrics, out_dir / "accuracy.png")
     draw_examples(records[: len(images)], images, out_dir / "examples.png")
-    summary = ("num_samples", "accuracy", "reward_accuracy", "format_rate", "solution_rate")
-    print(json.dumps({k: metrics[k] for k in summary}, indent=2))
-    print(f"wrote {out_dir}/metrics.json, predictions.jsonl, accuracy.png, examples.png")
+    report(metrics, [*written, out_dir / "accuracy.png", out_dir / "examples.png"])
     return metrics
 
 

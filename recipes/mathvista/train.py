@@ -6,6 +6,8 @@ Launch:  bash recipes/mathvista/run_8gpu.sh                  (8 GPUs, config.yam
          SMOKE=1 bash recipes/mathvista/run_8gpu.sh          (CPU, config_smoke.yaml, 2 processes)
 Direct:  python recipes/mathvista/train.py --config recipes/mathvista/config_smoke.yaml --output_dir outputs/smoke
 The adapter, processor and resolved config land in OUTPUT_DIR/final_model/ (see infer.py and evaluate.py).
+main() runs the sections every recipe's train.py runs, in the same order: parse -> check -> data -> rewards -> model
+-> trainer -> train, save.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from core.training.backends import BACKENDS, check_backend, load_unsloth_policy,
 from core.training.config import parse_config
 from core.training.lora import build_lora_config, freeze_for_full_finetune
 from core.training.models import load_model, load_processor
-from core.training.run import resolve_dataset_source, setup_run, train_and_save
+from core.training.run import resolve_dataset_source, setup_logging, setup_run, train_and_save
 from core.training.trainer import VLMGRPOTrainer
 from core.training.warm_start import warm_start_checkpoint
 
@@ -56,16 +58,18 @@ class ScriptArguments:
     dataset_name: str = field(
         default=HUB_NAME,
         metadata={
-            "help": "Hub dataset id, a local folder in the hub layout (data.py --make-sample writes one), or a "
+            "help": "Hub dataset id, a local folder in the hub layout (sample.py writes one), or a "
             "MathVista-style .json/.jsonl file. Relative paths: working directory first, then this recipe's folder."
         },
     )
-    dataset_split: str = field(default="testmini", metadata={"help": "Split to train on."})
-    max_samples: int | None = field(
+    dataset_train_split: str = field(
+        default="testmini", metadata={"help": "Split to train on. Old key: dataset_split."}
+    )
+    max_train_samples: int | None = field(
         default=None,
         metadata={
             "range": AT_LEAST_ONE,
-            "help": "Train on the first N rows only (evaluate.py then defaults to the rest).",
+            "help": "Train on the first N rows only (evaluate.py then defaults to the rest). Old key: max_samples.",
         },
     )
     image_size: int = field(
@@ -105,20 +109,28 @@ class ScriptArguments:
 
 
 def main() -> None:
+    # ---- parse
     script_args, training_args, model_args = parse_config(ScriptArguments, aliases=ALIASES)
-    check_backend(script_args.backend, model_args, training_args)  # no GPU for unsloth: stop before anything loads
-    warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
-    resume = setup_run(training_args, script_args, model_args)
 
+    # ---- check: refused before anything loads
+    # (backend unsloth without an NVIDIA GPU stops here too)
+    check_backend(script_args.backend, model_args, training_args)
+    warn_if_over_budget(script_args, training_args, model_args)
+    setup_logging(training_args)
+
+    # ---- data: checked before any weights load
     reward_cfg = RewardConfig.from_object(script_args)
     train_dataset = build_dataset(
         resolve_dataset_source(script_args.dataset_name, RECIPE_DIR),
-        split=script_args.dataset_split,
-        max_samples=script_args.max_samples,
+        split=script_args.dataset_train_split,
+        max_samples=script_args.max_train_samples,
         image_size=script_args.image_size,
         reward_cfg=reward_cfg,
         system_prompt=script_args.system_prompt,
     )
+
+    # ---- rewards: checked before any weights load
+    # Every reward must score the reference answers (core.rewards.contract.check_rewards_can_score).
     reward_funcs = build_reward_funcs(script_args.reward_funcs, reward_cfg)
     check_rewards_can_score(
         reward_funcs,
@@ -128,10 +140,10 @@ def main() -> None:
         full_marks=reference_full_marks(reward_cfg),
     )
 
-    common = dict(reward_funcs=reward_funcs, args=training_args, train_dataset=train_dataset)
+    # ---- model: the output folder is claimed (setup_run), then the weights load
+    resume = setup_run(training_args, script_args, model_args)
     if script_args.backend == "unsloth":
         model, processor = load_unsloth_policy(model_args, training_args, script_args.max_seq_length)
-        trainer = unsloth_grpo_trainer(model=model, processing_class=processor, **common)
     else:
         processor = load_processor(model_args)
         # Smoke configs only: teach the random tiny policy the answer format, so groups differ
@@ -145,12 +157,16 @@ def main() -> None:
         )
         model = load_model(model_args)
         freeze_for_full_finetune(model, model_args)
-        trainer = VLMGRPOTrainer(
-            model=model,
-            processing_class=processor,
-            peft_config=build_lora_config(model, model_args),
-            **common,
-        )
+
+    # ---- trainer
+    common = dict(reward_funcs=reward_funcs, args=training_args, train_dataset=train_dataset)
+    if script_args.backend == "unsloth":
+        trainer = unsloth_grpo_trainer(model=model, processing_class=processor, **common)
+    else:
+        peft_config = build_lora_config(model, model_args)
+        trainer = VLMGRPOTrainer(model=model, processing_class=processor, peft_config=peft_config, **common)
+
+    # ---- train, save
     train_and_save(trainer, resume, final_dir=FINAL_DIR)
 
 

@@ -1,6 +1,9 @@
 """Generate knowledge images with a trained policy and score them by the MMMG protocol, per level and discipline.
 
-Usage:  python recipes/mmmg/evaluate.py RUN_DIR [--max_per_config 8] [--levels ...] [--disciplines ...]
+Usage:  python recipes/mmmg/evaluate.py RUN_DIR [--dataset_name D] [--max_samples 8] [--levels ...]
+            [--disciplines ...] [--batch_size 8] [--max_new_tokens 128] [--out_dir DIR] [--sam2_checkpoint CKPT]
+            (the shared flags: core/evaluation/cli.py; --max_samples counts per level_discipline config, as training's
+            max_train_samples; --max_per_config is its former name)
 Writes RUN_DIR/eval/ (or --out_dir): metrics.json (per level, per discipline, overall, and `protocol`: how the
 numbers were produced), tables.md, predictions.jsonl and images.png (each generated image with its level, discipline,
 score, prompt and the judge's yes / no on every element and dependency of its knowledge graph).
@@ -13,13 +16,10 @@ out, the score is R x (1 - GED-normalised) with R = 1 unless readability is on (
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from data import build_dataset
 from PIL import Image
 from protocol import (
@@ -30,20 +30,25 @@ from protocol import (
     knowledge_fidelity,
     mmmg_score,
     official_judgement,
-    report,
 )
+from protocol import report as report_tables
 
 from core.diffusion.pipeline import PolicyRenderer, configure_vae, template_system_prompt
 from core.errors import install_error_hook
-from core.evaluation.loading import load_trained_pipeline
-from core.rewards.judge import JudgeArguments, JudgeClient
-from core.rewards.judge_server import start_local_judge_if_asked
+from core.evaluation.cli import (
+    data_source,
+    eval_device,
+    eval_parser,
+    output_dir,
+    parse_eval_args,
+    report,
+    run_judge,
+    write_results,
+)
+from core.evaluation.loading import generate_completion_ids, load_trained_pipeline
 from core.tools.plots import BLACK, GREY, RIGHT, WRONG, CaptionLine, panel, panel_sheet
-from core.training.prompts import encode_prompts
-from core.training.run import resolve_dataset_source
 
 RECIPE_DIR = Path(__file__).resolve().parent
-logger = logging.getLogger("evaluate")
 
 
 PROTOCOL_SOURCE = "github.com/MMMGBench/MMMG@98bb915a645d6d575dea3700a391966bd317c83a (mmmg_eval)"
@@ -99,22 +104,23 @@ def draw_grid(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--dataset", help="default: the run's dataset")
-    parser.add_argument("--levels", nargs="+")
-    parser.add_argument("--disciplines", nargs="+")
-    parser.add_argument("--max_per_config", type=int, default=8, help="prompts per level_discipline config")
-    parser.add_argument("--max_new_tokens", type=int, default=128)
-    parser.add_argument("--out_dir", type=Path, help="default: RUN_DIR/eval")
+    parser = eval_parser(
+        __doc__,
+        batch_size=8,
+        max_new_tokens=128,
+        max_samples=8,
+        max_samples_help="prompts per level_discipline config (keeps the mix, as training's max_train_samples)",
+        data_help="default: the run's dataset_name",
+    )
+    parser.add_alias("--max_per_config", of="--max_samples")
+    parser.add_argument("--levels", nargs="+", help="default: the run's levels")
+    parser.add_argument("--disciplines", nargs="+", help="default: the run's disciplines")
     parser.add_argument(
         "--sam2_checkpoint", help="SAM2.1 hiera-large checkpoint: readability R on (official generator settings)"
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_eval_args(parser, argv)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipeline, cfg = load_trained_pipeline(args.run_dir, device, edit=False)
+    pipeline, cfg = load_trained_pipeline(args.run_dir, eval_device(), edit=False)
     script = cfg["ScriptArguments"]
     # The run's VAE memory switches (renders as training rendered them; runs from before these keys: off).
     configure_vae(
@@ -122,49 +128,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     model, tokenizer = pipeline.text_encoder, pipeline.tokenizer
     data = build_dataset(
-        resolve_dataset_source(args.dataset or script["dataset"], RECIPE_DIR),
+        data_source(args, script, RECIPE_DIR),
         template_system_prompt(pipeline),
         args.levels or script["levels"],
         args.disciplines or script["disciplines"],
         script.get("prompt_column", "prompt"),
-        args.max_per_config,
+        args.max_samples,
     )
     rows = [data[i] for i in range(len(data))]
 
-    judge_args = JudgeArguments(**{k: v for k, v in script.items() if k.startswith("judge_")})
-    server = start_local_judge_if_asked(
-        judge_args, finished_run=True
-    )  # the run's local judge, if any, is gone: a fresh one
-    judge = JudgeClient(judge_args)
-    judge.check()
-
-    with torch.no_grad():
-        side, tokenizer.padding_side = tokenizer.padding_side, "left"  # batched generation
-        enc = encode_prompts(tokenizer, [r["prompt"] for r in rows]).to(device)  # the ids training generates from
-        tokenizer.padding_side = side  # the embeddings pad as the pipeline does
-        out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False)
-        completion_ids = [
-            [t for t in seq.tolist() if t != tokenizer.pad_token_id] for seq in out[:, enc["input_ids"].shape[1] :]
+    with run_judge(script) as judge:  # the run's judge (a local one starts afresh), checked before generating
+        # the ids training generates from
+        completion_ids = generate_completion_ids(
+            model, tokenizer, [r["prompt"] for r in rows], None, args.max_new_tokens, args.batch_size
+        )
+        renderer = PolicyRenderer(
+            pipeline,
+            tokenizer,
+            script["num_inference_steps"],
+            script["render_seed"],
+            script.get("image_height"),
+            script.get("image_width"),
+            script["true_cfg_scale"],
+            offload_dit=script.get("offload_dit", False),
+        )
+        images = renderer.render([r["text"] for r in rows], completion_ids, model=model)
+        graphs = [json.loads(r["knowledge_graph"]) for r in rows]
+        requests = [
+            judge_request(img, r["knowledge_graph"], r["annotation"] or "") for img, r in zip(images, rows, strict=True)
         ]
-    renderer = PolicyRenderer(
-        pipeline,
-        tokenizer,
-        script["num_inference_steps"],
-        script["render_seed"],
-        script.get("image_height"),
-        script.get("image_width"),
-        script["true_cfg_scale"],
-        offload_dit=script.get("offload_dit", False),
-    )
-    images = renderer.render([r["text"] for r in rows], completion_ids, model=model)
-    graphs = [json.loads(r["knowledge_graph"]) for r in rows]
-    requests = [
-        judge_request(img, r["knowledge_graph"], r["annotation"] or "") for img, r in zip(images, rows, strict=True)
-    ]
-    replies = judge.score(requests, lambda reply: reply)  # any reply counts (unreadable: 0); no reply: left out
-    judge.close()
-    if server is not None:
-        server.close()
+        replies = judge.score(requests, lambda reply: reply)  # any reply counts (unreadable: 0); no reply: left out
+        judge_args = judge.args
 
     records = []
     for row, kg, reply, img in zip(rows, graphs, replies, images, strict=True):
@@ -183,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "judged": judged,
             }
         )
-    summary = report(records)
+    summary = report_tables(records)
     metrics = {
         "num_samples": len(records),
         "num_scored": sum(r["score"] is not None for r in records),
@@ -211,9 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "with published MMMG numbers",
         },
     }
-    out_dir = args.out_dir or args.run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    out_dir = output_dir(args)
+    written = write_results(out_dir, metrics, records)
     (out_dir / "tables.md").write_text(
         "\n".join(
             [
@@ -224,12 +217,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ]
         )
     )
-    with open(out_dir / "predictions.jsonl", "w") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
     draw_grid(records, images, graphs, out_dir / "images.png")
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {out_dir}")
+    report(metrics, [*written, out_dir / "tables.md", out_dir / "images.png"])
     return metrics
 
 

@@ -3,10 +3,14 @@
 Launch:  bash recipes/mmmg/run_8gpu.sh                    (8 GPUs, LoRA, config.yaml)
          SMOKE=1 bash recipes/mmmg/run_8gpu.sh            (CPU, tiny pipeline, local judge server)
 Direct:  python recipes/mmmg/train.py --config recipes/mmmg/config_smoke.yaml --output_dir outputs/smoke
+main() runs the sections every recipe's train.py runs, in the same order: parse -> check -> data -> rewards -> model
+-> trainer -> train, save. The reward functions render with the policy's own pipeline, so they are built once the
+model is loaded; the judge they ask is started and checked in the rewards section, before any weights.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from core.training.config import parse_config
 from core.training.logits_to_keep import ignore_logits_to_keep_if_needed
 from core.training.lora import build_lora_config, freeze_for_full_finetune
 from core.training.models import torch_dtype
-from core.training.run import resolve_dataset_source, setup_run, train_and_save
+from core.training.run import resolve_dataset_source, setup_logging, setup_run, train_and_save
 from core.training.trainer import VLMGRPOTrainer
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -31,9 +35,12 @@ RECIPE_DIR = Path(__file__).resolve().parent
 
 @dataclass
 class ScriptArguments(JudgeArguments, RenderMemoryArguments):
-    dataset: str = field(
+    dataset_name: str = field(
         default="data/sample",
-        metadata={"help": "MMMG: the hub name MMMGbench/MMMG or a local folder written by data.py --make-sample."},
+        metadata={
+            "help": "MMMG: the hub name MMMGbench/MMMG or a local folder written by sample.py. Old key: "
+            "dataset."
+        },
     )
     levels: list[str] | None = field(default=None, metadata={"help": f"Any of {', '.join(LEVELS)} (default: all)."})
     disciplines: list[str] | None = field(
@@ -68,68 +75,80 @@ class ScriptArguments(JudgeArguments, RenderMemoryArguments):
 
 
 def main() -> None:
+    # ---- parse
     script_args, training_args, model_args = parse_config(ScriptArguments)
-    check_backend("transformers", model_args, training_args, text_encoder_policy=True)  # before anything loads
-    warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
+
+    # ---- check: refused before anything loads
+    check_backend("transformers", model_args, training_args, text_encoder_policy=True)
+    warn_if_over_budget(script_args, training_args, model_args)
+    setup_logging(training_args)
     if script_args.readability:
         raise SystemExit(
             "readability needs SAM2 region counts, which this recipe does not ship (see README); set readability: false"
         )
-    # Data and arguments (levels, disciplines, prompt column, knowledge graphs, zero rows) are checked before the
-    # judge starts and before the pipeline loads: a bad dataset fails in seconds.
+
+    # ---- data: checked before any weights load
+    # Levels, disciplines, prompt column, knowledge graphs and zero rows fail in seconds, before the judge starts.
     rows = load_mmmg(
-        resolve_dataset_source(script_args.dataset, RECIPE_DIR),
+        resolve_dataset_source(script_args.dataset_name, RECIPE_DIR),
         script_args.levels,
         script_args.disciplines,
         script_args.prompt_column,
         script_args.max_train_samples,
     )
-    local_judge = start_local_judge_if_asked(script_args)  # `judge_base_url: local` (smoke runs, demo)
-    judge = JudgeClient(script_args)
-    judge.check()  # a misconfigured judge fails before any model is loaded
-    resume = setup_run(training_args, script_args, model_args)
 
-    # The pipeline's own text encoder is the policy: its images always reflect the weights being trained.
-    pipeline = load_pipeline(
-        model_args.model_name_or_path,
-        dtype=torch_dtype(model_args.dtype),
-        device=training_args.device,
-        edit=False,
-        vae_tiling=script_args.vae_tiling,
-        vae_slicing=script_args.vae_slicing,
-        vae_tile_size=script_args.vae_tile_size,
-        offload_dit=script_args.offload_dit,  # the DiT is not moved to the GPU at all; the renderer lends it
-    )
-    model, tokenizer = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.tokenizer
-    train_dataset = rows_to_dataset(rows, template_system_prompt(pipeline))
+    # ---- rewards: checked before any weights load
+    # The judge (and the local judge server of `judge_base_url: local`) is held until the run ends; the reward
+    # functions render with the policy's own pipeline, so they are built once it is loaded.
+    with ExitStack() as resources:
+        resources.enter_context(start_local_judge_if_asked(script_args) or nullcontext())
+        judge = resources.enter_context(JudgeClient(script_args))
+        judge.check()  # a misconfigured judge fails here, before the output folder or any weights
 
-    renderer = PolicyRenderer(
-        pipeline,
-        tokenizer,
-        script_args.num_inference_steps,
-        script_args.render_seed,
-        script_args.image_height,
-        script_args.image_width,
-        script_args.true_cfg_scale,
-        offload_dit=script_args.offload_dit,
-        log_images_steps=script_args.log_images_steps,
-    )
-    reward_funcs = build_reward_funcs(script_args.reward_funcs, renderer, judge)
+        # ---- model: the output folder is claimed (setup_run), then the weights load
+        resume = setup_run(training_args, script_args, model_args)
+        # The pipeline's own text encoder is the policy: its images always reflect the weights being trained.
+        pipeline = load_pipeline(
+            model_args.model_name_or_path,
+            dtype=torch_dtype(model_args.dtype),
+            device=training_args.device,
+            edit=False,
+            vae_tiling=script_args.vae_tiling,
+            vae_slicing=script_args.vae_slicing,
+            vae_tile_size=script_args.vae_tile_size,
+            offload_dit=script_args.offload_dit,  # the DiT is not moved to the GPU at all; the renderer lends it
+        )
+        model, tokenizer = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.tokenizer
+        # The prompts take the pipeline's own template.
+        train_dataset = rows_to_dataset(rows, template_system_prompt(pipeline))
+        # The rewards render each completion's image with the pipeline, then ask the judge.
+        renderer = PolicyRenderer(
+            pipeline,
+            tokenizer,
+            script_args.num_inference_steps,
+            script_args.render_seed,
+            script_args.image_height,
+            script_args.image_width,
+            script_args.true_cfg_scale,
+            offload_dit=script_args.offload_dit,
+            log_images_steps=script_args.log_images_steps,
+        )
+        reward_funcs = build_reward_funcs(script_args.reward_funcs, renderer, judge)
+        freeze_for_full_finetune(model, model_args)
 
-    freeze_for_full_finetune(model, model_args)
-    trainer = VLMGRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=build_lora_config(model, model_args),
-    )
-    renderer.bind(trainer)
-    train_and_save(trainer, resume)
-    judge.close()
-    if local_judge is not None:
-        local_judge.close()
+        # ---- trainer
+        trainer = VLMGRPOTrainer(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=training_args,
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+            peft_config=build_lora_config(model, model_args),
+        )
+        renderer.bind(trainer)
+
+        # ---- train, save
+        train_and_save(trainer, resume)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Greedy evaluation of a finished (or checkpointed) video run: exact-order accuracy, action-set IoU, format rate.
 
-Usage:  python recipes/video/evaluate.py RUN_DIR [--data_file FILE] [--max_samples N] [--batch_size 4]
+Usage:  python recipes/video/evaluate.py RUN_DIR [--dataset_name FILE] [--video_root DIR] [--max_samples N]
+            [--batch_size 4] [--max_new_tokens 256] [--strip_size 8] [--out_dir DIR]   (core/evaluation/cli.py)
 Writes RUN_DIR/eval/ (or --out_dir): metrics.json, predictions.jsonl and predictions.png (a strip of the sampled
 frames per clip with the predicted and true actions). RUN_DIR holds a LoRA adapter or full weights, plus the
 run_config.yaml written by train.py.
@@ -8,24 +9,30 @@ run_config.yaml written by train.py.
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import textwrap
 from pathlib import Path
 
-import torch
 from data import build_dataset
 from PIL import Image, ImageDraw
 from rewards import action_score, format_reward, parse_actions
 
 from core.data.video import DEFAULT_FPS, patch_size_of
 from core.errors import install_error_hook
+from core.evaluation.cli import (
+    batches,
+    data_source,
+    eval_device,
+    eval_parser,
+    first_rows,
+    media_root,
+    output_dir,
+    parse_eval_args,
+    report,
+    write_results,
+)
 from core.evaluation.loading import generate_greedy, load_trained_policy
-from core.training.run import resolve_input_path
 
 RECIPE_DIR = Path(__file__).resolve().parent
-logger = logging.getLogger("evaluate")
 
 
 def set_iou(predicted: list[str], truth: list[str]) -> float:
@@ -54,29 +61,17 @@ def draw_strips(records: list[dict], clips: list[list[Image.Image]], path: Path,
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data_file", help="records to evaluate (default: the run's eval_file, else train_file)")
-    parser.add_argument("--video_root", help="default: the run's video_root, else the data file's folder")
-    parser.add_argument("--max_samples", type=int, default=None)
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--max_new_tokens", type=int, default=256)
+    parser = eval_parser(__doc__, batch_size=4, max_new_tokens=256, root_flag="video_root")
     parser.add_argument("--strip_size", type=int, default=8, help="clips drawn in predictions.png")
-    parser.add_argument("--out_dir", type=Path, help="default: RUN_DIR/eval")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_eval_args(parser, argv)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, processor, _, cfg = load_trained_policy(args.run_dir, device)
+    model, processor, _, cfg = load_trained_policy(args.run_dir, eval_device())
     script = cfg["ScriptArguments"]
-    data_file = resolve_input_path(args.data_file or script.get("eval_file") or script["train_file"], RECIPE_DIR)
-    video_root = resolve_input_path(args.video_root or script.get("video_root"), RECIPE_DIR) or str(
-        Path(data_file).parent
-    )
+    data_file = data_source(args, script, RECIPE_DIR)
     # The frames training used: qwen-vl-utils' count, indices and pixel budget from the run's own settings.
     dataset = build_dataset(
         data_file,
-        video_root=video_root,
+        video_root=media_root(args.video_root, script.get("video_root"), RECIPE_DIR, data_file),
         min_frames=script["min_frames"],
         max_frames=script["max_frames"],
         fps=script.get("fps", DEFAULT_FPS),
@@ -85,15 +80,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         image_patch_size=patch_size_of(processor),
         system_prompt=script.get("system_prompt"),
     )
-    if args.max_samples:
-        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    dataset = first_rows(dataset, args.max_samples)
 
-    out_dir = args.out_dir or args.run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     clips: list[list[Image.Image]] = []
-    for start in range(0, len(dataset), args.batch_size):
-        rows = [dataset[i] for i in range(start, min(start + args.batch_size, len(dataset)))]
+    for rows in batches(dataset, args.batch_size):
         completions = generate_greedy(model, processor, rows, args.max_new_tokens)  # frames and fps as in training
         formats = format_reward(completions)
         for row, text, fmt in zip(rows, completions, formats, strict=True):
@@ -113,7 +104,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             )
             if len(clips) < args.strip_size:
                 clips.append(row["video"])
-        logger.info("evaluated %d/%d", len(records), len(dataset))
 
     n = max(len(records), 1)
     metrics = {
@@ -124,13 +114,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "format_rate": sum(r["format_reward"] == 1.0 for r in records) / n,
         "mean_format_reward": sum(r["format_reward"] for r in records) / n,
     }
-    (out_dir / "metrics.json").write_text(json.dumps({**metrics, "data_file": data_file}, indent=2))
-    with open(out_dir / "predictions.jsonl", "w") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
+    out_dir = output_dir(args)
+    written = write_results(out_dir, metrics, records, {"data_file": data_file})
     draw_strips(records[: len(clips)], clips, out_dir / "predictions.png")
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {out_dir}/metrics.json, predictions.jsonl, predictions.png")
+    report(metrics, [*written, out_dir / "predictions.png"])
     return metrics
 
 

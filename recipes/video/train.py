@@ -3,6 +3,8 @@
 Launch:  bash recipes/video/run_8gpu.sh                  (8 GPUs, config.yaml)
          SMOKE=1 bash recipes/video/run_8gpu.sh          (CPU, config_smoke.yaml, 2 processes)
 Direct:  python recipes/video/train.py --config recipes/video/config_smoke.yaml --output_dir outputs/smoke
+main() runs the sections every recipe's train.py runs, in the same order: parse -> check -> data -> rewards -> model
+-> trainer -> train, save.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from core.training.backends import check_backend
 from core.training.config import parse_config
 from core.training.lora import build_lora_config, freeze_for_full_finetune
 from core.training.models import load_model, load_processor
-from core.training.run import resolve_input_path, setup_run, train_and_save
+from core.training.run import resolve_input_path, setup_logging, setup_run, train_and_save
 from core.training.trainer import VLMGRPOTrainer
 from core.training.warm_start import warm_start_checkpoint
 
 RECIPE_DIR = Path(__file__).resolve().parent
-# The original project's config names keep working, as keys and flags: each is renamed to the field doing the job.
-ORIGINAL_NAMES = {
+# The original project's config names keep working, as keys and flags: each is renamed to the field doing the job
+# (the names every recipe used to have, such as train_file, are core.training.config.COMMON_ALIASES).
+ALIASES = {
     "grpo_beta": "beta",  # KL weight to the frozen reference
     "grpo_sample_size": "num_generations",
     "generation_temperature": "temperature",
@@ -41,13 +44,17 @@ ORIGINAL_NAMES = {
 
 @dataclass
 class ScriptArguments:
-    train_file: str = field(metadata={"help": "JSON/JSONL records: id, conversations, video, meta (see data.py)."})
-    eval_file: str | None = field(default=None, metadata={"help": "Optional held-out records in the same format."})
+    dataset_name: str = field(
+        metadata={"help": "JSON/JSONL records: id, conversations, video, meta (see data.py). Old key: train_file."}
+    )
+    eval_dataset_name: str | None = field(
+        default=None, metadata={"help": "Optional held-out records in the same format. Old key: eval_file."}
+    )
     video_root: str | None = field(
         default=None,
         metadata={
-            "help": "Folder relative video paths of train_file and eval_file start from (default: each data "
-            "file's own folder). Relative data paths are tried from the working directory, then from this "
+            "help": "Folder relative video paths of dataset_name and eval_dataset_name start from (default: each "
+            "data file's own folder). Relative data paths are tried from the working directory, then from this "
             "recipe's folder."
         },
     )
@@ -118,37 +125,52 @@ def build_datasets(script_args: ScriptArguments, image_patch_size: int = 14) -> 
         "image_patch_size": image_patch_size,
         "system_prompt": script_args.system_prompt,
     }
-    train_dataset = build_dataset(resolve_input_path(script_args.train_file, RECIPE_DIR), **data_kwargs)
+    train_dataset = build_dataset(resolve_input_path(script_args.dataset_name, RECIPE_DIR), **data_kwargs)
     if script_args.max_train_samples:
         train_dataset = train_dataset.select(range(min(script_args.max_train_samples, len(train_dataset))))
-    eval_file = resolve_input_path(script_args.eval_file, RECIPE_DIR)
+    eval_file = resolve_input_path(script_args.eval_dataset_name, RECIPE_DIR)
     return train_dataset, build_dataset(eval_file, **data_kwargs) if eval_file else None
 
 
-def main() -> None:
-    script_args, training_args, model_args = parse_config(ScriptArguments, aliases=ORIGINAL_NAMES)
-    check_backend("transformers", model_args, training_args, video=True)  # before anything loads
-    warn_if_over_budget(script_args, training_args, model_args)  # before any weights load
-    if training_args.reward_weights is None:
-        weights = {
-            "format_reward": script_args.format_reward_weight,
-            "accuracy_reward": script_args.accuracy_reward_weight,
-            "ordered_accuracy_reward": script_args.accuracy_reward_weight,
-        }
-        training_args.reward_weights = [script_args.grpo_alpha * weights.get(n, 1.0) for n in script_args.reward_funcs]
-    resume = setup_run(training_args, script_args, model_args)
+def reward_weights(script_args: ScriptArguments) -> list[float]:
+    """The original's reward weighting as TRL's reward_weights: grpo_alpha x each reward's own weight (1.0 for a
+    reward the original had no weight for)."""
+    weights = {
+        "format_reward": script_args.format_reward_weight,
+        "accuracy_reward": script_args.accuracy_reward_weight,
+        "ordered_accuracy_reward": script_args.accuracy_reward_weight,
+    }
+    return [script_args.grpo_alpha * weights.get(name, 1.0) for name in script_args.reward_funcs]
 
+
+def main() -> None:
+    # ---- parse
+    script_args, training_args, model_args = parse_config(ScriptArguments, aliases=ALIASES)
+
+    # ---- check: refused before anything loads
+    check_backend("transformers", model_args, training_args, video=True)
+    warn_if_over_budget(script_args, training_args, model_args)
+    setup_logging(training_args)
+
+    # ---- data: checked before any weights load
     processor = load_processor(model_args)
     train_dataset, eval_dataset = build_datasets(script_args, patch_size_of(processor))
 
+    # ---- rewards: checked before any weights load
+    # Every reward must score the reference answers (core.rewards.contract.check_rewards_can_score).
     reward_funcs = build_reward_funcs(script_args.reward_funcs)
+    if training_args.reward_weights is None:
+        training_args.reward_weights = reward_weights(script_args)
     check_rewards_can_score(
         reward_funcs,
         train_dataset,
         reference_completion,
-        source=script_args.train_file,
+        source=script_args.dataset_name,
         full_marks=REFERENCE_FULL_MARKS,
     )
+
+    # ---- model: the output folder is claimed (setup_run), then the weights load
+    resume = setup_run(training_args, script_args, model_args)
     # Smoke configs only: teach the random tiny policy the answer format, so groups differ
     # (core/training/warm_start.py).
     warm_start_checkpoint(
@@ -158,9 +180,10 @@ def main() -> None:
         reference_completion,
         chat_template_kwargs=training_args.chat_template_kwargs,
     )
-
     model = load_model(model_args)
     freeze_for_full_finetune(model, model_args)
+
+    # ---- trainer
     trainer = VLMGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -170,6 +193,8 @@ def main() -> None:
         processing_class=processor,
         peft_config=build_lora_config(model, model_args),
     )
+
+    # ---- train, save
     train_and_save(trainer, resume)
 
 

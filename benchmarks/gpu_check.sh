@@ -170,12 +170,7 @@ for recipe in "${recipes[@]}"; do
   sample="recipes/$recipe/data/sample"
   [[ -e "$sample" ]] && continue
   echo "== sample data: $sample" | tee -a "$log"
-  case "$recipe" in
-    image2code)
-      "$PYTHON" recipes/image2code/data.py --create_sample "$sample" --n 24 >> "$log" 2>&1
-      "$PYTHON" recipes/image2code/data.py --split_dataset "$sample/data.jsonl" "$sample/splits" >> "$log" 2>&1 ;;
-    *) "$PYTHON" "recipes/$recipe/data.py" --make-sample "$sample" >> "$log" 2>&1 ;;
-  esac
+  "$PYTHON" "recipes/$recipe/sample.py" "$sample" >> "$log" 2>&1
 done
 
 # --- every recipe's smoke config in bf16 ----------------------------------------------------------------------------

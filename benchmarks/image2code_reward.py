@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "recipes" / "image2code"))
 
-from data import create_sample  # noqa: E402
 from rewards import RewardConfig, score_result  # noqa: E402
+from sample import make_sample  # noqa: E402
 
 from core.data.records import load_records  # noqa: E402
 from core.rewards.sandbox import Sandbox, render_code_in_process  # noqa: E402
@@ -58,8 +58,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24, help="programs (sample reference code)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data_file = create_sample(Path(tmp) / "sample", n=args.n, seed=0)
-        records = load_records(data_file)
+        splits = make_sample(Path(tmp) / "sample", num_samples=args.n, seed=0)
+        records = [record for file in splits.values() for record in load_records(file)]
         codes = [r["reference_code"] for r in records]
         refs = [Image.open(Path(tmp) / "sample" / r["image_path"]).convert("RGB") for r in records]
     config = RewardConfig()

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def test_smoke_launcher_runs_zero2_on_two_cpu_processes(tmp_path):
     sample = tmp_path / "sample"
-    load_recipe_module("grounding", "data").make_sample(sample, n_train=16, n_eval=4, seed=1)
+    load_recipe_module("grounding", "sample").make_sample(sample, num_samples=20, num_eval=4, seed=1)
     out = tmp_path / "dist"
     # A cold tiny-model cache: both ranks resolve tiny:qwen2_5_vl at once with torch.distributed already up, where
     # save_pretrained writes weights on rank 0 only (a rank-1 build once published a checkpoint without weights).

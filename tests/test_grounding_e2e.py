@@ -35,7 +35,7 @@ def env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("grounding_sample")
-    load_recipe_module("grounding", "data").make_sample(out, n_train=16, n_eval=8, seed=0)
+    load_recipe_module("grounding", "sample").make_sample(out, num_samples=24, num_eval=8, seed=0)
     return out
 
 

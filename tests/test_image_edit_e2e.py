@@ -35,7 +35,8 @@ def env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
-    return load_recipe_module("image_edit", "data").make_sample(tmp_path_factory.mktemp("ce") / "s", n_real=4, n_syn=1)
+    sample = load_recipe_module("image_edit", "sample")
+    return sample.make_sample(tmp_path_factory.mktemp("ce") / "s", num_samples=5, num_syn=1)["dataset"]
 
 
 def train(out: Path, dataset: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_image_edit_run_stops_when_the_judge_answers_nothing(tmp_path):
-    sample = load_recipe_module("image_edit", "data").make_sample(tmp_path / "s", n_real=4, n_syn=1)
+    sample = load_recipe_module("image_edit", "sample").make_sample(tmp_path / "s", 5, num_syn=1)["dataset"]
     dd = datasets.load_from_disk(str(sample))
 
     def fail_judge(row):

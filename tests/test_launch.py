@@ -1,5 +1,6 @@
 """`core/tools/launch.sh`: which interpreter it runs (`PYTHON` if set, else the repository's `.venv`, else `python3` on
-PATH), and that a SIGKILLed launcher leaves no worker behind.
+PATH), that SMOKE=1 makes the recipe's sample data first (and says so), that a recipe folder outside the repository
+launches the same way, and that a SIGKILLed launcher leaves no worker behind.
 
 The tests that drive the launcher pass `PYTHON=sys.executable` (tests.helpers.subprocess_env), so they run in the
 suite's own environment wherever it lives. Here each candidate interpreter is a small script that records that it
@@ -32,17 +33,18 @@ def fake_python(path: Path, record: Path) -> Path:
 
 def launcher_copy(root: Path) -> Path:
     """`core/tools/launch.sh` in a repository-shaped folder `root` (no .venv), with a one-file recipe beside it."""
-    (root / "core").mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "core" / "launch.sh", root / "core" / "launch.sh")
+    (root / "core" / "tools").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "core" / "tools" / "launch.sh", root / "core" / "tools" / "launch.sh")
     (root / "recipes" / "toy").mkdir(parents=True)
     (root / "recipes" / "toy" / "train.py").write_text("")
     return root
 
 
-def launch(root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def launch(root: Path, env: dict[str, str], recipe: Path | None = None) -> subprocess.CompletedProcess:
     env = {**env, "NUM_GPUS": "1"}
+    recipe = recipe or root / "recipes" / "toy"
     return subprocess.run(
-        ["bash", str(root / "core" / "launch.sh"), str(root / "recipes" / "toy"), "--output_dir", str(root / "out")],
+        ["bash", str(root / "core" / "tools" / "launch.sh"), str(recipe), "--output_dir", str(root / "out")],
         cwd=root,
         env=env,
         capture_output=True,
@@ -91,6 +93,68 @@ def test_without_python_variable_or_venv_python3_on_path_is_used(tmp_path):
     assert "== python3 -m accelerate.commands.launch" in log
 
 
+def test_smoke_makes_the_sample_data_first_and_says_so_in_one_line(tmp_path):
+    root = launcher_copy(tmp_path / "repo")
+    (root / "recipes" / "toy" / "sample.py").write_text("")
+    record = tmp_path / "calls.txt"
+    chosen = fake_python(tmp_path / "chosen" / "python", record)
+    with chosen.open("a") as script:  # what sample.py prints (core.data.cli.sample_main)
+        script.write(
+            'case "$1" in *sample.py) printf "wrote data/sample:\\n  train: data/sample/train.jsonl" ;; esac\n'
+        )
+    env = {**os.environ, "PYTHON": str(chosen), "SMOKE": "1", "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    proc = launch(root, env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sample_call, train_call = record.read_text().splitlines()
+    assert sample_call == f"{chosen} {root / 'recipes' / 'toy' / 'sample.py'}"  # its default OUT_DIR: data/sample
+    assert train_call.startswith(f"{chosen} -m accelerate.commands.launch")
+    assert f"--config {root / 'recipes' / 'toy' / 'config_smoke.yaml'}" in train_call
+    said = [line for line in proc.stdout.splitlines() if "data/sample" in line]
+    assert said == ["== sample data: wrote data/sample"]  # one line; sample.py's whole output is in the log
+    assert "  train: data/sample/train.jsonl" in (root / "out" / "training.log").read_text()
+
+
+def test_smoke_stops_when_the_sample_cannot_be_made(tmp_path):
+    root = launcher_copy(tmp_path / "repo")
+    (root / "recipes" / "toy" / "sample.py").write_text("")
+    failing = tmp_path / "bin" / "python"
+    failing.parent.mkdir()
+    failing.write_text('#!/bin/sh\necho "FileExistsError: data/sample holds files sample.py did not write"\nexit 1\n')
+    failing.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(failing), "SMOKE": "1", "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    proc = launch(root, env)
+    assert proc.returncode == 1
+    assert "FileExistsError: data/sample holds files sample.py did not write" in proc.stderr
+    assert "sample.py failed (status 1), see above; not training" in proc.stdout
+    assert "accelerate" not in proc.stdout.split("== sample data:")[1]
+
+
+def test_without_smoke_no_sample_is_made(tmp_path):
+    root = launcher_copy(tmp_path / "repo")
+    (root / "recipes" / "toy" / "sample.py").write_text("")
+    record = tmp_path / "calls.txt"
+    chosen = fake_python(tmp_path / "chosen" / "python", record)
+    proc = launch(root, {**os.environ, "PYTHON": str(chosen)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sample.py" not in record.read_text() and "== sample data" not in proc.stdout
+
+
+def test_a_recipe_folder_outside_the_repository_launches_the_same_way(tmp_path):
+    root = launcher_copy(tmp_path / "repo")
+    elsewhere = tmp_path / "work" / "my_task"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "train.py").write_text("")
+    record = tmp_path / "calls.txt"
+    venv_python = fake_python(root / ".venv" / "bin" / "python", record)  # the repository's, as before
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PYTHONPATH")}
+    proc = launch(root, env, recipe=elsewhere)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    call = record.read_text()
+    assert call.startswith(f"{venv_python} -m accelerate.commands.launch")
+    assert f"{elsewhere / 'train.py'} --config {elsewhere / 'config.yaml'}" in call
+    assert f"== {time.strftime('%Y')}" in proc.stdout and " my_task on 1 machine(s)" in proc.stdout
+
+
 def processes_naming(text: str) -> dict[int, str]:
     """Live (not zombie) processes whose command line contains `text`, by pid."""
     found = {}
@@ -111,9 +175,9 @@ def processes_naming(text: str) -> dict[int, str]:
 def test_sigkill_of_the_launcher_stops_its_workers(tmp_path):
     """`kill -9` of the launcher shell alone (no trap can run): within ~2 s neither accelerate nor a worker is left."""
     sample = tmp_path / "sample"
-    load_recipe_module("grounding", "data").make_sample(sample, n_train=8, n_eval=2, seed=0)
+    load_recipe_module("grounding", "sample").make_sample(sample, num_samples=10, num_eval=2, seed=0)
     out = tmp_path / "run"
-    flags = ["--train_file", str(sample / "train.jsonl"), "--eval_file", "", "--output_dir", str(out)]
+    flags = ["--dataset_name", str(sample / "train.jsonl"), "--eval_dataset_name", "", "--output_dir", str(out)]
     flags += ["--max_steps", "200", "--save_strategy", "no"]
     with open(tmp_path / "console.txt", "w") as sink:
         launcher = subprocess.Popen(

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def test_toy_reward_rises(tmp_path):
     data = load_recipe_module("grounding", "data")
-    data.make_sample(tmp_path / "data", n_train=16, n_eval=1, seed=0)
+    load_recipe_module("grounding", "sample").make_sample(tmp_path / "data", num_samples=17, num_eval=1, seed=0)
     model_args = VLMModelConfig(model_name_or_path="tiny:qwen2_5_vl", dtype="float32", use_peft=False)
     model, processor, _ = load_model_and_processor(model_args)
     dataset = data.build_dataset(tmp_path / "data" / "train.jsonl", None, processor.image_processor)

@@ -111,7 +111,7 @@ def test_tensorboard_writer_is_the_callbacks() -> None:
 def test_two_step_image_edit_smoke_run_writes_sample_grids_and_a_tensorboard_image(tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    sample = load_recipe_module("image_edit", "data").make_sample(tmp_path / "data", n_real=4, n_syn=1)
+    sample = load_recipe_module("image_edit", "sample").make_sample(tmp_path / "data", 5, num_syn=1)["dataset"]
     out = tmp_path / "run"
     recipe = RECIPES_DIR / "image_edit"
     cmd = [

@@ -41,7 +41,8 @@ def run(cmd: list[str], **extra_env: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
-    return load_recipe_module("mathvista", "data").make_sample(tmp_path_factory.mktemp("mathvista"), n=N_ROWS, seed=3)
+    sample = load_recipe_module("mathvista", "sample")
+    return sample.make_sample(tmp_path_factory.mktemp("mathvista"), num_samples=N_ROWS, seed=3)["dataset"]
 
 
 def train_cmd(sample: Path, output_dir: Path, *extra: str) -> list[str]:

@@ -40,7 +40,7 @@ def test_embeddings_equal_the_pipelines_own_for_an_empty_completion():
 
 
 def test_two_grpo_steps_then_evaluate(tmp_path):
-    sample = load_recipe_module("mmmg", "data").make_sample(tmp_path / "sample")
+    sample = load_recipe_module("mmmg", "sample").make_sample(tmp_path / "sample")["dataset"]
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     cmd = [

@@ -24,7 +24,7 @@ def grounding(tmp_path_factory):
     """Box and point versions of the grounding sample, built with the tiny Qwen2.5-VL processor (pixels_resized)."""
     data = load_recipe_module("grounding", "data")
     folder = tmp_path_factory.mktemp("grounding")
-    data.make_sample(folder, n_train=6, n_eval=1, seed=0)
+    load_recipe_module("grounding", "sample").make_sample(folder, num_samples=7, num_eval=1, seed=0)
     records = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
     for record in records:
         x1, y1, x2, y2 = record["solution"]
@@ -115,7 +115,7 @@ def test_grounding_train_refuses_iou_on_points_before_the_model_loads(grounding,
 
 def test_video_reference_answers_earn_full_marks(tmp_path):
     data, rewards = load_recipe_module("video", "data"), load_recipe_module("video", "rewards")
-    paths = data.make_sample(tmp_path, n_train=2, n_eval=1, seed=0)
+    paths = load_recipe_module("video", "sample").make_sample(tmp_path, num_samples=3, num_eval=1, seed=0)
     dataset = data.build_dataset(paths["train"])
     funcs = rewards.build_reward_funcs(list(rewards.REWARD_NAMES))
     scores = check_rewards_can_score(
@@ -144,7 +144,8 @@ def test_mathvista_reference_writes_the_letter_for_letter_like_options():
 
 def test_mathvista_reference_answers_earn_full_marks(tmp_path):
     data, rewards = load_recipe_module("mathvista", "data"), load_recipe_module("mathvista", "rewards")
-    source = data.make_sample(tmp_path / "mv", n=12, seed=0)  # every template: integer, float, list, choice
+    sample = load_recipe_module("mathvista", "sample")  # 12 rows: every template (integer, float, list, choice)
+    source = sample.make_sample(tmp_path / "mv", num_samples=12)["dataset"]
     dataset = data.build_dataset(source)
     cfg = rewards.RewardConfig(solution_start="<ans>", solution_end="</ans>")
     funcs = rewards.build_reward_funcs(list(rewards.REWARD_NAMES), cfg)

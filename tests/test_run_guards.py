@@ -120,7 +120,7 @@ class ScoresEveryOtherBatch:
 def grounding_rows(tmp_path_factory):
     data = load_recipe_module("grounding", "data")
     folder = tmp_path_factory.mktemp("grounding")
-    data.make_sample(folder, n_train=8, n_eval=1, seed=0)
+    load_recipe_module("grounding", "sample").make_sample(folder, num_samples=9, num_eval=1, seed=0)
     return data, folder
 
 

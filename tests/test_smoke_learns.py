@@ -2,7 +2,7 @@
 
 Each smoke config trains a tiny random model; before `warm_start_steps` (core/training/warm_start.py) and the local
 judge's
-dithered scores (core/rewards/judge_server.py) five of six never produced a gradient: no completion parsed, or every
+dithered scores (core/rewards/judge_server/) five of six never produced a gradient: no completion parsed, or every
 render of
 a group got the same integer, so all advantages were 0 and the adapter was saved as initialised. Here each recipe's
 smoke config runs as a user runs it (real subprocess, the sample data its README's make-sample command writes, no
@@ -26,17 +26,14 @@ from tests.helpers import RECIPES_DIR, REPO_ROOT, load_recipe_module, subprocess
 
 
 def _sample_flags(recipe: str, root: Path) -> list[str]:
-    """The documented sample data (each data.py's defaults), written under `root`, as the smoke config's data flags."""
-    data = load_recipe_module(recipe, "data")
-    if recipe in ("grounding", "video"):
-        files = data.make_sample(root)
-        return ["--train_file", str(files["train"]), "--eval_file", str(files["eval"])]
-    if recipe == "image2code":
-        splits = data.split_dataset(data.create_sample(root / "sample", n=24), root / "splits")
-        return ["--train_file", str(splits["train"]), "--eval_file", str(splits["eval"])]
+    """The documented sample data (each sample.py's defaults), written under `root`, as the smoke config's data
+    flags."""
+    written = load_recipe_module(recipe, "sample").make_sample(root / "sample")
+    if recipe in ("grounding", "video", "image2code"):
+        return ["--train_file", str(written["train"]), "--eval_file", str(written["eval"])]
     if recipe == "mathvista":
-        return ["--dataset_name", str(data.make_sample(root))]
-    return ["--dataset", str(data.make_sample(root / "sample"))]  # image_edit, mmmg
+        return ["--dataset_name", str(written["dataset"])]
+    return ["--dataset", str(written["dataset"])]  # image_edit, mmmg
 
 
 @pytest.mark.parametrize("recipe", ["grounding", "video", "image_edit", "image2code", "mmmg", "mathvista"])

@@ -1,112 +1,128 @@
-"""`cp -r recipes/grounding recipes/my_task` is the template: the copy must run unchanged and read its own files."""
+"""Every recipe is a template: `vlm-grpo new my_<r> --from <r> --dest DIR` outside this repository makes a copy that
+names only itself and runs from there: its sample data (`vlm-grpo sample`) and one training step of its smoke config,
+with the installed `core` (no PYTHONPATH) and the working directory outside the repository.
+
+"Names only itself": no text file of the copy has the original recipe's name as a word (any case) except where the
+word is bound to something outside the recipe and renaming it would break the copy (core.tools.recipe_copy.is_bound):
+the last part of a hub id, URL or module path (`AI4Math/MathVista`, `core.data.video`), a file name (`video.mp4`),
+a flag (`--video-root`), a tag (`<video>`), a quoted string that is exactly the name (`"video"`, a data column the
+code reads) or a Python name in code (`video=True`, a keyword of core's API). The checks below restate that rule
+independently of the implementation.
+"""
 
 from __future__ import annotations
 
-import ast
+import io
 import os
-import shutil
+import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import RECIPES_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.slow
-ORIGINAL = "grounding"
+VLM_GRPO = Path(sys.executable).with_name("vlm-grpo")
+RECIPES = sorted(p.name for p in RECIPES_DIR.iterdir() if (p / "train.py").is_file())
+# Recipes whose name is bound nowhere: their copies do not contain it at all.
+UNBOUND_NAMES = ("grounding", "image_edit")
 
 
-def code_strings(path: Path) -> list[str]:
-    """Names and non-docstring string constants of a Python file: what the code uses, not what it says."""
-    tree = ast.parse(path.read_text())
-    docstrings = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-    }
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-            found.append(node.value)
-        elif isinstance(node, ast.Name):
-            found.append(node.id)
-        elif isinstance(node, ast.Attribute):
-            found.append(node.attr)
-        elif isinstance(node, ast.alias):
-            found.append(node.name)
-    return found
+def environment() -> dict[str, str]:
+    """The suite's environment without PYTHONPATH: the copy must import the installed core."""
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONUNBUFFERED": "1"}
 
 
-def test_no_file_in_the_recipe_points_at_its_own_name():
-    recipe = REPO_ROOT / "recipes" / ORIGINAL
-    offenders = []
-    for path in recipe.glob("*.py"):
-        offenders += [f"{path.name}: {s!r}" for s in code_strings(path) if ORIGINAL in s.lower()]
-    for path in recipe.glob("*.yaml"):
-        values = yaml.safe_dump(yaml.safe_load(path.read_text()))  # comments dropped, values kept
-        if ORIGINAL in values.lower():
-            offenders.append(f"{path.name}: {values}")
-    for path in recipe.glob("*.sh"):
-        code = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
-        offenders += [f"{path.name}: {line}" for line in code if ORIGINAL in line.lower()]
-    assert not offenders, offenders
+def code_name_spans(source: str) -> list[tuple[int, int]]:
+    """Character spans of the NAME tokens of Python source (identifiers and keywords in code)."""
+    starts = [0]
+    for line in source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    return [
+        (starts[t.start[0] - 1] + t.start[1], starts[t.end[0] - 1] + t.end[1])
+        for t in tokenize.generate_tokens(io.StringIO(source).readline)
+        if t.type == tokenize.NAME
+    ]
 
 
-def test_copied_recipe_runs_unchanged_on_its_own_data(tmp_path):
-    # A repo-shaped tree: the real core, a copy of the recipe under a new name.
-    root = tmp_path / "repo"
-    (root / "recipes").mkdir(parents=True)
-    os.symlink(REPO_ROOT / "core", root / "core")
-    copy = root / "recipes" / "my_task"
-    shutil.copytree(REPO_ROOT / "recipes" / ORIGINAL, copy, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    env = {**os.environ, "PYTHONPATH": str(root)}
+def is_bound(text: str, start: int, end: int) -> bool:
+    before, after = text[start - 1 : start], text[end : end + 1]
+    if before and before in "/.<-@\\" or after and after in ">\\":
+        return True
+    if after == "." and re.match(r"\w", text[end + 1 : end + 2]):
+        return True
+    return bool(before) and before in "\"'" and after == before
 
-    subprocess.run(
-        [
-            sys.executable,
-            "recipes/my_task/data.py",
-            "--make-sample",
-            "recipes/my_task/data/sample",
-            "--n-train",
-            "8",
-            "--n-eval",
-            "4",
-        ],
-        cwd=root,
-        env=env,
-        check=True,
+
+def mentions(folder: Path, name: str) -> tuple[list[str], list[str]]:
+    """(unbound, bound) whole-word mentions of `name` in the text files under `folder`, as `file:line: text`."""
+    unbound, bound = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        names = code_name_spans(text) if path.suffix == ".py" else []
+        for match in re.finditer(rf"\b{re.escape(name)}\b", text, re.IGNORECASE):
+            line_no = text.count("\n", 0, match.start()) + 1
+            where = f"{path.relative_to(folder)}:{line_no}: {text.splitlines()[line_no - 1].strip()}"
+            in_code = any(s <= match.start() and match.end() <= e for s, e in names)
+            (bound if in_code or is_bound(text, match.start(), match.end()) else unbound).append(where)
+    return unbound, bound
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_new_copy_outside_the_repository_names_only_itself_and_trains(recipe, tmp_path):
+    work = tmp_path / "work"  # the working directory of every command: outside the repository
+    work.mkdir()
+    new_name = f"my_{recipe}"
+    copy = tmp_path / "elsewhere" / new_name
+    made = subprocess.run(
+        [str(VLM_GRPO), "new", new_name, "--from", recipe, "--dest", str(copy)],
+        cwd=work,
+        env=environment(),
         capture_output=True,
+        text=True,
+        timeout=120,
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "recipes/my_task/train.py",
-            "--config",
-            "recipes/my_task/config_smoke.yaml",
-            "--output_dir",
-            "outputs/copy",
-            "--max_steps",
-            "1",
-            "--max_train_samples",
-            "8",
-            "--disable_tqdm",
-            "true",
-        ],
-        cwd=root,
-        env=env,
+    assert made.returncode == 0, made.stderr
+    assert f"vlm-grpo train {copy} --smoke" in made.stdout  # the next commands, with the copy's path
+    assert not (copy / "data").exists() and not list(copy.rglob("__pycache__"))
+    assert {p.name for p in copy.iterdir()} >= {"train.py", "data.py", "sample.py", "evaluate.py", "run_8gpu.sh"}
+
+    unbound, bound = mentions(copy, recipe)
+    assert unbound == [], "\n".join(unbound)
+    if recipe in UNBOUND_NAMES:
+        assert bound == [], "\n".join(bound)
+    for path in copy.glob("*.sh"):  # the launch lines name no recipe at all
+        assert not re.search(rf"\b{recipe}\b", path.read_text(), re.IGNORECASE), path
+    assert str(REPO_ROOT) not in (copy / "config_smoke.yaml").read_text()
+
+    sample = subprocess.run(
+        [str(VLM_GRPO), "sample", str(copy)], cwd=work, env=environment(), capture_output=True, text=True, timeout=300
+    )
+    assert sample.returncode == 0, sample.stdout + sample.stderr
+    assert (copy / "data" / "sample" / "sample.json").is_file()  # config_smoke.yaml's data, in the copy
+
+    out = tmp_path / "run"
+    flags = ["--max_steps", "1", "--warm_start_steps", "0", "--max_completion_length", "16", "--disable_tqdm", "true"]
+    trained = subprocess.run(
+        [sys.executable, str(copy / "train.py"), "--config", str(copy / "config_smoke.yaml"), "--output_dir", str(out)]
+        + flags,
+        cwd=work,
+        env=environment(),
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    resolved = yaml.safe_load((root / "outputs" / "copy" / "run_config.yaml").read_text())
-    # The config's relative data paths resolved into the copy, not into the original recipe.
-    assert resolved["ScriptArguments"]["train_file"] == "data/sample/train.jsonl"
-    log = proc.stdout + proc.stderr
-    assert str(copy / "data" / "sample" / "train.jsonl") in log
-    assert str(REPO_ROOT / "recipes" / ORIGINAL) not in log
+    log = trained.stdout + trained.stderr
+    assert trained.returncode == 0, log[-4000:]
+    assert list(out.rglob("adapter_model.safetensors")) or list(out.rglob("model*.safetensors")), sorted(out.rglob("*"))
+    assert (out / "trainer_state.json").is_file()
+    record = yaml.safe_load((out / "run_config.yaml").read_text())
+    assert record["Run"]["recipe_dir"] == str(copy)  # `vlm-grpo eval` finds the copy's evaluate.py
+    assert str(RECIPES_DIR / recipe) not in log  # nothing was read from the original recipe

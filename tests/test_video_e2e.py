@@ -34,7 +34,7 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def video_run(tmp_path_factory) -> tuple[Path, Path]:
     sample = tmp_path_factory.mktemp("video_sample")
-    load_recipe_module("video", "data").make_sample(sample, n_train=8, n_eval=4, seed=0)
+    load_recipe_module("video", "sample").make_sample(sample, num_samples=12, num_eval=4, seed=0)
     out = tmp_path_factory.mktemp("video_runs") / "two_steps"
     run(
         [

@@ -176,20 +176,19 @@ def recipe_run(recipe: str, tmp_path: Path, *flags: str) -> tuple[subprocess.Com
 
 
 def recipe_data(recipe: str, tmp_path: Path) -> list[str]:
-    data = load_recipe_module(recipe, "data")
+    data = load_recipe_module(recipe, "sample")
     if recipe == "grounding":
-        data.make_sample(tmp_path / "d", n_train=8, n_eval=2, seed=0)
+        data.make_sample(tmp_path / "d", num_samples=10, num_eval=2, seed=0)
         return ["--train_file", str(tmp_path / "d" / "train.jsonl"), "--eval_file", str(tmp_path / "d" / "eval.jsonl")]
     if recipe == "image2code":
-        splits = data.split_dataset(
-            data.create_sample(tmp_path / "d", n=8, seed=0), tmp_path / "s", eval_fraction=0.25, test_fraction=0.0
-        )
+        splits = data.make_sample(tmp_path / "d", num_samples=8, seed=0, num_eval=2, num_test=0)
         return ["--train_file", str(splits["train"]), "--eval_file", str(splits["eval"])]
     if recipe == "mathvista":
-        return ["--dataset_name", str(data.make_sample(tmp_path / "d", n=8, seed=3))]
+        return ["--dataset_name", str(data.make_sample(tmp_path / "d", num_samples=8, seed=3)["dataset"])]
     if recipe == "image_edit":
-        return ["--dataset", str(data.make_sample(tmp_path / "d", n_real=4, n_syn=1))]
-    return ["--dataset", str(data.make_sample(tmp_path / "d")), "--reward_funcs", "knowledge_fidelity"]  # mmmg
+        return ["--dataset", str(data.make_sample(tmp_path / "d", num_samples=5, num_syn=1)["dataset"])]
+    mmmg = data.make_sample(tmp_path / "d")["dataset"]
+    return ["--dataset", str(mmmg), "--reward_funcs", "knowledge_fidelity"]
 
 
 @pytest.mark.slow

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Shared launcher behind every recipes/<task>/run_8gpu.sh:
+# Shared launcher behind `vlm-grpo train` and every recipes/<task>/run_8gpu.sh (which runs `vlm-grpo train`):
 #   bash core/tools/launch.sh RECIPE_DIR [train.py flags ...]
+# RECIPE_DIR may be anywhere (a copy made by `vlm-grpo new --dest DIR` too): `core` is imported from the installed
+# package (or this repository, put on PYTHONPATH), the recipe's files from RECIPE_DIR.
 # Environment:
 #   NUM_GPUS           processes per machine (default 8; 2 with SMOKE=1)
 #   NUM_MACHINES       machines (default 1); MACHINE_RANK (default 0); MAIN_PROCESS_IP; MAIN_PROCESS_PORT (29500 across
 #                      machines; on one machine a free port, so two runs on one node do not collide)
-#   SMOKE=1            CPU run of the recipe's config_smoke.yaml under the same launcher and DeepSpeed config
+#   SMOKE=1            CPU run of the recipe's config_smoke.yaml under the same launcher and DeepSpeed config; first
+#                      runs the recipe's sample.py (idempotent: an up-to-date sample is left as is), so the synthetic
+#                      data config_smoke.yaml reads exists on a fresh clone, and says so in one line
 #   CONFIG             training YAML (default RECIPE_DIR/config.yaml, or config_smoke.yaml with SMOKE=1)
 #   ACCELERATE_CONFIG  accelerate/DeepSpeed file (default RECIPE_DIR/deepspeed_zero2.yaml)
 #   RUN_NAME           output folder name under outputs/ (default <recipe>-<timestamp>); --output_dir DIR wins
 #   PYTHON             interpreter that runs accelerate and train.py. Unset: the repository's .venv/bin/python (what
 #                      `make install` builds) if it exists, else python3 on PATH. Set it to run from any other
-#                      environment (conda, a cluster module); the test suite sets it to its own interpreter.
+#                      environment (conda, a cluster module); `vlm-grpo train` sets it to its own interpreter (the
+#                      environment it is installed in), and so does the test suite.
 # The log is appended (tee -a) to OUTPUT_DIR/training.log, so a resumed run keeps what came before.
 # A start-up error (bad data, config, missing file; core/errors.py) is printed once, as the last lines, without a
 # traceback (the traceback is in training.log), and the launcher exits with status 2: fix the input and rerun.
@@ -95,6 +100,28 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
   echo "== $(date '+%F %T') $recipe on $num_machines machine(s) x $num_gpus process(es), rank $machine_rank"
   echo "== ${cmd[*]}"
 } | tee -a "$log"
+
+# SMOKE=1 on a fresh clone: config_smoke.yaml reads the recipe's synthetic sample (data/sample), made here once.
+# Its first line (wrote DIR / DIR already holds this sample) is the summary; all its output goes to the log.
+if [[ "${SMOKE:-0}" == "1" ]]; then
+  if [[ -f "$recipe_dir/sample.py" ]]; then
+    sample_status=0
+    sample_err=$(mktemp)
+    sample_out=$("$PYTHON" "$recipe_dir/sample.py" 2>"$sample_err") || sample_status=$?
+    { printf '%s\n' "$sample_out"; cat "$sample_err"; } >>"$log"
+    if [[ $sample_status -ne 0 ]]; then
+      { printf '%s\n' "$sample_out"; cat "$sample_err"; } >&2
+      rm -f "$sample_err"
+      echo "== sample data: $recipe_dir/sample.py failed (status $sample_status), see above; not training" | tee -a "$log"
+      exit "$sample_status"
+    fi
+    rm -f "$sample_err"
+    summary=$(printf '%s\n' "$sample_out" | grep -v '^[[:space:]]*$' | head -n 1 || true)
+    echo "== sample data: ${summary%:}" | tee -a "$log"
+  else
+    echo "== sample data: $recipe_dir has no sample.py; config_smoke.yaml's data must exist already" | tee -a "$log"
+  fi
+fi
 
 # accelerate runs in the background so that a signal to this shell is handled at once: TERM, INT and HUP are
 # forwarded to it, and torch's elastic agent inside stops the workers (each in a session of its own). A watchdog

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Launch: bash recipes/image_edit/monitor_and_run.sh RUN_NAME [flags for run_8gpu.sh ...]
+# Launch: bash monitor_and_run.sh RUN_NAME [flags for run_8gpu.sh ...]   (from this folder, or give its path)
 #   Runs training into outputs/RUN_NAME, prints the reward of every logged step from its training.log, and, if the
 #   run dies before finishing, relaunches it from its last checkpoint (at most MAX_RESTARTS times, default 3).
 #   LAUNCHER=.../run_8gpu_full_finetune.sh monitors the full fine-tuning launcher instead.
@@ -8,14 +8,14 @@
 #   message is printed and this script exits 2. After any other failure the last lines of the log are printed.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
+vlm_grpo=$(command -v vlm-grpo || echo "$here/../../.venv/bin/vlm-grpo")  # as run_8gpu.sh finds it
 run_name=${1:?usage: monitor_and_run.sh RUN_NAME [flags]}
 shift
 out=${OUTPUT_ROOT:-outputs}/$run_name
 launcher=${LAUNCHER:-$here/run_8gpu.sh}
 max_restarts=${MAX_RESTARTS:-3}
-python=${PYTHON:-$([[ -x $root/.venv/bin/python ]] && echo "$root/.venv/bin/python" || echo python3)}
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+# The log monitor (core.tools.monitor) runs in the environment vlm-grpo is installed in.
+python=${PYTHON:-$([[ -x $(dirname "$vlm_grpo")/python ]] && echo "$(dirname "$vlm_grpo")/python" || echo python3)}
 
 launches=0
 while true; do

@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# Launch: bash recipes/image_edit/run_8gpu.sh [--flag value ...]
-#   8 GPUs, config.yaml, DeepSpeed ZeRO-2; flags override the config (e.g. --output_dir outputs/mine --max_steps 50).
-#   SMOKE=1 bash recipes/image_edit/run_8gpu.sh      CPU smoke run (config_smoke.yaml, 2 processes)
-#   NUM_GPUS=4 | NUM_MACHINES=2 MACHINE_RANK=0 MAIN_PROCESS_IP=10.0.0.1 | ACCELERATE_CONFIG=.../deepspeed_zero3.yaml
-# Everything else is in core/tools/launch.sh, shared by all recipes; this file names no recipe, so a copy works as is.
+# bash run_8gpu.sh [--flag value ...]: this recipe on 8 GPUs (config.yaml, DeepSpeed ZeRO-2); flags override the
+# config. SMOKE=1: CPU smoke run (config_smoke.yaml, 2 processes; makes the sample data first). NUM_GPUS,
+# NUM_MACHINES, ACCELERATE_CONFIG, RUN_NAME, ...: see core/tools/launch.sh. Same as: vlm-grpo train <this folder>
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-exec bash "$here/../../core/tools/launch.sh" "$here" "$@"
+exec "$(command -v vlm-grpo || echo "$here/../../.venv/bin/vlm-grpo")" train "$here" "$@"

@@ -1,20 +1,16 @@
 #!/usr/bin/env bash
-# Launch: bash recipes/image_edit/run_8gpu_full_finetune.sh [--flag value ...]
+# Launch: bash run_8gpu_full_finetune.sh [--flag value ...]   (from this folder, or give its path)
 #   Full fine-tuning of the VLM (no LoRA) under DeepSpeed ZeRO-3; the DiT and VAE stay frozen as in the LoRA run.
 #   The frozen DiT is offloaded between reward renders (--offload_dit true; pass --offload_dit false to keep it on the
 #   GPUs): it waits in host RAM (~41 GB per rank) and is copied to the GPU for each render only.
 #   Same environment variables as run_8gpu.sh (NUM_GPUS, NUM_MACHINES, MACHINE_RANK, MAIN_PROCESS_IP, RUN_NAME, ...).
-#   PLAN_ONLY=1: print what each GPU needs (python -m core.plan) and exit without launching.
+#   PLAN_ONLY=1: print what each GPU needs (vlm-grpo plan) and exit without launching.
 #   GPU_MEMORY_GB: the card size the plan is checked against (default: nvidia-smi's first GPU, else 80).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
+vlm_grpo=$(command -v vlm-grpo || echo "$here/../../.venv/bin/vlm-grpo")  # as run_8gpu.sh finds it
 export ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-$here/deepspeed_zero3.yaml}
 flags=(--use_peft false --learning_rate 1e-6 --offload_dit true)
-
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x "$root/.venv/bin/python" ]]; then PYTHON="$root/.venv/bin/python"; else PYTHON=python3; fi
-fi
 num_gpus=$(( ${NUM_GPUS:-8} * ${NUM_MACHINES:-1} ))
 gpu_gb=${GPU_MEMORY_GB:-}
 if [[ -z "$gpu_gb" ]] && command -v nvidia-smi > /dev/null 2>&1; then
@@ -27,10 +23,9 @@ gpu_gb=${gpu_gb:-80}
 if [[ "${SMOKE:-0}" == "1" ]]; then
   echo "== per GPU: SMOKE=1 runs the tiny pipeline on CPU; for the real run: PLAN_ONLY=1 bash $0"
 else
-  echo "== per GPU, full fine-tune on $num_gpus GPU(s) of ${gpu_gb} GB (python -m core.plan; ZeRO-3, DiT offloaded):"
-  if ! (cd "$root" && PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m core.plan \
-      "${CONFIG:-$here/config.yaml}" --num_gpus "$num_gpus" --gpu_memory_gb "$gpu_gb" \
-      --accelerate_config "$ACCELERATE_CONFIG" "${flags[@]}" "$@"); then
+  echo "== per GPU, full fine-tune on $num_gpus GPU(s) of ${gpu_gb} GB (vlm-grpo plan; ZeRO-3, DiT offloaded):"
+  if ! "$vlm_grpo" plan "${CONFIG:-$here/config.yaml}" --num_gpus "$num_gpus" --gpu_memory_gb "$gpu_gb" \
+      --accelerate_config "$ACCELERATE_CONFIG" "${flags[@]}" "$@"; then
     # The planner could not run (not installed here, or a flag it does not know): the components, by arithmetic.
     awk -v n="$num_gpus" 'BEGIN {
       policy = 8.29e9; dit = 20.43e9; vae = 0.127e9

@@ -6,8 +6,9 @@ with the installed `core` (no PYTHONPATH) and the working directory outside the 
 word is bound to something outside the recipe and renaming it would break the copy (core.tools.recipe_copy.is_bound):
 the last part of a hub id, URL or module path (`AI4Math/MathVista`, `core.data.video`), a file name (`video.mp4`),
 a flag (`--video-root`), a tag (`<video>`), a quoted string that is exactly the name (`"video"`, a data column the
-code reads) or a Python name in code (`video=True`, a keyword of core's API). The checks below restate that rule
-independently of the implementation.
+code reads), a Python name in code (`video=True`, a keyword of core's API) or a Python string literal that is not a
+docstring (prompt text the model is trained on, metric and benchmark names: values, not prose). The checks below
+restate that rule independently of the implementation.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 VLM_GRPO = Path(sys.executable).with_name("vlm-grpo")
 RECIPES = sorted(p.name for p in RECIPES_DIR.iterdir() if (p / "train.py").is_file())
 # Recipes whose name is bound nowhere: their copies do not contain it at all.
-UNBOUND_NAMES = ("grounding", "image_edit")
+UNBOUND_NAMES = ("grounding",)
 
 
 def environment() -> dict[str, str]:
@@ -38,15 +39,19 @@ def environment() -> dict[str, str]:
 
 
 def code_name_spans(source: str) -> list[tuple[int, int]]:
-    """Character spans of the NAME tokens of Python source (identifiers and keywords in code)."""
+    """Character spans of the NAME tokens (identifiers and keywords in code) and of the string literals that are not
+    docstrings (values the code uses) of Python source."""
     starts = [0]
     for line in source.splitlines(keepends=True):
         starts.append(starts[-1] + len(line))
-    return [
-        (starts[t.start[0] - 1] + t.start[1], starts[t.end[0] - 1] + t.end[1])
-        for t in tokenize.generate_tokens(io.StringIO(source).readline)
-        if t.type == tokenize.NAME
-    ]
+    spans, previous = [], None
+    for t in tokenize.generate_tokens(io.StringIO(source).readline):
+        docstring = t.type == tokenize.STRING and previous in {None, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
+        if t.type == tokenize.NAME or (t.type == tokenize.STRING and not docstring):
+            spans.append((starts[t.start[0] - 1] + t.start[1], starts[t.end[0] - 1] + t.end[1]))
+        if t.type not in (tokenize.NL, tokenize.COMMENT):
+            previous = t.type
+    return spans
 
 
 def is_bound(text: str, start: int, end: int) -> bool:

@@ -225,11 +225,28 @@ def warn_if_over_budget(script_args: Any, training_args: Any, model_args: Any) -
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _at_least(low: float, kind: type) -> Any:
+    """An argparse type refusing values below `low` with argparse's usage message (exit 2), not a traceback."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="a recipe's config YAML")
-    parser.add_argument("--num_gpus", type=int, default=8, help="processes (GPUs) of the launch (default 8)")
-    parser.add_argument("--gpu_memory_gb", type=float, default=80.0, help="memory per GPU in GB (default 80)")
+    parser.add_argument(
+        "--num_gpus", type=_at_least(1, int), default=8, help="processes (GPUs) of the launch (default 8)"
+    )
+    parser.add_argument(
+        "--gpu_memory_gb", type=_at_least(0.001, float), default=80.0, help="memory per GPU in GB (default 80)"
+    )
     parser.add_argument(
         "--zero",
         type=int,

@@ -152,7 +152,7 @@ def cmd_new(args: argparse.Namespace, rest: list[str]) -> int:
     if dest.resolve().is_relative_to(source):
         raise CliError(f"--dest {shown(dest)} is inside the recipe it copies ({shown(source)})")
     in_repo = dest.resolve().parent == RECIPES_DIR.resolve()
-    recipes_path = f"recipes/{dest.name}" if in_repo else shown(dest)
+    recipes_path = f"recipes/{dest.name}" if in_repo else str(dest.resolve())  # absolute: valid from any folder
     written = copy_recipe(source, dest, name, recipes_path, None if in_repo else this_executable())
     spec = recipe_spec(dest)
     print(f"created {shown(dest)} from {shown(source)}: {len(written)} files, '{source.name}' renamed in them")

@@ -58,8 +58,9 @@ def rename_in_text(text: str, old: str, new: str) -> str:
 
 
 def rename_in_python(source: str, old: str, new: str) -> str:
-    """`rename_in_text` applied to the comments and string literals (docstrings, messages) of Python source only:
-    names in the code (variables, keyword arguments, imports) are API, and stay."""
+    """`rename_in_text` applied to the comments and docstrings of Python source only. Names in the code (variables,
+    keyword arguments, imports) are API, and other string literals are values the code uses (prompt text the model
+    is trained on, column names, metric names, benchmark names in messages): renaming them would change the task."""
     try:
         tokens = list(tokenize.generate_tokens(StringIO(source).readline))
     except (tokenize.TokenError, SyntaxError):
@@ -67,10 +68,13 @@ def rename_in_python(source: str, old: str, new: str) -> str:
     line_starts = [0]
     for line in source.splitlines(keepends=True):
         line_starts.append(line_starts[-1] + len(line))
-    prose = {tokenize.COMMENT, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", -1)}
-    out, position = [], 0
+    statement_start = {None, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING}
+    out, position, previous = [], 0, None
     for tok in tokens:
-        if tok.type not in prose:
+        is_docstring = tok.type == tokenize.STRING and previous in statement_start
+        if tok.type not in (tokenize.NL, tokenize.COMMENT):
+            previous = tok.type
+        if tok.type != tokenize.COMMENT and not is_docstring:
             continue
         start = line_starts[tok.start[0] - 1] + tok.start[1]
         end = line_starts[tok.end[0] - 1] + tok.end[1]

@@ -60,6 +60,15 @@ class RenderMemoryArguments:
         },
     )
 
+    def pipeline_memory_kwargs(self) -> dict[str, Any]:
+        """The switches `load_pipeline` takes, so every recipe passes all of them and a new one reaches each."""
+        return {
+            "vae_tiling": self.vae_tiling,
+            "vae_slicing": self.vae_slicing,
+            "vae_tile_size": self.vae_tile_size,
+            "offload_dit": self.offload_dit,  # the DiT is not moved to the GPU at all; the renderer lends it
+        }
+
 
 def load_pipeline(
     name_or_path: str,

@@ -113,10 +113,7 @@ def main() -> None:
             dtype=torch_dtype(model_args.dtype),
             device=training_args.device,
             edit=False,
-            vae_tiling=script_args.vae_tiling,
-            vae_slicing=script_args.vae_slicing,
-            vae_tile_size=script_args.vae_tile_size,
-            offload_dit=script_args.offload_dit,  # the DiT is not moved to the GPU at all; the renderer lends it
+            **script_args.pipeline_memory_kwargs(),
         )
         model, tokenizer = ignore_logits_to_keep_if_needed(pipeline.text_encoder), pipeline.tokenizer
         # The prompts take the pipeline's own template.

@@ -45,6 +45,8 @@ import numpy as np
 from datasets.features.features import register_feature
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
+from core.data.decode_cache import bytes_key, decode_cache, file_key
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MAX_DECODE_PIXELS",
@@ -269,10 +271,11 @@ class NormalizedImage(datasets.Image):
         if isinstance(value, str):
             value = {"path": value, "bytes": None}
         path, data = value.get("path"), value.get("bytes")
-        if data is not None:
-            return open_image(data, self.max_pixels, self.max_side)
+        bounds = (self.max_pixels, self.max_side)
+        if data is not None:  # GRPO reads each row G times in a row: decoded once (core.data.decode_cache)
+            return decode_cache.get((*bytes_key(data), *bounds), lambda: open_image(data, *bounds))
         if path is not None and os.path.isfile(path):
-            return open_image(path, self.max_pixels, self.max_side)
+            return decode_cache.get((*file_key(path), *bounds), lambda: open_image(path, *bounds))
         fetched = datasets.Image(decode=True).decode_example(value, token_per_repo_id)
         return normalize_image(fetched, self.max_pixels, self.max_side)
 

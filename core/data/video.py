@@ -59,6 +59,7 @@ from typing import Any
 import datasets
 from PIL import Image
 
+from core.data.decode_cache import decode_cache, file_key
 from core.data.records import DataError, describe_row, resolve_image_path
 
 __all__ = [
@@ -449,8 +450,13 @@ class DecodeVideoFrames:
             return batch
         if self.indices_column not in batch:
             raise KeyError(f"decoding {self.video_column!r} needs the {self.indices_column!r} column as well")
-        frames = [
-            read_frames(path, indices, self.pixels)
+        frames = [  # GRPO reads each row G times in a row: decoded once (core.data.decode_cache), a new list each
+            list(
+                decode_cache.get(
+                    (*file_key(path), tuple(indices), repr(self.pixels)),
+                    lambda path=path, indices=indices: read_frames(path, indices, self.pixels),
+                )
+            )
             for path, indices in zip(batch[self.video_column], batch[self.indices_column], strict=True)
         ]
         return {**batch, self.video_column: frames}

@@ -208,6 +208,14 @@ class VLMGRPOConfig(GRPOConfig):
             "None, e.g. the judge is down. Such steps have zero advantage and teach nothing. 0 disables the check.",
         },
     )
+    reuse_vision: bool = field(
+        default=True,
+        metadata={
+            "help": "Decode, process and encode each unique image or clip once per generation batch instead of once "
+            "per completion and forward (core.training.vision_reuse). The vision-tower features are reused only "
+            "while no vision or projector parameter trains; log-probs equal TRL's path. false: TRL's path as is."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={

@@ -12,13 +12,16 @@ Added here:
   `VLLMGeneration`: prompt images brought to the trainer processor's size first (same pixels, same image-token
   count on both sides), the trainer's pixel bounds given to the engine, a text-encoder policy served from a folder
   assembled with its tokenizer and processor, the placeholder tokens biased out of vLLM's sampling too.
+- **Vision work once per unique input** (`core.training.vision_reuse`, `reuse_vision`): the G copies of a prompt's
+  image or clip are processed once and, while the vision tower is frozen, encoded once per generation batch for
+  generation and every log-prob forward; TRL's path computes the same tensors G to 4G times.
 - A torch path for the per-token log-probs on CPU (`core.training.cpu_logprobs`), where TRL 1.15 only has a Triton
 kernel.
 - Run guards: training stops with `UnscoredRewardsError` after `max_unscored_steps` generation batches in a row in
   which no completion could be scored, and checkpoints inside a generation batch are refused (see core.training.run).
 - A start-up report of what trains (counts per vision/projector/language group), so a wrong LoRA switch is caught
   before hours of GPU time, and the reward-curve PNG written at the end of training.
-Everything else — generation, the image path, advantages, the loss — is TRL's.
+Everything else — generation, the image path's inputs, advantages, the loss — is TRL's.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from core.training import cpu_logprobs
 from core.training.lora import trainable_report
 from core.training.prompts import VIDEO_COLUMN, encode_prompts, encode_video_rows
 from core.training.run import boundary_unit, check_save_steps
+from core.training.vision_reuse import VisionReuse
 from core.training.vllm_generation import fit_images_to_processor
 
 logger = logging.getLogger(__name__)
@@ -205,6 +209,9 @@ class VLMGRPOTrainer(GRPOTrainer):
         if tokenizer is not None and getattr(tokenizer, "padding_side", "left") != "left":
             logger.info("processor padded on the %s: set to left, as TRL pads prompts", tokenizer.padding_side)
             tokenizer.padding_side = "left"
+        # Each unique image/clip processed and encoded once per generation batch (see core.training.vision_reuse).
+        reuse = bool(getattr(self.args, "reuse_vision", True)) and self.processing_class is not None
+        self.vision_reuse = VisionReuse(self.model, self.processing_class) if reuse else None
         self.trainable_summary = trainable_report(self.model)
         if self.accelerator.is_main_process:
             print(self.trainable_summary, flush=True)
@@ -258,7 +265,11 @@ class VLMGRPOTrainer(GRPOTrainer):
         return encode_prompts(self.processing_class, prompts, videos=videos, fps=fps, **self.chat_template_kwargs)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        output = self._sample_and_score(inputs)
+        if self.vision_reuse is None:
+            output = self._sample_and_score(inputs)
+        else:
+            with self.vision_reuse.scope():
+                output = self._sample_and_score(inputs)
         metrics = self._metrics["train"]
         if self.model.training and self.accelerator.is_main_process and metrics.get("frac_reward_zero_std"):
             stds = {name: metrics[f"rewards/{name}/std"][-1] for name in self.reward_func_names}

@@ -42,8 +42,10 @@ def _is_dynamic_qwen(image_processor: Any) -> bool:
 
 
 def _unwrap(image_processor: Any) -> Any:
-    """The image processor itself; a full `ProcessorMixin` is accepted too."""
-    return getattr(image_processor, "image_processor", None) or image_processor
+    """The image processor itself; a full `ProcessorMixin` is accepted too, and so is a wrapper that names what it
+    wraps in `__wrapped__` (`core.training.vision_reuse.ProcessorReuse`)."""
+    found = getattr(image_processor, "image_processor", None) or image_processor
+    return getattr(found, "__wrapped__", found)
 
 
 def _qwen_pixel_bounds(processor: Any) -> tuple[int, int]:

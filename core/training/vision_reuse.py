@@ -113,15 +113,17 @@ def _join(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 class ProcessorReuse:
-    """A processor's `image_processor` or `video_processor` that, inside a scope, processes each distinct input once.
+    """A processor's `image_processor` or `video_processor` that, while active, processes each distinct input once.
 
-    Outside a scope (evaluation scripts, collators) every call goes straight to the wrapped processor. Every other
-    attribute is the wrapped processor's, so the processor around it (and `fit_images_to_processor`) reads the same
-    patch size, pixel bounds and merge size.
+    `VisionReuse.scope` puts it in the processor's attribute for the scope only, so a processor saved, copied or
+    used outside a generation batch is the real one. Every other attribute is the wrapped processor's, so the
+    processor around it (and `fit_images_to_processor`, through `__wrapped__`) reads the same patch size, pixel
+    bounds and merge size.
     """
 
     def __init__(self, inner: Any, argument: str, grid_key: str) -> None:
         self.inner, self.argument, self.grid_key = inner, argument, grid_key
+        self.__wrapped__ = inner  # what core.data.vision reads the processor's type and bounds from
         self.active = False
         self.calls = 0  # inputs sent to the wrapped processor (tests, benchmark)
         self._rows: dict[tuple[bytes, str], dict[str, Any]] = {}
@@ -129,7 +131,10 @@ class ProcessorReuse:
         self._refused: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["inner"], name)
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
 
     def clear(self) -> None:
         self._rows.clear()
@@ -327,23 +332,26 @@ class VisionReuse:
     """What the trainer installs: processor reuse on the processing class, feature reuse on the model."""
 
     def __init__(self, model: torch.nn.Module, processing_class: Any) -> None:
+        self.processing_class = processing_class
         self.processors: list[ProcessorReuse] = []
+        self._attributes: list[str] = []
         for attribute, argument, grid_key in PROCESSOR_KINDS:
             inner = getattr(processing_class, attribute, None)
-            if inner is not None and not isinstance(inner, ProcessorReuse):
-                wrapper = ProcessorReuse(inner, argument, grid_key)
-                setattr(processing_class, attribute, wrapper)
-                self.processors.append(wrapper)
+            if inner is not None:
+                self.processors.append(ProcessorReuse(inner, argument, grid_key))
+                self._attributes.append(attribute)
         module = _vision_module(model)
         self.features = FeatureReuse(module) if module is not None else None
         self.features_on = False
 
     @contextmanager
     def scope(self) -> Iterator[None]:
-        """Processor reuse for the block; feature reuse from here until the next scope opens (see module doc)."""
-        for processor in self.processors:
+        """Processor reuse for the block (the wrappers are in the processor only inside it); feature reuse from here
+        until the next scope opens (see module doc)."""
+        for attribute, processor in zip(self._attributes, self.processors, strict=True):
             processor.clear()
             processor.active = True
+            setattr(self.processing_class, attribute, processor)
         if self.features is not None:
             self.features.clear()
             self.features_on = not self.features.vision_trainable()
@@ -351,6 +359,7 @@ class VisionReuse:
         try:
             yield
         finally:
-            for processor in self.processors:
+            for attribute, processor in zip(self._attributes, self.processors, strict=True):
+                setattr(self.processing_class, attribute, processor.inner)
                 processor.active = False
                 processor.clear()

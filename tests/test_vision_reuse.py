@@ -206,3 +206,19 @@ def test_decode_cache_keeps_within_its_byte_budget() -> None:
     cache.get(4, lambda: Image.new("RGB", (10, 10)))  # newest kept
     cache.get(0, lambda: Image.new("RGB", (10, 10)))  # oldest dropped
     assert cache.decodes == 6
+
+
+def test_features_are_not_reused_when_weights_are_sharded_across_ranks() -> None:
+    """Under ZeRO-3 every rank gathers each module's weights collectively: a rank answering from the cache while
+    another runs the tower would hang. DeepSpeed marks its partitioned parameters with `ds_id`."""
+    from core.training.vision_reuse import VisionReuse
+
+    model, processor, _ = load_model_and_processor(VLMModelConfig(model_name_or_path="tiny:qwen2_5_vl"))
+    model.requires_grad_(False)
+    reuse = VisionReuse(model, processor)
+    with reuse.scope():
+        assert reuse.features_on
+    next(reuse.features.module.parameters()).ds_id = 0
+    with reuse.scope():
+        assert not reuse.features_on and not reuse.features.active
+        assert reuse.processors and all(p.active for p in reuse.processors)  # processing is still reused

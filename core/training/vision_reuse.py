@@ -14,7 +14,8 @@ path and makes the repeats free:
   input whose pixel rows (and grid, dtype, device and autocast state) equal those of an input already encoded are
   reused; only new inputs reach the vision tower, batched together. Reuse is on only while no vision or projector
   parameter requires a gradient (checked when each scope opens): with a trainable tower every forward runs it, so
-  gradients are exactly TRL's.
+  gradients are exactly TRL's. It is also off when the weights are sharded across ranks (ZeRO-3, FSDP), where a
+  rank skipping the tower while another runs it would hang the collective weight gathering.
 
 A scope is one generation batch: `core.training.trainer.VLMGRPOTrainer` opens one at each
 `_generate_and_score_completions` and keeps it until the next, so the loss forwards of the later optimizer steps of
@@ -221,6 +222,17 @@ class FeatureReuse:
             if not n.startswith(("language_model.", "lm_head"))
         )
 
+    def sharded(self) -> bool:
+        """Whether the vision weights are sharded across ranks (DeepSpeed ZeRO-3, FSDP). Then every rank must run the
+        tower in the same forwards (each module's weights are gathered collectively), and a cache hit on one rank
+        while another misses would hang the job, so features are not reused there (processing still is)."""
+        first = next(self.module.parameters(), None)
+        if first is not None and hasattr(first, "ds_id"):
+            return True
+        return any(
+            "FullyShardedDataParallel" in type(m).__name__ or "FSDP" in type(m).__name__ for m in self.module.modules()
+        )
+
     def clear(self) -> None:
         self._entries.clear()
 
@@ -354,7 +366,7 @@ class VisionReuse:
             setattr(self.processing_class, attribute, processor)
         if self.features is not None:
             self.features.clear()
-            self.features_on = not self.features.vision_trainable()
+            self.features_on = not self.features.vision_trainable() and not self.features.sharded()
             self.features.active = self.features_on
         try:
             yield

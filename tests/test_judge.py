@@ -489,3 +489,65 @@ def test_all_or_none_unscores_a_sample_in_every_column() -> None:
     assert all_or_none({}) == {} and all_or_none({"a": []}) == {"a": []}
     with pytest.raises(ValueError, match="different lengths"):
         all_or_none({"a": [1.0], "b": []})
+
+
+def test_labelled_metrics_count_each_kind_of_request_apart(server: JudgeServerHandle) -> None:
+    """One call, two kinds of request: each label's counters are its own, `pop_metrics` still sums them."""
+    requests = [pair(0, "kind A"), pair(60, "kind A"), pair(60, "kind A"), pair(0, "[judge:garbage] kind B")]
+    labels = ["a", "a", "a", "b"]
+    with JudgeClient(judge_args(server.url)) as client:
+        assert client.score(requests, parse_score, labels) == [10.0, expected_score(60), expected_score(60), None]
+        by_label = client.pop_labelled_metrics()
+        assert set(by_label) == {"a", "b"}
+        assert (by_label["a"]["judge/requests"], by_label["a"]["judge/deduplicated"]) == (2, 1)
+        assert (by_label["a"]["judge/failures"], by_label["b"]["judge/failures"]) == (0, 1)
+        assert by_label["b"]["judge/parse_failures"] == 1 and by_label["b"]["judge/requests"] == 1
+        assert by_label["a"]["judge/latency_max_s"] > 0
+        assert set(by_label["a"]) == set(client.pop_metrics())  # the same names; popped: all zero now
+        client.score(requests, parse_score)
+        assert set(client.pop_labelled_metrics()) == {""}  # no labels: one entry under ""
+        with pytest.raises(ValueError, match="1 labels for 4 judge requests"):
+            client.score(requests, parse_score, ["a"])
+
+
+def test_an_image_in_several_requests_is_hashed_and_encoded_once_per_call(
+    server: JudgeServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Complex-Edit sends the edited image in two requests, n draws repeat every request: each distinct picture is
+    PNG-encoded once per `score` call, and each request's body is still exactly `build_messages(request)`."""
+    from core.rewards.judge import messages
+
+    encoded: list[tuple[int, int]] = []
+    png_data_url = messages.png_data_url
+
+    def counted(image: Image.Image) -> str:
+        encoded.append(image.size)
+        return png_data_url(image)
+
+    monkeypatch.setattr(messages, "png_data_url", counted)
+    source, edited = solid(0), solid(90, size=24)
+    requests = [JudgeRequest("both images", (source, edited), draw=draw) for draw in range(3)] + [
+        JudgeRequest("the edit alone", (edited.copy(),), draw=draw) for draw in range(3)
+    ]
+    with JudgeClient(judge_args(server.url)) as client:
+        scores = client.score(requests, lambda reply: reply)
+    assert None not in scores and server.stats.total == 6
+    assert sorted(encoded) == [(16, 16), (24, 24)]  # 2 encodings, not 9; equal pixels in another object included
+    sent = {(b["messages"][-1]["content"][-1]["type"], len(b["messages"][-1]["content"])) for b in server.stats.recent}
+    assert sent == {("text", 3), ("text", 2)}
+    for body in server.stats.recent:
+        request = next(r for r in requests if r.prompt == body["messages"][-1]["content"][-1]["text"])
+        assert body["messages"] == build_messages(request)  # the wire format of a request encoded on its own
+
+
+def test_concurrency_spans_several_connection_lanes() -> None:
+    """Requests are spread over lanes of LANE_CONNECTIONS connections: together they reach judge_max_concurrency,
+    never more."""
+    from core.rewards.judge.client import LANE_CONNECTIONS
+
+    concurrency = LANE_CONNECTIONS * 2 + 4
+    with start_judge_server(MODEL, latency_s=0.5) as server:
+        with JudgeClient(judge_args(server.url, judge_max_concurrency=concurrency, judge_timeout_s=5)) as client:
+            scores = client.score([pair(v) for v in range(concurrency + 8)], parse_score)
+    assert None not in scores and server.stats.total == concurrency + 8
+    assert LANE_CONNECTIONS < server.stats.max_in_flight <= concurrency

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ast
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,42 @@ def quality_request(edited: Image.Image, prompts: JudgePrompts, draw: int = 0) -
     )
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One of the protocol's two judge calls: its metrics label, reply parser, the criteria it serves, its request."""
+
+    label: str
+    parse: Callable[[str], Any]
+    criteria: tuple[str, ...]
+    request: Callable[[Image.Image, Image.Image, str, int], JudgeRequest]
+
+
+def _calls(criteria: Sequence[str], prompts: JudgePrompts) -> list[_Call]:
+    """The calls `criteria` need: alignment for instruction_following / identity_preservation, quality for
+    perceptual_quality."""
+    calls = []
+    alignment = tuple(c for c in ALIGNMENT if c in criteria)
+    if alignment:
+        calls.append(
+            _Call(
+                "alignment",
+                parse_alignment,
+                alignment,
+                lambda orig, out, instr, draw: alignment_request(orig, out, instr, prompts, draw),
+            )
+        )
+    if "perceptual_quality" in criteria:
+        calls.append(
+            _Call(
+                "quality",
+                parse_quality,
+                ("perceptual_quality",),
+                lambda orig, out, instr, draw: quality_request(out, prompts, draw),
+            )
+        )
+    return calls
+
+
 def score_edits(
     judge: JudgeClient,
     originals: Sequence[Image.Image],
@@ -266,38 +302,38 @@ def score_edits(
 
     None in EVERY criterion for an edit with any draw of any call unusable (all or none: a partial mean would be a
     different estimator, a partial set of criteria a different total). Only the calls the criteria need are made:
-    alignment for instruction_following / identity_preservation, quality for perceptual_quality. `log_metric` gets
-    the judge's counters per call under each criterion it serves (both alignment criteria share the one call's).
+    alignment for instruction_following / identity_preservation, quality for perceptual_quality. Every call of
+    every edit of the batch goes to the judge in ONE `JudgeClient.score` (a parser per request), so they are in
+    flight together and the batch waits one judge latency, not one per call; an edit's calls are adjacent, so its
+    edited image is encoded once for both and soon dropped. `log_metric` gets the judge's counters per call under
+    each criterion it serves (both alignment criteria share the one call's).
     """
     if samples < 1:
         raise ValueError(f"judge samples must be >= 1, got {samples}")
-    count = len(edited)
+    calls = _calls(criteria, prompts)
+    asked = [
+        (call, call.request(orig, out, instr, draw))
+        for orig, out, instr in zip(originals, edited, instructions, strict=True)
+        for call in calls
+        for draw in range(samples)
+    ]
+    values = judge.score(
+        [request for _, request in asked], [call.parse for call, _ in asked], [call.label for call, _ in asked]
+    )
+    per_edit = len(calls) * samples
+    draws: dict[str, list[list[Any]]] = {call.label: [[] for _ in edited] for call in calls}
+    for index, ((call, _), value) in enumerate(zip(asked, values, strict=True)):
+        draws[call.label][index // per_edit].append(value)
     raw: dict[str, list[float | None]] = {}
-
-    def draws_of(values: list[Any]) -> list[list[Any]]:
-        return [values[i * samples : (i + 1) * samples] for i in range(count)]
-
-    def log(names: Sequence[str]) -> None:
-        if log_metric is not None:
-            for name, value in judge.pop_metrics().items():
-                for criterion in names:
-                    log_metric(f"{name}/{criterion}", value)
-
-    used_alignment = [c for c in ALIGNMENT if c in criteria]
-    if used_alignment:
-        requests = [
-            alignment_request(orig, out, instr, prompts, draw)
-            for orig, out, instr in zip(originals, edited, instructions, strict=True)
-            for draw in range(samples)
-        ]
-        per_edit = draws_of(judge.score(requests, parse_alignment))
-        for index, criterion in enumerate(ALIGNMENT):
-            if criterion in criteria:
-                raw[criterion] = [None if None in d else mean([pair[index] for pair in d]) for d in per_edit]
-        log(used_alignment)
+    for index, criterion in enumerate(ALIGNMENT):
+        if criterion in criteria:
+            raw[criterion] = [None if None in d else mean([pair[index] for pair in d]) for d in draws["alignment"]]
     if "perceptual_quality" in criteria:
-        requests = [quality_request(out, prompts, draw) for out in edited for draw in range(samples)]
-        per_edit = draws_of(judge.score(requests, parse_quality))
-        raw["perceptual_quality"] = [None if None in d else mean(d) for d in per_edit]
-        log(["perceptual_quality"])
+        raw["perceptual_quality"] = [None if None in d else mean(d) for d in draws["quality"]]
+    if log_metric is not None:
+        by_call = judge.pop_labelled_metrics()
+        for call in calls:
+            for name, value in by_call.get(call.label, {}).items():
+                for criterion in call.criteria:
+                    log_metric(f"{name}/{criterion}", value)
     return all_or_none(raw)

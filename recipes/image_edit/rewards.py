@@ -6,7 +6,8 @@ policy over [system + user(image + instruction) + assistant + completion], the s
 pipeline's `encode_prompt` drops them — and runs the frozen DiT/VAE on the input image. The images are made once per
 batch and shared by the three judge rewards, which follow the official Complex-Edit protocol (`judging.py`): ONE
 alignment call per sample (input + edited image, instruction; reasoning, then both scores) and one perceptual-quality
-call (edited image alone), each `judge_samples` times, scores the official integers 0..10:
+call (edited image alone), each `judge_samples` times, all of a batch's calls in flight together (one judge latency
+per batch), scores the official integers 0..10:
 
 * `instruction_following`  mean score_IF / 10   (alignment call)
 * `identity_preservation`  mean score_IP / 10   (alignment call)

@@ -5,7 +5,9 @@ sample of every GRPO step: hundreds of requests per step at training scale, for 
 API call, and where it lives here:
 
 * **Throughput**: requests of a batch run concurrently (`asyncio`, bounded by `judge_max_concurrency`), so a step
-  waits about one judge latency, not one per sample.
+  waits about one judge latency, not one per sample; a recipe asking several kinds of question per sample sends
+  them all in one `score` call (a parser and a metrics label per request) to wait one latency, not one per kind.
+  Each distinct image of a call is hashed and PNG-encoded once, however many requests carry it.
 * **No repeated work**: identical requests in a batch (same model, system, prompt, image pixels, temperature,
   max_tokens) are sent once; with `judge_cache_dir` set, replies persist on disk (one JSON file per request key,
   written atomically, so several ranks can share a folder) and a rerun or a repeated sample costs nothing.
@@ -21,7 +23,8 @@ API call, and where it lives here:
   breaker opens and further requests fail at once (`None`); after `judge_breaker_cooldown_s` a single probe request
   is let through (half-open) and its success closes the breaker.
 * **Fail before GPU work**: `JudgeClient.check()` verifies URL, key and model within seconds at start-up.
-* **Observability**: `pop_metrics()` returns per-step counters (`judge/requests`, `judge/cache_hits`, ...).
+* **Observability**: `pop_metrics()` returns per-step counters (`judge/requests`, `judge/cache_hits`, ...);
+  `pop_labelled_metrics()` the same per label of `score`.
 
 `core.rewards.judge_server` is a local OpenAI-compatible judge (deterministic pixel scores, injectable faults) for
 smoke runs, the demo and the tests.
@@ -33,8 +36,9 @@ Typical use in a recipe's reward::
     scores = client.score([JudgeRequest(prompt, (source, edited)) for ...], parse_score)   # list[float | None]
 
 Modules: arguments (`JudgeArguments`, `JudgeRequest`, `JudgeUnavailable`), replies (strict reply parsing,
-`all_or_none`), messages (the chat payload), cache (request keys, the on-disk reply cache), runtime (circuit breaker,
-metrics, the private event loop) and client (`JudgeClient`). Import from here: `from core.rewards.judge import ...`.
+`all_or_none`), messages (the chat payload, each image of a batch encoded once), cache (request keys, the on-disk
+reply cache), runtime (circuit breaker, metrics, the private event loop) and client (`JudgeClient`). Import from
+here: `from core.rewards.judge import ...`.
 """
 
 from core.rewards.judge.arguments import JudgeArguments, JudgeRequest, JudgeUnavailable

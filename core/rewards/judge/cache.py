@@ -9,6 +9,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -27,14 +28,26 @@ def image_digest(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def request_key(request: JudgeRequest, model: str, temperature: float | None, max_tokens: int) -> str:
-    """The deduplication and cache key: everything that determines the judge's reply, hashed."""
+def request_key(
+    request: JudgeRequest,
+    model: str,
+    temperature: float | None,
+    max_tokens: int,
+    image_digests: Sequence[str] | None = None,
+) -> str:
+    """The deduplication and cache key: everything that determines the judge's reply, hashed.
+
+    `image_digests`: the request's `image_digest`s, when the caller already has them (hashing pixels is the costly
+    part of a key); None computes them.
+    """
+    if image_digests is None:
+        image_digests = [image_digest(image) for image in request.images]
     payload = {
         "v": _KEY_VERSION,
         "model": model,
         "system": request.system,
         "prompt": request.prompt,
-        "images": [image_digest(image) for image in request.images],
+        "images": list(image_digests),
         "temperature": temperature,
         "max_tokens": max_tokens,
     }

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -94,29 +94,32 @@ class CircuitBreaker:
 
 
 class Metrics:
-    """Counters since the last `pop`; updated from the loop thread, popped from any thread."""
+    """Counters and latencies since the last `pop`, kept apart per label (the `labels` of `JudgeClient.score`: a
+    caller that sends several kinds of request in one call still reads each kind's counters); updated from the loop
+    thread and the caller's, popped from any thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.latencies: list[float] = []
+        self.counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.latencies: defaultdict[str, list[float]] = defaultdict(list)
 
-    def add(self, name: str, amount: int = 1) -> None:
+    def add(self, name: str, amount: int = 1, label: str = "") -> None:
         with self._lock:
-            self.counts[name] += amount
+            self.counts[label][name] += amount
 
-    def latency(self, seconds: float) -> None:
+    def latency(self, seconds: float, label: str = "") -> None:
         with self._lock:
-            self.latencies.append(seconds)
+            self.latencies[label].append(seconds)
 
-    def pop(self) -> tuple[Counter[str], list[float]]:
+    def pop(self) -> dict[str, tuple[Counter[str], list[float]]]:
+        """(counts, latencies) per label seen since the last pop."""
         with self._lock:
             counts, latencies = self.counts, self.latencies
             self._reset()
-        return counts, latencies
+        return {label: (counts[label], latencies[label]) for label in {*counts, *latencies}}
 
 
 class LoopThread:

@@ -36,8 +36,8 @@ Faults
 Server-wide options of `start_judge_server` (and the CLI):
 
 * ``latency_s`` - every chat request sleeps this long first;
-* ``fail_first_attempts=N`` - the first N attempts of each distinct request (same body) get HTTP 429, later attempts
-  succeed: exercises the client's retries;
+* ``fail_first_attempts=N`` - the first N attempts of each distinct request (same body bytes) get HTTP 429, later
+  attempts succeed: exercises the client's retries;
 * ``error_rate=p`` - a fraction p of distinct requests, chosen by request hash (so deterministic, and a retry of the
   same request fails again), always get HTTP 500;
 * ``timeout_sleep_s`` - how long a ``[judge:timeout]`` request hangs (set it above the client's timeout);

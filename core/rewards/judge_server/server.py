@@ -110,12 +110,13 @@ def _decode_data_url(url: str) -> Image.Image:
     return image
 
 
-def _split_messages(messages: Any) -> tuple[str, list[Image.Image]]:
-    """All text of all messages (joined) and the images of all messages, in order."""
+def _split_messages(messages: Any) -> tuple[str, list[str]]:
+    """All text of all messages (joined) and the image URLs of all messages, in order (decoded by `_chat` only for
+    a request it answers: a fault reply needs no pixels)."""
     if not isinstance(messages, list) or not messages:
         raise _ClientError(400, "'messages' must be a non-empty list", "invalid_request_error")
     texts: list[str] = []
-    images: list[Image.Image] = []
+    images: list[str] = []
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
@@ -130,10 +131,21 @@ def _split_messages(messages: Any) -> tuple[str, list[Image.Image]]:
             elif kind == "image_url":
                 image_url = part.get("image_url")
                 url = image_url.get("url") if isinstance(image_url, dict) else image_url
-                images.append(_decode_data_url(str(url)))
+                images.append(str(url))
             else:
                 raise _ClientError(400, f"unsupported content part type {kind!r}", "invalid_request_error")
     return "\n".join(texts), images
+
+
+def _answer(response_format: Any, text: str, images: list[Image.Image]) -> str:
+    """The reply content: a checklist for a `KEYS:` prompt, structured output for a JSON schema, else a score."""
+    if KEYS_RE.search(text):
+        return answer_keys(images, text)
+    structured = answer_schema(response_format, images, text)
+    if structured is not None:
+        return structured
+    score, reason = score_images(images, text)
+    return json.dumps({"score": score, "reason": reason})
 
 
 class _JudgeHTTPServer(ThreadingHTTPServer):
@@ -175,6 +187,9 @@ class _JudgeHTTPServer(ThreadingHTTPServer):
 
 class _JudgeHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like a real endpoint; every reply carries Content-Length
+    # The body is written after the headers: with Nagle's algorithm it would wait for the client's delayed ACK,
+    # 40 ms per reply on Linux - more than the whole CPU cost of a request, and 2.6 s of a 64-request loop.
+    disable_nagle_algorithm = True
     server: _JudgeHTTPServer
     timeout = 60  # idle keep-alive connections end after a minute
 
@@ -263,7 +278,7 @@ class _JudgeHandler(BaseHTTPRequestHandler):
         except _ClientError as error:
             self._send_error(error)
             return
-        request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        request_hash = hashlib.sha256(raw).hexdigest()  # the body as sent: a retry sends the same bytes
         attempt = self.server.stats._begin(request_hash)
         self.server.stats.recent.append(body)
         status = 500
@@ -287,7 +302,7 @@ class _JudgeHandler(BaseHTTPRequestHandler):
             if name in body:
                 message = f"Unsupported parameter: '{name}' is not supported with this model."
                 raise _ClientError(400, message, "invalid_request_error", "unsupported_parameter")
-        text, images = _split_messages(body.get("messages"))
+        text, image_urls = _split_messages(body.get("messages"))
         bare = _MARKER_RE.sub("", text)  # a condition is looked up in the request's own text, not in other markers
         markers = [(kind, slow) for kind, slow, condition in _MARKER_RE.findall(text) if condition in bare]
         self._sleep(options["latency_s"] + sum(float(slow) for _, slow in markers if slow))
@@ -308,17 +323,12 @@ class _JudgeHandler(BaseHTTPRequestHandler):
 
         if "garbage" in kinds:
             content = _GARBAGE_REPLY
-        elif KEYS_RE.search(text):
-            content = answer_keys(images, text)
-        elif (structured := answer_schema(body.get("response_format"), images, text)) is not None:
-            content = structured
         else:
-            score, reason = score_images(images, text)
-            content = json.dumps({"score": score, "reason": reason})
+            content = _answer(body.get("response_format"), text, [_decode_data_url(url) for url in image_urls])
         finish_reason = "stop"
         if "truncated" in kinds:
             content, finish_reason = content[: len(content) // 2], "length"
-        prompt_tokens = len(text) // 4 + 85 * len(images)
+        prompt_tokens = len(text) // 4 + 85 * len(image_urls)
         completion_tokens = max(1, len(content) // 4)
         self._send_json(
             200,

@@ -31,15 +31,16 @@ class FakeResult:
 
 
 class FakeSandbox:
-    """Returns the result queued for each code (by code text) and counts render calls."""
+    """Returns the result queued for each code (by code text) through `then`, as Sandbox.map, and counts calls."""
 
     def __init__(self, results: dict[str, FakeResult]) -> None:
         self.results = results
         self.calls: list[list[str]] = []
 
-    def render(self, codes: list[str]) -> list[FakeResult]:
+    def map(self, codes: list[str], then) -> list:
         self.calls.append(list(codes))
-        return [self.results.get(code, FakeResult("runtime_error", error="unknown")) for code in codes]
+        results = [self.results.get(code, FakeResult("runtime_error", error="unknown")) for code in codes]
+        return [then(i, result) for i, result in enumerate(results)]
 
 
 def _reference() -> Image.Image:
@@ -245,10 +246,65 @@ def test_one_render_per_batch_shared_by_every_reward(monkeypatch: pytest.MonkeyP
     values = [f(completions, image=images) for f in funcs]
     assert values[0] == [1.0, 0.0, 1.0] and values[2] == [0.0, -1.0, 0.0]
     assert values[3] == pytest.approx([1.0, -0.03, 1.0]) and values[4] == [4.0, 3.0, 4.0]
-    assert sandbox.calls == [["good", "bad", "good"]]  # ONE render call for the batch, read by every reward
+    assert sandbox.calls == [["good", "bad"]]  # ONE render call for the batch, read by every reward; "good" once
     funcs[0](completions, image=[ref.copy() for _ in range(3)])  # same programs, other reference images: rescored
     funcs[1]([_fenced("bad")], image=[ref])  # the next batch renders again
     assert len(sandbox.calls) == 3
+
+
+def test_identical_program_and_reference_pairs_are_rendered_and_scored_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group's agreeing completions (same program, same reference image object, as TRL hands a group's rows) are
+    rendered and scored once; every position still gets its values, in order."""
+    ref, other = _reference(), _reference()
+    sandbox = FakeSandbox({"a": FakeResult("ok", ref), "b": FakeResult("syntax_error")})
+    scored = []
+    score_program = R.score_program
+    monkeypatch.setattr(R, "score_program", lambda result, *args: scored.append(result) or score_program(result, *args))
+    funcs = R.build_reward_funcs(NAMES, sandbox)
+    values = [f(["a", "a", "b", "a"], image=[ref, ref, ref, other]) for f in funcs]
+    assert sandbox.calls == [["a", "b", "a"]]  # (a, ref) once, (b, ref), and (a, other): another reference
+    assert len(scored) == 3
+    assert values[0] == [1.0, 1.0, 0.0, 1.0] and values[2] == [0.0, 0.0, -1.0, 0.0]
+    assert values[1][:2] == [pytest.approx(1.0)] * 2 and values[1][2] == 0.0 and 0.0 < values[1][3] <= 1.0
+
+
+def test_a_failing_score_costs_only_its_own_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Similarity that raises on one image (a degenerate one) scores that program's similarity 0 (status "ok"), and
+    the batch's other programs are scored as usual."""
+    ref = _reference()
+    odd = ref.resize((50, 40))
+    similarity = R.image_similarity
+
+    def fragile(reference, generated, weights=None):
+        if generated.size == odd.size:
+            raise ValueError("degenerate image")
+        return similarity(reference, generated, weights)
+
+    monkeypatch.setattr(R, "image_similarity", fragile)
+    sandbox = FakeSandbox({"a": FakeResult("ok", ref), "odd": FakeResult("ok", odd), "c": FakeResult("ok", ref)})
+    batch = R.ProgramScorer(sandbox).score(["a", "odd", "c"], image=[ref] * 3)
+    assert batch.statuses == ["ok"] * 3
+    assert batch.similarities[1] is None
+    assert batch.similarities[0]["combined"] == pytest.approx(1.0) == batch.similarities[2]["combined"]
+
+
+def test_scores_in_the_sandbox_pool_equal_serial_scores_on_the_same_images() -> None:
+    """ProgramScorer scores each program in the sandbox's threads as it is rendered: exactly the floats the serial
+    path (`score_program` one after another) gives on the same rendered images, each at its own position."""
+    maker = _sample_record_maker()
+    rng = random.Random(1)
+    samples = [maker.make_sample_record(f"p{i}", rng, kind) for i, kind in enumerate(maker.KINDS[:6])]
+    images = [image for image, _ in samples]
+    codes = [record["reference_code"] for _, record in samples]
+    programs = [*codes, codes[0], "1 / 0", codes[2]]  # repeats and a failure, against other references
+    references = [*images, images[1], images[0], images[3]]
+    with _real_sandbox(wall_s=5.0, cpu_s=5.0) as sandbox:
+        batch = R.ProgramScorer(sandbox).score([_fenced(code) for code in programs], image=references)
+    config = R.RewardConfig()
+    serial = [R.score_program(result, ref, config) for result, ref in zip(batch.results, references, strict=True)]
+    assert list(zip(batch.statuses, batch.similarities, strict=True)) == serial  # exact, not approx
+    assert batch.statuses[-2] == "runtime_error" and batch.similarities[0]["combined"] == pytest.approx(1.0)
+    assert batch.results[0] is batch.results[6]  # one render of the repeated program
 
 
 def test_program_scorer_is_told_apart_from_a_trl_reward() -> None:

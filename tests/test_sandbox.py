@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from core.rewards.sandbox import STATUSES, RenderResult, Sandbox, SandboxLimits, render_code_in_process
+from core.rewards.sandbox import (
+    STATUSES,
+    RenderResult,
+    Sandbox,
+    SandboxLimits,
+    default_workers,
+    render_code_in_process,
+)
 from core.rewards.sandbox import client as sandbox_client
 from core.rewards.sandbox import server as sandbox_server
 
@@ -46,6 +53,7 @@ EXPECTED = {
 }
 
 SIMPLE = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('simple')\n"
+LOOP = "while True:\n    pass\n"
 
 
 def _hostile_code(name: str) -> str:
@@ -195,6 +203,120 @@ def test_parallel_render_keeps_order(sb):
     results = sb.render(codes)
     assert [r.status for r in results] == ["ok"] * 8
     assert [r.image.size for r in results] == [((2 + i) * 50, 100) for i in range(8)]
+
+
+def _sized(width: int, sleep_s: float = 0.0) -> str:
+    """A program drawing a width x 50 figure (so its result says which program it was), after sleeping."""
+    figure = f"plt.figure(figsize=({width / 50}, 1), dpi=50)"
+    return f"import time\ntime.sleep({sleep_s})\nimport matplotlib.pyplot as plt\n{figure}\n"
+
+
+def test_identical_programs_run_once_and_share_their_result(sb):
+    codes = [_sized(100), _sized(150), _sized(100), "plt.plot(", _sized(150), _sized(100)]
+    jobs = sb.jobs
+    results = sb.render(codes)
+    assert sb.jobs - jobs == 2  # two distinct programs ran; the syntax error needs no job
+    assert [r.status for r in results] == ["ok", "ok", "ok", "syntax_error", "ok", "ok"]
+    assert [r.image.size[0] for i, r in enumerate(results) if i != 3] == [100, 150, 100, 150, 100]
+    assert results[0] is results[2] is results[5] and results[1] is results[4]
+
+
+def test_map_post_processes_each_result_as_it_ends_in_parallel_and_in_order():
+    """`then` of a quick program runs while a slow one is still running, the pool's threads overlap, and the
+    values come back in input order whatever order the programs ended in."""
+    calls: dict[int, tuple[float, float]] = {}
+
+    def then(i: int, result: RenderResult) -> tuple[int, int]:
+        start = time.monotonic()
+        time.sleep(1.0)
+        calls[i] = (start, time.monotonic())
+        return i, result.image.size[0]
+
+    with Sandbox(SandboxLimits(wall_s=10.0), workers=2) as box:
+        values = box.map([_sized(100), _sized(150, sleep_s=3.0), _sized(200)], then)
+        end = time.monotonic()
+    assert values == [(0, 100), (1, 150), (2, 200)]
+    assert calls[0][1] < end - 1.5  # the quick program was post-processed before the slow one ended
+    assert calls[2][0] < calls[0][1]  # the two quick ones were post-processed at the same time (2 workers)
+
+
+def test_map_raises_what_then_raised_once_every_result_is_done(sb):
+    seen = []
+
+    def then(i: int, result: RenderResult) -> str:
+        if i == 0:
+            raise ValueError("scoring failed")
+        seen.append(i)
+        return result.status
+
+    with pytest.raises(ValueError, match="scoring failed"):
+        sb.map([SIMPLE, _sized(100), _sized(150)], then)
+    assert sorted(seen) == [1, 2]  # one failure costs only its own value
+    assert os.listdir(sb.jobs_root) == ["server"]  # nothing of that call is left behind
+    assert sb.render([SIMPLE])[0].status == "ok"
+
+
+# Run in the same slot right after WRITE_AND_OPEN_UP, while that job's folder still exists (the test delays its
+# read-back): tries to list the previous job's workdir, whose path it derives from its own.
+PEEK_PREVIOUS = """
+import os
+here = os.getcwd()
+job = here.rsplit('/', 2)[-2]
+previous = here.replace(f'/{job}/', f'/job{int(job[3:]) - 1}/')
+try:
+    print('listed', os.listdir(previous), open(os.path.join(previous, 'secret.txt')).read())
+except OSError as exc:
+    print('refused', type(exc).__name__)
+"""
+WRITE_AND_OPEN_UP = "import os\nos.chmod('.', 0o777)\nwith open('secret.txt', 'w') as f:\n    f.write('s3cr3t')\n"
+
+
+@pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "no_unshare"])
+def test_ended_workdir_is_taken_from_the_slot_before_its_next_program(namespaces, monkeypatch):
+    """The pool reads a job's folder back after its slot took the next program (same uid): the workdir is root's
+    0700 by then, even when the program had opened it up. (In the server's private mount namespace the jobs' folder,
+    under the hidden /tmp, cannot even be named.)"""
+    if os.geteuid() != 0:
+        pytest.skip("one uid per slot needs root")
+    if not namespaces:
+        monkeypatch.setattr(sandbox_client, "_probe_unshare", lambda: [])
+    read_job = Sandbox._read_job
+
+    def slow_read_job(self, *args):
+        time.sleep(1.0)  # the next program runs meanwhile, the previous job's folder still there
+        return read_job(self, *args)
+
+    monkeypatch.setattr(Sandbox, "_read_job", slow_read_job)
+    with Sandbox(SandboxLimits(wall_s=5.0), workers=1) as box:
+        first, peek = box.render([WRITE_AND_OPEN_UP, PEEK_PREVIOUS])
+    assert first.status == "no_image" and peek.status == "no_image", (first, peek)
+    assert peek.output in ("refused PermissionError\n", "refused FileNotFoundError\n" if namespaces else ""), peek
+
+
+def test_the_sandbox_weighs_as_much_cpu_as_its_workers():
+    """Under CPU contention all slots together get the share of `workers` processes, not of one (the default weight
+    of their parent group), each slot an equal part of it."""
+    with Sandbox(SandboxLimits(wall_s=2.0), workers=3) as box:
+        if not box.protections["cpu_fair_share"]:
+            pytest.skip("no writable cgroup cpu controller here")
+        v1 = os.path.isfile(os.path.join(box._cgroup_root, "cpu.shares"))
+        name, unit = ("cpu.shares", 1024) if v1 else ("cpu.weight", 100)
+        weights = [Path(group, name).read_text().strip() for group in (box._cgroup_root, *box._cgroups)]
+    assert weights == [str(3 * unit), str(unit), str(unit), str(unit)]
+
+
+def test_default_workers_is_the_rank_share_of_usable_cpus(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert default_workers() == 1  # never 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    with Sandbox(SandboxLimits(wall_s=2.0)) as box:  # the default of every Sandbox (train.py, evaluate.py)
+        assert box.workers == 5
+        assert box.render([SIMPLE])[0].status == "ok"
 
 
 def test_timeout_is_bounded_and_sandbox_keeps_working(sb):
@@ -351,7 +473,8 @@ def test_no_state_passes_to_the_next_job_in_a_slot(namespaces, monkeypatch):
 def test_slot_with_unkillable_leftovers_gets_a_fresh_uid(monkeypatch, caplog):
     """A process of the slot's uid that cannot be killed (here a zombie whose parent, this test, does not reap it)
     outlives `cleanup_s`: the slot's uid is retired and its next program runs under a spare one; with no spare left
-    the slot goes out of service and a render says so instead of hanging."""
+    the slot goes out of service and a render says so instead of hanging. The slot is searched after a job the server
+    could not prove empty, here a timeout (a job whose pid namespace's init was reaped is empty: no search)."""
     if os.geteuid() != 0:
         pytest.skip("one uid per slot needs root")
     monkeypatch.setattr(sandbox_client, "_probe_unshare", lambda: [])  # the server sees this test's processes
@@ -363,9 +486,9 @@ def test_slot_with_unkillable_leftovers_gets_a_fresh_uid(monkeypatch, caplog):
             while Path(f"/proc/{zombie.pid}/stat").read_text().split()[2] != "Z" and time.monotonic() < deadline:
                 time.sleep(0.01)
             t = time.monotonic()
-            first, second = box.render([SIMPLE, "import os\nprint(os.getuid())"])
+            first, second = box.render([LOOP, "import os\nprint(os.getuid())"])
             assert time.monotonic() - t < 2 * (2.0 + 0.3)
-            assert first.status == "ok" and second.status == "no_image", (first, second)
+            assert first.status == "timeout" and second.status == "no_image", (first, second)
             assert int(second.output) == box._uid(0) != uid
             assert f"uid {uid} retired" in caplog.text
         finally:
@@ -378,6 +501,6 @@ def test_slot_with_unkillable_leftovers_gets_a_fresh_uid(monkeypatch, caplog):
             while Path(f"/proc/{zombie.pid}/stat").read_text().split()[2] != "Z" and time.monotonic() < deadline:
                 time.sleep(0.01)
             with pytest.raises(RuntimeError, match="out of service"):
-                box.render([SIMPLE, SIMPLE])
+                box.render([LOOP, SIMPLE])
         finally:
             zombie.wait()

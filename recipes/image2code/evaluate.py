@@ -56,6 +56,14 @@ def code_quality(code: str) -> dict[str, Any]:
     return {"lines": len(lines), "chars": len(code), "complexity": complexity, "imports": sorted(imports)}
 
 
+def render_and_score(
+    sandbox: Sandbox, codes: list[str], images: list[Image.Image], config: RewardConfig, weights: dict[str, float]
+) -> list[tuple[Any, float, str, dict[str, float] | None]]:
+    """(result, reward, status, similarity) per program; each is scored in the sandbox's pool as soon as it is
+    rendered (`Sandbox.map`), so the batch takes its slowest program's time, not its renders plus every score."""
+    return sandbox.map(codes, lambda i, result: (result, *score_result(result, images[i], config, weights)))
+
+
 def draw_examples(records: list[dict], refs: list[Image.Image], gens: list[Image.Image | None], path: Path) -> None:
     cell, text_h = 200, 34
     sheet = Image.new("RGB", (2 * cell, len(records) * (cell + text_h)), "white")
@@ -103,8 +111,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with Sandbox(limits, workers=script.get("sandbox_workers")) as sandbox:
         for rows in batches(dataset, args.batch_size):
             codes = [extract_code(text) for text in generate_greedy(model, processor, rows, args.max_new_tokens)]
-            for row, code, result in zip(rows, codes, sandbox.render(codes), strict=True):
-                reward, status, similarity = score_result(result, row["image"], config, weights)
+            scored = render_and_score(sandbox, codes, [row["image"] for row in rows], config, weights)
+            for row, code, (result, reward, status, similarity) in zip(rows, codes, scored, strict=True):
                 records.append(
                     {
                         "id": row["id"],

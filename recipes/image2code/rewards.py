@@ -42,9 +42,12 @@ counts as a block running to the end of the text. The result is stripped. So an 
 or a whitespace-only one is the empty program: it draws nothing ("no_image", 0.0). A repeated block is run once
 (the last python block), so repeating code is never paid twice.
 
-One render per completion per step: TRL calls every reward function separately on the same completions, and three
-built-ins (plus any program scorer below) read the same render. `ProgramScorer` renders a batch with ONE
-`sandbox.render(codes)` call (the sandbox parallelises) and keeps the scored batch for the next reward functions.
+One render per distinct program per step: TRL calls every reward function separately on the same completions, and
+three built-ins (plus any program scorer below) read the same render. `ProgramScorer` renders and scores a batch with
+ONE `sandbox.map(codes, then)` call and keeps the scored batch for the next reward functions. Identical programs (a
+group's completions often agree) run once, identical (program, reference image) pairs are scored once, and each
+program is scored (`score_program`) in the sandbox's thread pool as soon as it is rendered, while the others still
+run: the step waits for the batch's slowest program, not for its renders and then every score one after another.
 
 User rewards: `reward_funcs` entries `package.module:function` (or `file.py:function`) are imported through
 `core.rewards.contract.resolve_reward_funcs`, as in every recipe: a TRL reward `f(completions, **kwargs)` gets the
@@ -123,9 +126,9 @@ __all__ = [
 
 
 class Renderer(Protocol):
-    """What the rewards need from `core.rewards.sandbox.Sandbox`."""
+    """What the rewards need from `core.rewards.sandbox.Sandbox`: `[then(i, result of codes[i]) ...]`, in order."""
 
-    def render(self, codes: list[str]) -> list[Any]: ...
+    def map(self, codes: list[str], then: Callable[[int, Any], Any]) -> list[Any]: ...
 
 
 # ------------------------------------------------------------------------------------------------------------ config
@@ -450,20 +453,27 @@ class ProgramScorer:
     ) -> ScoredBatch:
         codes = [extract_code(completion) for completion in completions]
         references = _reference_images(len(codes), image, reference_image)
-        key = (tuple(codes), tuple(id(reference) for reference in references))
+        pairs = list(zip(codes, (id(reference) for reference in references), strict=True))
+        key = (tuple(codes), tuple(reference for _, reference in pairs))
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        results = list(self.sandbox.render(codes))
+        # A (program, reference) pair repeated in the batch (a group's agreeing completions: TRL hands a group's rows
+        # the same decoded image) is rendered and scored once; the sandbox runs identical programs once anyway.
+        first: dict[tuple[str, int], int] = {}
+        for i, pair in enumerate(pairs):
+            first.setdefault(pair, i)
+        scored = self.sandbox.map(
+            [code for code, _ in first], partial(self._score, [references[i] for i in first.values()])
+        )
         self.renders += 1
-        if len(results) != len(codes):
-            raise RuntimeError(f"sandbox returned {len(results)} results for {len(codes)} codes")
-        statuses: list[str | None] = []
-        similarities: list[dict[str, float] | None] = []
-        for reference, result in zip(references, results, strict=True):
-            status, similarity = (None, None) if reference is None else score_program(result, reference, self.config)
-            statuses.append(status)
-            similarities.append(similarity)
+        if len(scored) != len(first):
+            raise RuntimeError(f"sandbox returned {len(scored)} results for {len(first)} codes")
+        position = {pair: k for k, pair in enumerate(first)}
+        picked = [scored[position[pair]] for pair in pairs]
+        results = [result for result, _, _ in picked]
+        statuses = [status for _, status, _ in picked]
+        similarities = [similarity for _, _, similarity in picked]
         batch = ScoredBatch(codes, references, results, statuses, similarities)
         self._cache[key] = batch
         while len(self._cache) > self.size:
@@ -471,6 +481,15 @@ class ProgramScorer:
         if log_metric is not None:
             self._log(log_metric, batch)
         return batch
+
+    def _score(self, references: list[Any], index: int, result: Any) -> tuple[Any, str | None, dict[str, float] | None]:
+        """(result, effective status, similarity) of one rendered program; run in the sandbox's pool as the program
+        ends. Never raises (`score_program` turns a failure into similarity None), so one program's failure costs
+        only its own score."""
+        reference = references[index]
+        if reference is None:
+            return result, None, None
+        return (result, *score_program(result, reference, self.config))
 
     @staticmethod
     def _log(log_metric: Callable[[str, float], None], batch: ScoredBatch) -> None:

@@ -11,7 +11,6 @@ reward keys are mapped by `apply_old_reward_keys`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +107,8 @@ class ScriptArguments:
         default=None,
         metadata={
             "range": AT_LEAST_ONE,
-            "help": "Programs run at once per rank (default: the node's cores / ranks per node).",
+            "help": "Programs run at once per rank (default: the CPUs this rank may use / ranks per node, "
+            "core.rewards.sandbox.default_workers).",
         },
     )
     sandbox_wall_s: float = field(default=10.0, metadata={"range": POSITIVE, "help": "Wall-clock seconds per program."})
@@ -157,13 +157,13 @@ def main() -> None:
     eval_dataset = build_dataset(eval_file, images_root, script_args.system_prompt) if eval_file else None
 
     # ---- rewards: checked before any weights load
-    # Each must score the reference answers. Every rank of a node runs its own sandbox, so they share
-    # the node's cores; it forks its server now, before the weights load, and is closed however the run ends.
+    # Each must score the reference answers. Every rank of a node runs its own sandbox, so by default each takes
+    # its share of the node's CPUs; it forks its server now, before the weights load, and is closed however the run
+    # ends.
     limits = SandboxLimits(
         wall_s=script_args.sandbox_wall_s, cpu_s=script_args.sandbox_wall_s, memory_mb=script_args.sandbox_memory_mb
     )
-    per_rank = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    with Sandbox(limits, workers=script_args.sandbox_workers or per_rank) as sandbox:
+    with Sandbox(limits, workers=script_args.sandbox_workers) as sandbox:
         reward_funcs = build_reward_funcs(script_args.reward_funcs, sandbox, RewardConfig.from_object(script_args))
         check_rewards_can_score(reward_funcs, train_dataset, reference_completion, source=script_args.dataset_name)
 

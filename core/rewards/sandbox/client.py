@@ -1,10 +1,11 @@
 """The sandbox's parent side: :class:`Sandbox` starts the fork server (core.rewards.sandbox.server) under ``unshare``,
-hands each program to a free slot (own uid, own CPU cgroup), enforces a backstop wall time, and reads the PNG back;
-:class:`SandboxLimits` and :class:`RenderResult` are what callers pass and get."""
+hands each distinct program to a free slot (own uid, own CPU cgroup), enforces a backstop wall time, reads the PNG
+back and post-processes each result (`Sandbox.map`) in a thread pool while the other programs still run;
+:class:`SandboxLimits` and :class:`RenderResult` are what callers pass and get, :func:`default_workers` the node
+share every rank runs at once."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -12,7 +13,6 @@ import secrets
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -20,51 +20,42 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
-
-from PIL import Image
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import TypeVar
 
 from core.rewards.sandbox import server
-from core.rewards.sandbox.server import GID, OUTPUT_NAME, exception_line, kill_uids
+from core.rewards.sandbox.results import STATUSES, RenderResult, SandboxLimits, read_result, render_code_in_process
+from core.rewards.sandbox.server import GID, exception_line, kill_uids
 
-__all__ = ["STATUSES", "RenderResult", "Sandbox", "SandboxLimits", "render_code_in_process"]
+__all__ = ["STATUSES", "RenderResult", "Sandbox", "SandboxLimits", "default_workers", "render_code_in_process"]
 
 logger = logging.getLogger(__name__)
-
-STATUSES = ("ok", "syntax_error", "runtime_error", "timeout", "killed", "no_image")
 
 _UID_BASE = 2_147_000_000  # far from real users and from the usual subuid ranges (100000+)
 _UID_BLOCK = 256  # uids per Sandbox: at most this many slots, the rest replace uids retired with leftover processes
 _UID_BLOCKS = 8_000_000  # blocks to draw from: uids stay below 2**32 - 2
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_RESULT_CAP = 16384
 _warned = False
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class SandboxLimits:
-    wall_s: float = 10.0  # wall-clock time per program, enforced from outside
-    cpu_s: float = 10.0  # RLIMIT_CPU
-    memory_mb: int = 1024  # RLIMIT_AS
-    file_size_mb: int = 32  # RLIMIT_FSIZE (also caps stdout/stderr files)
-    open_files: int = 64  # RLIMIT_NOFILE
-    processes: int = 64  # RLIMIT_NPROC (per uid; each running program has its own uid when run as root)
-    cleanup_s: float = 3.0  # after a program ends, how long its slot's leftover processes may take to die
-    max_pixels: int = 4_000_000  # cap on the saved figure's width*height (dpi is clamped)
-    max_output_bytes: int = 65536  # stdout/stderr kept per program (the head), the rest dropped
-
-
-@dataclass
-class RenderResult:
-    status: str  # one of STATUSES
-    image: Image.Image | None
-    error: str  # short: the exception line, "wall time 2.0 s exceeded", "killed by signal SIGSEGV", ...
-    seconds: float
-    output: str = ""  # the program's stdout then stderr, at most max_output_bytes of each
+def default_workers() -> int:
+    """Programs one rank runs at once: the CPUs this process may use (`os.sched_getaffinity`, which a container's
+    cpuset or a launcher's pinning narrows, unlike `os.cpu_count`) divided by the ranks on this node
+    (`LOCAL_WORLD_SIZE`, set by torchrun and accelerate), at least 1. Every rank of a node runs its own Sandbox, so
+    this is each rank's share: together they use every core, and no more (a render is CPU-bound)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, cpus // ranks)
 
 
 def _make_cgroups(workers: int) -> tuple[str | None, list[str]]:
-    """One CPU cgroup per worker slot (equal weights), so CPU is shared per program, not per process."""
+    """One CPU cgroup per worker slot (equal weights), so CPU is shared per program, not per process.
+
+    The slots' parent group weighs as much as `workers` ordinary processes: at the default weight the whole sandbox
+    would compete for CPU like ONE process, so any other busy process on the node (a data loader, another rank's
+    trainer, a neighbour's job) would take a `workers`-times larger share than all its programs together."""
     if os.geteuid() != 0:
         return None, []
     name = f"vlm-sandbox-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -81,6 +72,9 @@ def _make_cgroups(workers: int) -> tuple[str | None, list[str]]:
         root = os.path.join(base, name)
         try:
             os.mkdir(root)
+            weight, value = ("cpu.weight", min(10000, 100 * workers)) if v2 else ("cpu.shares", 1024 * workers)
+            with open(os.path.join(root, weight), "w") as f:
+                f.write(str(value))
             if v2:
                 with open(os.path.join(root, "cgroup.subtree_control"), "w") as f:
                     f.write("+cpu")
@@ -134,11 +128,16 @@ def _probe_unshare() -> list[str]:
 
 
 class Sandbox:
-    """Warm fork server that renders matplotlib programs in isolated, resource-limited children."""
+    """Warm fork server that renders matplotlib programs in isolated, resource-limited children.
+
+    `workers` (default `default_workers()`: the node's CPUs / its ranks) programs run at once, and as many threads
+    read their results and run `map`'s post-processing. `jobs` counts the programs actually run (identical programs
+    of one call run once)."""
 
     def __init__(self, limits: SandboxLimits = SandboxLimits(), workers: int | None = None):
         self.limits = limits
-        self.workers = min(_UID_BLOCK, max(1, workers or os.cpu_count() or 1))  # no two slots share a uid
+        self.workers = min(_UID_BLOCK, max(1, workers or default_workers()))  # no two slots share a uid
+        self.jobs = 0
         self.uid_base = _UID_BASE + secrets.randbelow(_UID_BLOCKS) * _UID_BLOCK
         # A slot's uid is retired (replaced by a spare one) when processes of it could not be killed; a slot with no
         # spare uid left is taken out of service.
@@ -146,7 +145,7 @@ class Sandbox:
         self._spare_uids = list(range(self.uid_base + _UID_BLOCK - 1, self.uid_base + self.workers - 1, -1))
         self._out_of_service: set[int] = set()
         self._lock = threading.Lock()
-        self._next_id = 0
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sandbox-results")
         self._proc: subprocess.Popen | None = None
         self._buf = b""
         self.jobs_root = tempfile.mkdtemp(prefix="vlm-sandbox-")
@@ -252,6 +251,7 @@ class Sandbox:
         with self._lock:
             self._stop()
             self._finalizer()
+            self._pool.shutdown()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -260,67 +260,132 @@ class Sandbox:
         self.close()
 
     # -- rendering
-    def render(self, codes: list[str]) -> list[RenderResult]:
+    def render(self, codes: Sequence[str]) -> list[RenderResult]:
+        """One result per code, in order; identical codes run once and share their result object."""
+        return self.map(codes, _result_itself)
+
+    def map(self, codes: Sequence[str], then: Callable[[int, RenderResult], T]) -> list[T]:
+        """`[then(i, result of codes[i]) for i in range(len(codes))]`, in order.
+
+        Each distinct program runs once. As soon as one ends and its slot is empty, the slot takes the next program
+        and the pool reads the result back (the guarded PNG decode) and runs `then` for every position holding it,
+        while the other programs still run: post-processing (scoring the image) overlaps rendering instead of
+        following it, and this call returns once the slowest program is rendered and processed. `then` runs in
+        the pool's threads, so it must be thread-safe; what it raises is raised here, once every result is done.
+        """
         with self._lock:
             if not self._finalizer.alive:
                 raise RuntimeError("Sandbox is closed")
-            return self._render(list(codes))
+            positions: dict[str, list[int]] = {}
+            for i, code in enumerate(codes):
+                positions.setdefault(code, []).append(i)
+            where = list(positions.values())
+            out: list = [None] * len(codes)
+            futures: list[Future] = []
 
-    def _render(self, codes: list[str]) -> list[RenderResult]:
-        results: list[RenderResult | None] = [None] * len(codes)
+            def done(k: int, read: Callable[[], RenderResult]) -> None:
+                futures.append(self._pool.submit(_deliver, read, where[k], then, out))
+
+            try:
+                self._render(list(positions), done)
+            finally:
+                for future in futures:
+                    future.exception()  # waits: nothing of this call outlives it
+            for future in futures:
+                future.result()
+            return out
+
+    def _render(self, codes: list[str], done: Callable[[int, Callable[[], RenderResult]], None]) -> None:
+        """Run `codes` in the free slots, `workers` at a time, and call `done(k, read)` for each as soon as it ended
+        (and the next program is on its way), `read()` giving codes[k]'s result and deleting its job folder."""
+        finished: list[tuple[int, Callable[[], RenderResult]]] = []
         pending: list[int] = []
-        for i, code in enumerate(codes):
+        for k, code in enumerate(codes):
             try:
                 compile(code, "<program>", "exec")
-                pending.append(i)
+                pending.append(k)
             except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
-                results[i] = RenderResult("syntax_error", None, exception_line(exc), 0.0)
+                finished.append((k, _ready(RenderResult("syntax_error", None, exception_line(exc), 0.0))))
         pending.reverse()
         free_slots = [slot for slot in range(self.workers - 1, -1, -1) if slot not in self._out_of_service]
         inflight: dict[int, tuple[int, int, str, float]] = {}  # job id -> (index, slot, dir, start)
         backstop = self.limits.wall_s + self.limits.cleanup_s + 5.0
-        while pending or inflight:
-            if pending and not free_slots and not inflight:
-                raise RuntimeError(
-                    f"every sandbox slot is out of service: processes of all {_UID_BLOCK} uids of this Sandbox "
-                    "could not be killed (see the errors logged above)"
-                )
-            while pending and free_slots:
-                i = pending.pop()
-                slot = free_slots.pop()
-                job_id, job_dir = self._prepare(codes[i], slot)
-                inflight[job_id] = (i, slot, job_dir, time.monotonic())
-                req = {"id": job_id, "dir": os.path.basename(job_dir), "uid": self._uid(slot), "limits": self._limits()}
-                req["cgroup"] = self._cgroups[slot] if self._cgroups else None
-                self._send(req)
-            deadline = min(start for _, _, _, start in inflight.values()) + backstop
-            reply = self._read_line(deadline)
-            if reply is None:  # server dead or hung: restart it, everything in flight timed out
-                logger.warning("sandbox fork server unresponsive; restarting it")
-                self._stop(force=True)
-                # Without a pid namespace the programs outlive the killed server; with one they may still be dying.
-                stuck = set()
-                if self.protections["uid_drop"]:
-                    stuck = kill_uids(set(self._slot_uids), self.limits.cleanup_s)
-                for i, slot, job_dir, start in inflight.values():
-                    results[i] = RenderResult("timeout", None, "sandbox server unresponsive", time.monotonic() - start)
-                    shutil.rmtree(job_dir, ignore_errors=True)
-                    free_slots.append(slot)
-                inflight.clear()
-                for slot in list(free_slots):
-                    if self._slot_uids[slot] in stuck and not self._retire(slot, "processes left by the killed server"):
-                        free_slots.remove(slot)
-                self._start()
-                continue
-            i, slot, job_dir, start = inflight.pop(reply["id"])
-            try:
-                results[i] = self._collect(reply, job_dir, time.monotonic() - start)
-            finally:
-                shutil.rmtree(job_dir, ignore_errors=True)
+        try:
+            while pending or inflight:
+                if pending and not free_slots and not inflight:
+                    raise RuntimeError(
+                        f"every sandbox slot is out of service: processes of all {_UID_BLOCK} uids of this Sandbox "
+                        "could not be killed (see the errors logged above)"
+                    )
+                while pending and free_slots:
+                    k = pending.pop()
+                    slot = free_slots.pop()
+                    job_id, job_dir = self._prepare(codes[k], slot)
+                    inflight[job_id] = (k, slot, job_dir, time.monotonic())
+                    req = {"id": job_id, "dir": os.path.basename(job_dir), "uid": self._uid(slot)}
+                    req["limits"] = self._limits()
+                    req["cgroup"] = self._cgroups[slot] if self._cgroups else None
+                    self._send(req)
+                # Handed over once the free slots are busy again: the pool's threads then compete for the GIL with
+                # reading the next reply, not with starting the next program.
+                for item in finished:
+                    done(*item)
+                finished.clear()
+                deadline = min(start for _, _, _, start in inflight.values()) + backstop
+                reply = self._read_line(deadline)
+                if reply is None:  # server dead or hung: restart it, everything in flight timed out
+                    logger.warning("sandbox fork server unresponsive; restarting it")
+                    self._stop(force=True)
+                    # Without a pid namespace the programs outlive the killed server; with one they may still be
+                    # dying.
+                    stuck = set()
+                    if self.protections["uid_drop"]:
+                        stuck = kill_uids(set(self._slot_uids), self.limits.cleanup_s)
+                    for k, slot, job_dir, start in inflight.values():
+                        seconds = time.monotonic() - start
+                        finished.append(
+                            (k, _ready(RenderResult("timeout", None, "sandbox server unresponsive", seconds)))
+                        )
+                        shutil.rmtree(job_dir, ignore_errors=True)
+                        free_slots.append(slot)
+                    inflight.clear()
+                    for slot in list(free_slots):
+                        if self._slot_uids[slot] in stuck and not self._retire(
+                            slot, "processes left by the killed server"
+                        ):
+                            free_slots.remove(slot)
+                    self._start()
+                    continue
+                k, slot, job_dir, start = inflight.pop(reply["id"])
+                self._seal(job_dir)
+                finished.append((k, partial(self._read_job, reply, job_dir, time.monotonic() - start)))
                 leftovers = int(reply.get("leftovers", 0))
                 if not leftovers or self._retire(slot, f"{leftovers} process(es) of its last program"):
                     free_slots.append(slot)
-        return results  # type: ignore[return-value]
+        finally:
+            for item in finished:
+                done(*item)
+
+    def _seal(self, job_dir: str) -> None:
+        """Take an ended job's workdir from the slot's uid before the slot's next program (same uid) starts, so that
+        program cannot read what this one left, though the folder is read and deleted only later, in the pool. The
+        program may have opened up its mode, so both owner and mode are reset."""
+        if self.protections.get("uid_drop"):
+            try:
+                fd = os.open(os.path.join(job_dir, "work"), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                try:
+                    os.fchmod(fd, 0o700)
+                    os.fchown(fd, 0, 0)
+                finally:
+                    os.close(fd)
+            except OSError:
+                shutil.rmtree(job_dir, ignore_errors=True)  # then nothing is left to read: a "killed" result
+
+    def _read_job(self, reply: dict, job_dir: str, seconds: float) -> RenderResult:
+        try:
+            return read_result(reply, job_dir, seconds, self.limits)
+        finally:
+            shutil.rmtree(job_dir, ignore_errors=True)
 
     def _uid(self, slot: int) -> int:
         return self._slot_uids[slot]
@@ -359,118 +424,32 @@ class Sandbox:
         self._proc.stdin.flush()
 
     def _prepare(self, code: str, slot: int) -> tuple[int, str]:
-        self._next_id += 1
-        job_dir = os.path.join(self.jobs_root, f"job{self._next_id}")
+        self.jobs += 1
+        job_dir = os.path.join(self.jobs_root, f"job{self.jobs}")
         os.mkdir(job_dir, 0o755)
         work = os.path.join(job_dir, "work")
         os.mkdir(work, 0o700)
         if self.protections.get("uid_drop"):
             os.chown(work, self._uid(slot), GID)
-        # 0600: read by the job child as root; the programs of other slots, running meanwhile, cannot read it.
+        # 0600: read by the server as root; the programs of other slots, running meanwhile, cannot read it.
         fd = os.open(os.path.join(job_dir, "program.py"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with open(fd, "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(code)
-        return self._next_id, job_dir
-
-    def _collect(self, reply: dict, job_dir: str, seconds: float) -> RenderResult:
-        cap = self.limits.max_output_bytes
-        output = "".join(
-            _read_capped(os.path.join(job_dir, n), cap).decode("utf-8", "replace") for n in ("stdout.txt", "stderr.txt")
-        )
-        if reply.get("timeout"):
-            return RenderResult("timeout", None, f"wall time {self.limits.wall_s:g} s exceeded", seconds, output)
-        code = reply.get("code", 128 + reply.get("signal", 0))
-        if code != 0:
-            sig = code - 128
-            name = signal.Signals(sig).name if 0 < sig < 65 and sig in signal.valid_signals() else ""
-            error = f"killed by signal {name or sig}" if name else f"process exited with code {code}"
-            return RenderResult("killed", None, error, seconds, output)
-        try:
-            meta = json.loads(_read_capped(os.path.join(job_dir, "result.json"), _RESULT_CAP))
-            status, error = str(meta["status"]), str(meta.get("error", ""))[:500]
-        except (ValueError, KeyError, TypeError):
-            return RenderResult("killed", None, "the program ended before the sandbox could report", seconds, output)
-        if status not in STATUSES:
-            status, error = "runtime_error", f"invalid status from the program: {status[:50]}"
-        if status != "ok":
-            return RenderResult(status, None, error, seconds, output)
-        image, why = self._read_png(os.path.join(job_dir, "work"))
-        if image is None:
-            return RenderResult("no_image", None, why, seconds, output)
-        return RenderResult("ok", image, "", seconds, output)
-
-    def _read_png(self, work: str) -> tuple[Image.Image | None, str]:
-        max_bytes = self.limits.max_pixels * 4 + (1 << 20)
-        try:
-            dir_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError as exc:
-            return None, f"workdir unreadable: {exc.strerror}"
-        try:
-            fd = os.open(OUTPUT_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-        except OSError as exc:
-            return None, f"output unreadable: {exc.strerror}"
-        finally:
-            os.close(dir_fd)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return None, "output is not a regular file"
-            if st.st_size > max_bytes:
-                return None, f"output too large ({st.st_size} bytes)"
-            data = os.read(fd, max_bytes + 1)
-        finally:
-            os.close(fd)
-        if not data.startswith(_PNG_SIGNATURE) or len(data) > max_bytes:
-            return None, "output is not a PNG"
-        try:
-            image = Image.open(io.BytesIO(data), formats=["PNG"])
-            w, h = image.size
-            if w * h > self.limits.max_pixels or w <= 0 or h <= 0:
-                return None, f"output image too large ({w}x{h})"
-            image.load()
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means no usable image
-            return None, f"output PNG undecodable: {exception_line(exc)}"
-        return image, ""
+        return self.jobs, job_dir
 
 
-def _read_capped(path: str, cap: int) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return b""
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return b""
-        chunks, left = [], cap
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 16))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+def _result_itself(index: int, result: RenderResult) -> RenderResult:
+    return result
 
 
-def render_code_in_process(code: str) -> Image.Image | None:
-    """UNSAFE baseline for benchmarks: exec the program in this process and return the current figure as PIL."""
-    import matplotlib
+def _ready(result: RenderResult) -> Callable[[], RenderResult]:
+    return lambda: result
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    plt.close("all")
-    try:
-        exec(compile(code, "<program>", "exec"), {"__name__": "__main__"})
-    except SystemExit:
-        pass
-    if not plt.get_fignums():
-        return None
-    buf = io.BytesIO()
-    plt.gcf().savefig(buf, format="png")
-    plt.close("all")
-    buf.seek(0)
-    image = Image.open(buf)
-    image.load()
-    return image
+def _deliver(
+    read: Callable[[], RenderResult], where: list[int], then: Callable[[int, RenderResult], T], out: list
+) -> None:
+    """Pool task: read one program's result, then `then` it for every position of the batch that holds it."""
+    result = read()
+    for i in where:
+        out[i] = then(i, result)

@@ -103,8 +103,9 @@ def test_sample_frame_indices_invariants_over_a_grid() -> None:
                     assert count <= total - total % 2 and count <= high
                     assert len(set(indices)) == count
                     even_low, even_high = low + low % 2, high - high % 2
-                    assert count == max(2, min(max(even_high, even_low) if even_low <= even_high else even_high,
-                                               total) // 2 * 2)
+                    assert count == max(
+                        2, min(max(even_high, even_low) if even_low <= even_high else even_high, total) // 2 * 2
+                    )
                 # uniform: gaps differ by at most one frame
                 gaps = np.diff(indices)
                 assert gaps.max() - gaps.min() <= 1

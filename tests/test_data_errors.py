@@ -81,8 +81,7 @@ def test_check_of_a_missing_local_dataset_says_how_to_make_the_sample(recipe: st
     assert "Couldn't reach" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert f"dataset 'data/nosuch' not found (looked for {REPO_ROOT / 'data/nosuch'} and " in result.stderr
     assert (
-        f"Make the offline sample with: python recipes/{recipe}/sample.py recipes/{recipe}/data/nosuch"
-        in result.stderr
+        f"Make the offline sample with: python recipes/{recipe}/sample.py recipes/{recipe}/data/nosuch" in result.stderr
     )
 
 

@@ -96,9 +96,6 @@ def test_empty_graph():
     assert P.knowledge_fidelity(kg, {}) == 0.0
 
 
-
-
-
 def test_dependency_parsing():
     # As official: relation unstripped, split at the first ", ", endpoints lower-cased but not stripped.
     assert P.split_dependency("Requires( a , b )") == ("Requires", " a ", "b ")

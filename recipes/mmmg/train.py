@@ -38,8 +38,7 @@ class ScriptArguments(JudgeArguments, RenderMemoryArguments):
     dataset_name: str = field(
         default="data/sample",
         metadata={
-            "help": "MMMG: the hub name MMMGbench/MMMG or a local folder written by sample.py. Old key: "
-            "dataset."
+            "help": "MMMG: the hub name MMMGbench/MMMG or a local folder written by sample.py. Old key: dataset."
         },
     )
     levels: list[str] | None = field(default=None, metadata={"help": f"Any of {', '.join(LEVELS)} (default: all)."})

@@ -504,3 +504,29 @@ def test_slot_with_unkillable_leftovers_gets_a_fresh_uid(monkeypatch, caplog):
                 box.render([LOOP, SIMPLE])
         finally:
             zombie.wait()
+
+
+def test_an_interrupted_call_leaves_no_running_program_behind(monkeypatch):
+    """A call cut short while programs run (Ctrl-C, an error handing over a job) must not leave them to the next call:
+    their replies would be misread (KeyError) and their slots, with their uids, handed to new programs."""
+    slow = "import time\ntime.sleep(3)\n" + SIMPLE
+    with Sandbox(SandboxLimits(wall_s=10.0), workers=2) as sandbox:
+        send = sandbox._send
+        sent = []
+
+        def send_then_fail(req: dict) -> None:
+            if sent:
+                raise OSError("pipe broke")
+            sent.append(req)
+            send(req)
+
+        monkeypatch.setattr(sandbox, "_send", send_then_fail)
+        with pytest.raises(OSError, match="pipe broke"):
+            sandbox.render([slow, slow + "#2"])
+        monkeypatch.setattr(sandbox, "_send", send)
+        assert sorted(os.listdir(sandbox.jobs_root)) == ["server"]  # the running program's folder is gone
+        start = time.monotonic()
+        for _ in range(2):  # a stale reply would surface here as a KeyError or a wrong result
+            (result,) = sandbox.render([SIMPLE])
+            assert result.status == "ok" and result.image is not None
+        assert time.monotonic() - start < 3.0  # not queued behind the interrupted 3 s program

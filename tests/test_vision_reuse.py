@@ -21,6 +21,7 @@ from core.data.video import to_video_dataset
 from core.training.config import VLMGRPOConfig, VLMModelConfig
 from core.training.lora import build_lora_config
 from core.training.models import load_model_and_processor
+from core.training.prompts import VIDEO_FPS_COLUMN
 from core.training.trainer import VLMGRPOTrainer
 from core.training.vision_reuse import ProcessorReuse
 from tests.fixtures.toy_rewards import even_token_fraction
@@ -130,6 +131,26 @@ def test_video_batch_equals_trl_path_and_encodes_each_clip_once(tmp_path, family
     reuse = reused[0].vision_reuse
     assert [p.calls for p in reuse.processors if p.argument == "videos"] == [2]
     assert reuse.features.encoded == 2
+
+
+def test_video_with_sampling_rates_is_processed_once_per_clip(tmp_path) -> None:
+    """The video recipe gives every row a `video_fps`: the processor then gets one metadata entry per clip, which
+    must follow its clip (a clip's rate changes its temporal positions), not be handed whole to a smaller call."""
+    rows = [{**row, VIDEO_FPS_COLUMN: fps} for row, fps in zip(video_rows(), (1.0, 4.0), strict=True)]
+    reference = one_batch(tmp_path, "qwen2_5_vl", rows, reuse=False)
+    reused = one_batch(tmp_path, "qwen2_5_vl", rows, reuse=True)
+    assert_same_batch(reference, reused)
+    assert [p.calls for p in reused[0].vision_reuse.processors if p.argument == "videos"] == [2]
+    assert all(p.active is False for p in reused[0].vision_reuse.processors)  # out of the processor after the batch
+    assert {tuple(t.tolist()) for t in reused[1]["second_per_grid_ts"]} == {(2.0,), (0.5,)}  # each clip its own rate
+
+
+def test_nothing_cached_outlives_training(tmp_path) -> None:
+    trainer, *_ = one_batch(tmp_path, "qwen2_5_vl", image_rows(), reuse=True)
+    assert trainer.vision_reuse.features.active and trainer.vision_reuse.features._entries
+    trainer.train()
+    assert not trainer.vision_reuse.features.active and not trainer.vision_reuse.features._entries
+    assert type(trainer.processing_class.image_processor).__name__ != "ProcessorReuse"
 
 
 def test_trainable_vision_tower_is_encoded_every_time_and_gradients_match(tmp_path) -> None:

@@ -71,6 +71,8 @@ class DecodeCache:
         size = _size_of(value)
         with self._lock:
             self.decodes += 1
+            if key in self._values:  # another thread decoded it meanwhile: keep one copy, counted once
+                return self._values[key][0]
             if size <= self.budget_bytes:
                 self._values[key] = (value, size)
                 self._bytes += size

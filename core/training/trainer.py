@@ -280,9 +280,18 @@ class VLMGRPOTrainer(GRPOTrainer):
         try:
             return super().train(*args, **kwargs)
         finally:
+            if self.vision_reuse is not None:
+                self.vision_reuse.release()
             summary = self.no_signal.summary()
             if summary and self.accelerator.is_main_process:
                 logger.warning(summary)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:  # the training batch in progress (if any) encodes its images again: correct, only not reused
+            if self.vision_reuse is not None:
+                self.vision_reuse.release()
 
     def _sample_and_score(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         if not inputs or VIDEO_COLUMN not in inputs[0]:

@@ -43,6 +43,8 @@ __all__ = ["FeatureReuse", "ProcessorReuse", "VisionReuse", "image_digest_of"]
 # (processor attribute, its input keyword, its grid output key) for the inputs the trainers feed.
 PROCESSOR_KINDS = (("image_processor", "images", "image_grid_thw"), ("video_processor", "videos", "video_grid_thw"))
 FEATURE_METHODS = (("get_image_features", "image_grid_thw"), ("get_video_features", "video_grid_thw"))
+# Processor options that hold one entry per input rather than one value for the call.
+PER_INPUT_OPTIONS = ("video_metadata", "fps")
 
 
 def image_digest_of(image: Image.Image) -> bytes:
@@ -162,11 +164,22 @@ class ProcessorReuse:
         options = {k: v for k, v in kwargs.items() if k != self.argument}
         if not items:
             return self.inner(*args, **kwargs)
-        signature = repr(sorted((k, v) for k, v in options.items() if k != "return_tensors"))
-        keys = [(self._digest(item), signature) for item in items]
-        new = {key: item for key, item in zip(keys, items, strict=True) if key not in self._rows}
+        # Options with one entry per input (a clip's sampling metadata) belong to that input: part of its key, and
+        # only the new inputs' entries go to the processor with them.
+        per_input = {k: list(v) for k, v in options.items() if k in PER_INPUT_OPTIONS and isinstance(v, (list, tuple))}
+        if any(len(v) != len(items) for v in per_input.values()):
+            return self._refuse(f"{sorted(per_input)} do not give one entry per input", args, kwargs)
+        shared = {k: v for k, v in options.items() if k not in per_input}
+        signature = repr(sorted(shared.items()))
+        keys = [
+            (self._digest(item), signature, repr([per_input[k][i] for k in sorted(per_input)]))
+            for i, item in enumerate(items)
+        ]
+        new = {key: i for i, key in enumerate(keys) if key not in self._rows}
         if new:
-            output = self.inner(*rest, **{self.argument: list(new.values())}, **options)
+            picked = list(new.values())
+            chosen = {k: [v[i] for i in picked] for k, v in per_input.items()}
+            output = self.inner(*rest, **{self.argument: [items[i] for i in picked]}, **shared, **chosen)
             parts = _split_rows(output, len(new), self.grid_key)
             if parts is None:
                 return self._refuse(f"cannot split {sorted(output.keys())} per input", args, kwargs)
@@ -354,6 +367,14 @@ class VisionReuse:
                 self._attributes.append(attribute)
         module = _vision_module(model)
         self.features = FeatureReuse(module) if module is not None else None
+        self.features_on = False
+
+    def release(self) -> None:
+        """End feature reuse until the next scope (training or evaluation over): nothing cached outlives the batches
+        it was computed for, whatever later changes the weights (a loaded checkpoint, an unfrozen tower)."""
+        if self.features is not None:
+            self.features.active = False
+            self.features.clear()
         self.features_on = False
 
     @contextmanager

@@ -276,6 +276,8 @@ class Sandbox:
         with self._lock:
             if not self._finalizer.alive:
                 raise RuntimeError("Sandbox is closed")
+            if self._proc is None:  # a restart after an interrupted call failed: try again now
+                self._start()
             positions: dict[str, list[int]] = {}
             for i, code in enumerate(codes):
                 positions.setdefault(code, []).append(i)
@@ -362,9 +364,32 @@ class Sandbox:
                 leftovers = int(reply.get("leftovers", 0))
                 if not leftovers or self._retire(slot, f"{leftovers} process(es) of its last program"):
                     free_slots.append(slot)
+        except BaseException:
+            if inflight:
+                self._abandon(inflight)
+            raise
         finally:
             for item in finished:
                 done(*item)
+
+    def _abandon(self, inflight: dict[int, tuple[int, int, str, float]]) -> None:
+        """After an interrupted call (KeyboardInterrupt, an error sending a job), programs are still running whose
+        replies the next call would misread and whose slots (and uids) it would hand to new programs: stop the server
+        with them, kill what is left under the slots' uids, delete their folders, and start a fresh server."""
+        logger.warning("sandbox call interrupted with %d program(s) running; restarting the fork server", len(inflight))
+        self._stop(force=True)
+        if self.protections.get("uid_drop"):
+            stuck = kill_uids(set(self._slot_uids), self.limits.cleanup_s)
+            for slot, uid in enumerate(self._slot_uids):
+                if uid in stuck:
+                    self._retire(slot, "processes of an interrupted call")
+        for _, _, job_dir, _ in inflight.values():
+            shutil.rmtree(job_dir, ignore_errors=True)
+        inflight.clear()
+        try:
+            self._start()
+        except Exception as err:  # the interruption is what the caller must see; the next call reports this
+            logger.error("sandbox fork server could not restart: %s", err)
 
     def _seal(self, job_dir: str) -> None:
         """Take an ended job's workdir from the slot's uid before the slot's next program (same uid) starts, so that

@@ -103,13 +103,17 @@ def _split_rows(output: BatchFeature, count: int, grid_key: str) -> list[dict[st
 
 
 def _join(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The per-input rows back into one output. Rows cached from a call without `return_tensors` (lists, arrays) may
+    meet rows of a call with it (tensors): then all become tensors."""
     joined: dict[str, Any] = {}
     for key in parts[0]:
         values = [part[key] for part in parts]
-        if isinstance(values[0], torch.Tensor):
-            joined[key] = torch.cat(values)
-        elif isinstance(values[0], np.ndarray):
-            joined[key] = np.concatenate(values)
+        if any(isinstance(v, torch.Tensor) for v in values):
+            joined[key] = torch.cat(
+                [torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for v in values]
+            )
+        elif any(isinstance(v, np.ndarray) for v in values):
+            joined[key] = np.concatenate([np.asarray(v) for v in values])
         else:
             joined[key] = [item for value in values for item in value]
     return joined
@@ -170,7 +174,8 @@ class ProcessorReuse:
         if any(len(v) != len(items) for v in per_input.values()):
             return self._refuse(f"{sorted(per_input)} do not give one entry per input", args, kwargs)
         shared = {k: v for k, v in options.items() if k not in per_input}
-        signature = repr(sorted(shared.items()))
+        # return_tensors only changes the container of the same numbers (see _join), so it is not part of the key.
+        signature = repr(sorted((k, v) for k, v in shared.items() if k != "return_tensors"))
         keys = [
             (self._digest(item), signature, repr([per_input[k][i] for k in sorted(per_input)]))
             for i, item in enumerate(items)

@@ -371,7 +371,8 @@ def test_hung_server_is_replaced():
         t = time.monotonic()
         (r,) = box.render([SIMPLE])
         assert r.status == "timeout" and "unresponsive" in r.error
-        assert time.monotonic() - t < 0.5 + 0.5 + 7.0  # the backstop (wall_s + cleanup_s + 5 s), then a restart
+        # the backstop (wall_s + cleanup_s + 5 s), then a restart (up to ~2 s; 10 s allowed on a loaded machine)
+        assert time.monotonic() - t < 0.5 + 0.5 + 5.0 + 10.0
         assert box._proc is not old and old.poll() is not None
         assert box.render([SIMPLE])[0].status == "ok"
 

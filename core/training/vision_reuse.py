@@ -225,6 +225,7 @@ class FeatureReuse:
         self.encoded = 0  # inputs that reached the vision tower inside scopes (tests, benchmark)
         self._entries: dict[tuple, list[tuple[torch.Tensor, dict[str, Any]]]] = {}
         self._nested = False
+        self._output_class: Any = None  # the tower's output type, for a call answered wholly from the cache
         self.originals: dict[str, Callable[..., Any]] = {}
         for name, grid_key in FEATURE_METHODS:
             original = getattr(module, name, None)
@@ -354,8 +355,6 @@ class FeatureReuse:
         self._output_class = output_class
         output = output_class(**fields)
         return output.to_tuple() if kwargs.get("return_dict") is False else output
-
-    _output_class: Any = None
 
 
 class VisionReuse:
